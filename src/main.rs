@@ -1,0 +1,5 @@
+//! featurestream server binary.
+
+fn main() {
+    eprintln!("featurestream: the server arrives with issue 4");
+}

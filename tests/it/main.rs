@@ -1,0 +1,6 @@
+//! The single integration-test binary; one module per behaviour.
+
+mod support;
+
+mod filter_differential;
+mod filter_properties;
