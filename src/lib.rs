@@ -12,7 +12,14 @@
 //!
 //! Dependency rules: `feature`, `geometry`, `filter` and `protocol` never import actix.
 
+pub mod broker;
+pub mod config;
 pub mod feature;
 pub mod filter;
 pub mod geometry;
+pub mod http;
 pub mod protocol;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod simulator;

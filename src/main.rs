@@ -1,5 +1,95 @@
-//! featurestream server binary.
+//! featurestream: `Config::from_env` -> env_logger -> `server::start`; logs the URLs to use and
+//! shuts down gracefully on SIGINT or SIGTERM.
 
-fn main() {
-    eprintln!("featurestream: the server arrives with issue 4");
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use featurestream::config::{Config, ConfigError};
+use featurestream::server;
+
+fn main() -> ExitCode {
+    let loaded = match Config::from_env() {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Usage(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("featurestream: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    for warning in &loaded.warnings {
+        log::warn!("{warning}");
+    }
+    let config = loaded.config;
+    let listener = match TcpListener::bind((config.bind, config.port)) {
+        Ok(listener) => listener,
+        Err(err) => {
+            log::error!("cannot listen on {}:{}: {err}", config.bind, config.port);
+            return ExitCode::from(1);
+        }
+    };
+    let system = actix::System::new();
+    let result: std::io::Result<()> = system.block_on(async move {
+        let services: Vec<String> = config
+            .services
+            .iter()
+            .map(|service| service.name.clone())
+            .collect();
+        let running = server::start(config, listener)?;
+        log_urls(running.addr, &services);
+        let stopper = running.stopper;
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            log::info!("shutting down: closing every session with 1001");
+            stopper.shutdown().await;
+        });
+        running.server.await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("server failed: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn log_urls(addr: std::net::SocketAddr, services: &[String]) {
+    let host = if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    log::info!("featurestream listening on {addr}");
+    log::info!("debug page:  http://{host}/");
+    log::info!("catalog:     http://{host}/arcgis/rest/services?f=json");
+    for name in services {
+        log::info!("metadata:    http://{host}/arcgis/rest/services/{name}/StreamServer?f=json");
+        log::info!("subscribe:   ws://{host}/arcgis/ws/services/{name}/StreamServer/subscribe");
+        log::info!("custom mode: ws://{host}/arcgis/ws/services/{name}/custom");
+    }
+    log::info!("custom mode of the default service: ws://{host}/");
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
 }

@@ -222,10 +222,7 @@ impl<'s> Compiler<'s> {
                     );
                 }
                 (_, Kind::Null) => has_null = true,
-                (_, Kind::Value(item_kind))
-                    if !comparable(kind, item_kind)
-                        || kind == ValueKind::Boolean && item_kind == ValueKind::Number =>
-                {
+                (_, Kind::Value(item_kind)) if !in_list_compatible(kind, item_kind) => {
                     self.mismatch(
                         format!(
                             "cannot compare {} with {}",
@@ -365,6 +362,13 @@ fn comparable(left: ValueKind, right: ValueKind) -> bool {
             (left, right),
             (Number, Date) | (Date, Number) | (Number, Boolean) | (Boolean, Number)
         )
+}
+
+/// IN list members must be of the operand's kind; numbers and dates mix (epoch ms). Booleans
+/// take TRUE/FALSE only, so that every member is kept in the typed, sorted list.
+fn in_list_compatible(operand: ValueKind, item: ValueKind) -> bool {
+    use ValueKind::{Date, Number};
+    operand == item || matches!((operand, item), (Number, Date) | (Date, Number))
 }
 
 fn mirror(op: CompareOp) -> CompareOp {

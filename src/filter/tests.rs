@@ -459,6 +459,8 @@ fn error_table() {
         ("speed ! 1", vec!["Invalid where clause: expected \"!=\", found \"!\" at position 6.".into()]),
         ("speed > 1; DROP TABLE x", vec!["Invalid where clause: expected an operand, operator or keyword, found \";\" at position 9.".into()]),
         ("NULL IN (1)", vec!["Invalid where clause: NULL cannot be tested with IN; use IS NULL at position 0.".into()]),
+        ("speed IN (FALSE)", vec!["Invalid where clause: cannot compare field \"speed\" (number) with boolean FALSE at position 10.".into()]),
+        ("1 IN (FALSE)", vec!["Invalid where clause: cannot compare number 1 with boolean FALSE at position 6.".into()]),
         ("active IN (1)", vec!["Invalid where clause: cannot compare field \"active\" (boolean) with number 1 at position 11.".into()]),
     ];
     for (clause, expected) in cases {

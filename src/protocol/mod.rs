@@ -1,5 +1,11 @@
 //! Wire formats: the only code that knows JSON field names. Handshake, filter message and
 //! reply, featureResult and feature frames, metadata, close codes. No actors, no evaluation.
 
+pub mod close;
 pub mod envelope_json;
+pub mod feature_result;
 pub mod filter_message;
+pub mod handshake;
+pub mod metadata;
+pub mod sse;
+pub mod ws_frame;

@@ -2,5 +2,9 @@
 
 mod support;
 
+mod custom_mode;
 mod filter_differential;
 mod filter_properties;
+mod lifecycle;
+mod rest;
+mod subscribe;

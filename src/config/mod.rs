@@ -1,0 +1,503 @@
+//! `Config`: every setting, from flags, then `FEATURESTREAM_*` environment variables, then
+//! defaults (flags win). The only code that reads the environment. Two stages, as ripgrep
+//! does: raw strings from one table (`SETTINGS`, which also drives `--help` and is checked
+//! against `.env.example` by a test), then a validated, typed `Config`.
+
+mod services_file;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::filter::FilterLimits;
+use crate::service::{Service, SimulatorSettings};
+
+/// One setting: environment variable, flag, default and meaning.
+#[derive(Debug)]
+pub struct Setting {
+    /// `FEATURESTREAM_*`.
+    pub var: &'static str,
+    /// `--flag`.
+    pub flag: &'static str,
+    /// Default, as text (empty: unset).
+    pub default: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// Every setting. `.env.example` lists the same, in this order.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        var: "FEATURESTREAM_BIND",
+        flag: "bind",
+        default: "127.0.0.1",
+        help: "Address to listen on",
+    },
+    Setting {
+        var: "FEATURESTREAM_PORT",
+        flag: "port",
+        default: "8000",
+        help: "Port to listen on (0: any free port)",
+    },
+    Setting {
+        var: "FEATURESTREAM_WORKERS",
+        flag: "workers",
+        default: "0",
+        help: "HTTP worker threads (0: one per core)",
+    },
+    Setting {
+        var: "FEATURESTREAM_SERVICES",
+        flag: "services",
+        default: "",
+        help: "JSON file declaring services (default: one simulated service, vehicles)",
+    },
+    Setting {
+        var: "FEATURESTREAM_SIMULATOR",
+        flag: "simulator",
+        default: "on",
+        help: "Run the simulator of the default service: on or off",
+    },
+    Setting {
+        var: "FEATURESTREAM_FEATURES",
+        flag: "features",
+        default: "3000",
+        help: "Simulated features (vehicles) per service",
+    },
+    Setting {
+        var: "FEATURESTREAM_HZ",
+        flag: "hz",
+        default: "1",
+        help: "Simulator ticks per second",
+    },
+    Setting {
+        var: "FEATURESTREAM_SEED",
+        flag: "seed",
+        default: "42",
+        help: "Simulator seed (same seed, same movement)",
+    },
+    Setting {
+        var: "FEATURESTREAM_QUEUE_BYTES",
+        flag: "queue-bytes",
+        default: "1048576",
+        help: "Outbound bytes queued per session before it is a slow consumer",
+    },
+    Setting {
+        var: "FEATURESTREAM_SLOW_CONSUMER_SECS",
+        flag: "slow-consumer-secs",
+        default: "10",
+        help: "Seconds a session may stay behind before it is closed with 1008",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_FRAME_BYTES",
+        flag: "max-frame-bytes",
+        default: "65536",
+        help: "Largest inbound WebSocket frame; larger ones close the session with 1009",
+    },
+    Setting {
+        var: "FEATURESTREAM_HEARTBEAT_SECS",
+        flag: "heartbeat-secs",
+        default: "30",
+        help: "Seconds between protocol pings; no answer for two intervals closes the session",
+    },
+    Setting {
+        var: "FEATURESTREAM_HANDSHAKE_REJECT_DELAY_MS",
+        flag: "handshake-reject-delay-ms",
+        default: "1000",
+        help: "Milliseconds before closing a bad custom-mode handshake (slows the SDK's instant reconnects)",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_WHERE_BYTES",
+        flag: "max-where-bytes",
+        default: "16384",
+        help: "Longest where clause",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_WHERE_DEPTH",
+        flag: "max-where-depth",
+        default: "64",
+        help: "Deepest nesting of parentheses and NOT in a where clause",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_IN_ITEMS",
+        flag: "max-in-items",
+        default: "1000",
+        help: "Longest IN list in a where clause",
+    },
+];
+
+/// A setting that cannot be used. `main` prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("{var}={value:?}: {reason}")]
+    Invalid {
+        /// The variable (or flag) name.
+        var: String,
+        /// The value given.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The services file cannot be read or is invalid.
+    #[error("services file {path}: {reason}")]
+    Services {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Bad command-line usage, or `--help` / `--version`.
+    #[error("{0}")]
+    Usage(#[from] clap::Error),
+}
+
+/// Per-session settings.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// Outbound byte bound.
+    pub queue_bytes: usize,
+    /// Time behind before a slow consumer is closed.
+    pub slow_consumer_after: Duration,
+    /// Largest inbound frame.
+    pub max_frame_bytes: usize,
+    /// Ping interval.
+    pub heartbeat_interval: Duration,
+    /// Delay before closing a bad custom-mode handshake.
+    pub handshake_reject_delay: Duration,
+    /// Where-clause limits.
+    pub filter_limits: FilterLimits,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address.
+    pub bind: IpAddr,
+    /// Listen port.
+    pub port: u16,
+    /// HTTP workers (0: one per core).
+    pub workers: usize,
+    /// The services.
+    pub services: Vec<Service>,
+    /// Per-session settings.
+    pub session: SessionSettings,
+}
+
+/// The configuration plus warnings to log once logging is up.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Unknown variables and insecure settings.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads the process's arguments and environment.
+    pub fn from_env() -> Result<Loaded, ConfigError> {
+        Config::from_sources(std::env::args_os(), std::env::vars_os())
+    }
+
+    /// Reads the given arguments (the first is the program name) and variables.
+    pub fn from_sources(
+        args: impl IntoIterator<Item = OsString>,
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Loaded, ConfigError> {
+        let matches = command().try_get_matches_from(args)?;
+        let mut warnings = Vec::new();
+        let mut env = HashMap::new();
+        for (name, value) in vars {
+            let Some(name) = name
+                .to_str()
+                .filter(|name| name.starts_with("FEATURESTREAM_"))
+            else {
+                continue;
+            };
+            if !SETTINGS.iter().any(|setting| setting.var == name) {
+                warnings.push(format!("unknown environment variable {name} is ignored"));
+                continue;
+            }
+            let value = value.into_string().map_err(|value| ConfigError::Invalid {
+                var: name.to_owned(),
+                value: value.to_string_lossy().into_owned(),
+                reason: "not valid UTF-8".to_owned(),
+            })?;
+            env.insert(name.to_owned(), value);
+        }
+        let raw = Raw { matches, env };
+        let config = raw.validate()?;
+        if !config.bind.is_loopback() {
+            warnings.push(format!(
+                "listening on {} without authentication: anyone who can reach this address can subscribe",
+                config.bind
+            ));
+        }
+        Ok(Loaded { config, warnings })
+    }
+
+    /// A configuration for tests: loopback, port 0, the given simulated features and rate.
+    pub fn for_tests(features: usize, hz: f64) -> Config {
+        let loaded = Config::from_sources(
+            ["featurestream", "--port", "0", "--workers", "2"].map(OsString::from),
+            Vec::<(OsString, OsString)>::new(),
+        )
+        .expect("the defaults are valid");
+        let mut config = loaded.config;
+        for service in &mut config.services {
+            if let Some(simulator) = &mut service.simulator {
+                simulator.features = features;
+                simulator.hz = hz;
+            }
+        }
+        config
+    }
+}
+
+fn command() -> clap::Command {
+    let mut command = clap::Command::new("featurestream")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Streams moving map features to ArcGIS StreamLayer, WebSocket and SSE clients");
+    for setting in SETTINGS {
+        let default = if setting.default.is_empty() {
+            "unset"
+        } else {
+            setting.default
+        };
+        command = command.arg(
+            clap::Arg::new(setting.flag)
+                .long(setting.flag)
+                .value_name("VALUE")
+                .help(format!(
+                    "{} [env: {}] [default: {default}]",
+                    setting.help, setting.var
+                )),
+        );
+    }
+    command
+}
+
+struct Raw {
+    matches: clap::ArgMatches,
+    env: HashMap<String, String>,
+}
+
+impl Raw {
+    /// The value of a setting and the name to blame if it is wrong.
+    fn get(&self, var: &str) -> (String, String) {
+        let setting = SETTINGS
+            .iter()
+            .find(|setting| setting.var == var)
+            .expect("every lookup names a setting");
+        if let Some(value) = self.matches.get_one::<String>(setting.flag) {
+            return (format!("--{}", setting.flag), value.clone());
+        }
+        match self.env.get(var) {
+            Some(value) => (var.to_owned(), value.clone()),
+            None => (var.to_owned(), setting.default.to_owned()),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, var: &str, expected: &str) -> Result<T, ConfigError> {
+        let (name, value) = self.get(var);
+        value.trim().parse().map_err(|_| ConfigError::Invalid {
+            var: name,
+            value,
+            reason: format!("expected {expected}"),
+        })
+    }
+
+    fn ranged(&self, var: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let value: u64 = self.parse(var, &format!("an integer from {min} to {max}"))?;
+        if (min..=max).contains(&value) {
+            return Ok(value);
+        }
+        let (name, text) = self.get(var);
+        Err(ConfigError::Invalid {
+            var: name,
+            value: text,
+            reason: format!("expected an integer from {min} to {max}"),
+        })
+    }
+
+    fn validate(&self) -> Result<Config, ConfigError> {
+        let bind = self.parse(
+            "FEATURESTREAM_BIND",
+            "an IP address such as 127.0.0.1 or 0.0.0.0",
+        )?;
+        let port = self.parse("FEATURESTREAM_PORT", "a port number from 0 to 65535")?;
+        let workers = self.ranged("FEATURESTREAM_WORKERS", 0, 256)? as usize;
+        let hz: f64 = self.parse("FEATURESTREAM_HZ", "a number of ticks per second")?;
+        if !(hz > 0.0 && hz <= 1000.0) {
+            let (var, value) = self.get("FEATURESTREAM_HZ");
+            return Err(ConfigError::Invalid {
+                var,
+                value,
+                reason: "expected a rate above 0 and at most 1000".into(),
+            });
+        }
+        let simulator_settings = SimulatorSettings {
+            features: self.ranged("FEATURESTREAM_FEATURES", 1, 1_000_000)? as usize,
+            hz,
+            seed: self.parse("FEATURESTREAM_SEED", "an unsigned integer")?,
+            trail_vertices: SimulatorSettings::default().trail_vertices,
+        };
+        let (simulator_var, simulator) = self.get("FEATURESTREAM_SIMULATOR");
+        let simulator_on = match simulator.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => true,
+            "off" | "false" | "0" | "no" => false,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: simulator_var,
+                    value: simulator,
+                    reason: "expected on or off".into(),
+                });
+            }
+        };
+        let (_, services_path) = self.get("FEATURESTREAM_SERVICES");
+        let services = if services_path.trim().is_empty() {
+            let mut service = Service::vehicles(simulator_settings);
+            if !simulator_on {
+                service.simulator = None;
+            }
+            vec![service]
+        } else {
+            services_file::load(
+                PathBuf::from(services_path.trim()).as_path(),
+                &simulator_settings,
+            )?
+        };
+        let session = SessionSettings {
+            queue_bytes: self.ranged("FEATURESTREAM_QUEUE_BYTES", 4096, 1 << 30)? as usize,
+            slow_consumer_after: Duration::from_secs(self.ranged(
+                "FEATURESTREAM_SLOW_CONSUMER_SECS",
+                1,
+                3600,
+            )?),
+            max_frame_bytes: self.ranged("FEATURESTREAM_MAX_FRAME_BYTES", 1024, 16 << 20)? as usize,
+            heartbeat_interval: Duration::from_secs(self.ranged(
+                "FEATURESTREAM_HEARTBEAT_SECS",
+                1,
+                3600,
+            )?),
+            handshake_reject_delay: Duration::from_millis(self.ranged(
+                "FEATURESTREAM_HANDSHAKE_REJECT_DELAY_MS",
+                0,
+                60_000,
+            )?),
+            filter_limits: FilterLimits {
+                max_clause_bytes: self.ranged("FEATURESTREAM_MAX_WHERE_BYTES", 16, 1 << 20)?
+                    as usize,
+                max_depth: self.ranged("FEATURESTREAM_MAX_WHERE_DEPTH", 1, 1000)? as usize,
+                max_in_items: self.ranged("FEATURESTREAM_MAX_IN_ITEMS", 1, 100_000)? as usize,
+            },
+        };
+        Ok(Config {
+            bind,
+            port,
+            workers,
+            services,
+            session,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str], vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let args = std::iter::once("featurestream")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        let vars = vars
+            .iter()
+            .map(|(name, value)| (OsString::from(name), OsString::from(value)));
+        Config::from_sources(args, vars.collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let loaded = load(&[], &[]).unwrap();
+        assert_eq!(loaded.config.bind.to_string(), "127.0.0.1");
+        assert_eq!(loaded.config.port, 8000);
+        assert_eq!(loaded.config.services.len(), 1);
+        let simulator = loaded.config.services[0].simulator.as_ref().unwrap();
+        assert_eq!((simulator.features, simulator.hz), (3000, 1.0));
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let loaded = load(
+            &["--port", "9001"],
+            &[("FEATURESTREAM_PORT", "9002"), ("FEATURESTREAM_HZ", "10")],
+        )
+        .unwrap();
+        assert_eq!(loaded.config.port, 9001);
+        assert_eq!(
+            loaded.config.services[0].simulator.as_ref().unwrap().hz,
+            10.0
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_value() {
+        let err = load(&[], &[("FEATURESTREAM_PORT", "eighty")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "FEATURESTREAM_PORT=\"eighty\": expected a port number from 0 to 65535"
+        );
+        let err = load(&["--hz", "0"], &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--hz=\"0\": expected a rate above 0 and at most 1000"
+        );
+        let err = load(&[], &[("FEATURESTREAM_SIMULATOR", "maybe")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "FEATURESTREAM_SIMULATOR=\"maybe\": expected on or off"
+        );
+        let err = load(&[], &[("FEATURESTREAM_QUEUE_BYTES", "10")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "FEATURESTREAM_QUEUE_BYTES=\"10\": expected an integer from 4096 to 1073741824"
+        );
+    }
+
+    #[test]
+    fn unknown_variables_and_public_binds_warn() {
+        let loaded = load(
+            &["--bind", "0.0.0.0"],
+            &[("FEATURESTREAM_PROT", "1"), ("OTHER", "x")],
+        )
+        .unwrap();
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("FEATURESTREAM_PROT"));
+    }
+
+    #[test]
+    fn env_example_lists_every_setting_with_its_default() {
+        let example = include_str!("../../.env.example");
+        let lines: Vec<&str> = example
+            .lines()
+            .filter(|line| line.contains('=') && !line.starts_with("# "))
+            .collect();
+        let listed: Vec<(String, String)> = lines
+            .iter()
+            .map(|line| {
+                let line = line.trim_start_matches('#').trim();
+                let (name, value) = line.split_once('=').expect("NAME=value");
+                (name.to_owned(), value.to_owned())
+            })
+            .filter(|(name, _)| name.starts_with("FEATURESTREAM_"))
+            .collect();
+        let expected: Vec<(String, String)> = SETTINGS
+            .iter()
+            .map(|setting| (setting.var.to_owned(), setting.default.to_owned()))
+            .collect();
+        assert_eq!(listed, expected);
+        assert!(example.contains("RUST_LOG="));
+    }
+}

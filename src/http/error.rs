@@ -1,0 +1,39 @@
+//! `HttpError`: every refusal before an upgrade or on REST, as an HTTP status with an ArcGIS
+//! style JSON body. One variant per cause the client sees.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::protocol::metadata::error_body;
+
+/// A refused request.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// No service of that name (seed 003's 4404, refused before the upgrade).
+    #[error("Service \"{0}\" not found")]
+    UnknownService(String),
+    /// A URL parameter is invalid (seed 003's 4400); one entry per problem.
+    #[error("Invalid URL parameters: {}", .0.join(" "))]
+    InvalidParameters(Vec<String>),
+    /// A plain request to a WebSocket-only endpoint.
+    #[error("This endpoint accepts WebSocket connections only ({0})")]
+    NotWebSocket(String),
+}
+
+impl ResponseError for HttpError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            HttpError::UnknownService(_) => StatusCode::NOT_FOUND,
+            HttpError::InvalidParameters(_) | HttpError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let details = match self {
+            HttpError::InvalidParameters(problems) => problems.clone(),
+            _ => Vec::new(),
+        };
+        HttpResponse::build(status).json(error_body(status.as_u16(), &self.to_string(), &details))
+    }
+}

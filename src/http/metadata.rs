@@ -1,0 +1,45 @@
+//! REST endpoints: the catalog and a stream service's metadata. `streamUrls` is built from the
+//! request's host and scheme (honouring `Forwarded` / `X-Forwarded-*` behind a proxy), so the
+//! SDK opens the socket where it reached the metadata.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use super::error::HttpError;
+use crate::protocol::metadata;
+
+/// `GET /arcgis/rest/services?f=json`.
+pub async fn catalog(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(metadata::catalog(
+        state.services.values().map(|runtime| &runtime.service),
+    ))
+}
+
+/// `GET /arcgis/rest/services/{name}/StreamServer?f=json`.
+pub async fn stream_server(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let runtime = state
+        .services
+        .get(path.as_str())
+        .ok_or_else(|| HttpError::UnknownService(path.chars().take(64).collect()))?;
+    let stream_url = format!(
+        "{}/arcgis/ws/services/{}/StreamServer",
+        websocket_base(&req),
+        runtime.service.name
+    );
+    Ok(HttpResponse::Ok().json(metadata::stream_server(&runtime.service, &stream_url, None)))
+}
+
+/// `ws://host` or `wss://host` as the client reached this server.
+pub fn websocket_base(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    let scheme = if info.scheme().eq_ignore_ascii_case("https") {
+        "wss"
+    } else {
+        "ws"
+    };
+    format!("{scheme}://{}", info.host())
+}

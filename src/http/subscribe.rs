@@ -1,0 +1,237 @@
+//! The two WebSocket endpoints: ArcGIS `/subscribe` (every URL parameter validated before the
+//! upgrade, so that a refusal is an HTTP status the SDK backs off from, PROTOCOL.md §6) and
+//! custom mode (`/` and `/arcgis/ws/services/{name}/custom`, seed 000).
+
+use std::sync::Arc;
+
+use actix::{Actor, AsyncContext};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use super::error::HttpError;
+use crate::filter::{FilterError, FilterState, FilterUpdate, OutFields, OutFieldsInput, Patch};
+use crate::geometry::{SUPPORTED_WKIDS, SpatialRel, Wkid};
+use crate::protocol::envelope_json;
+use crate::server::ServiceRuntime;
+use crate::session::SessionActor;
+use crate::session::transport::{self, OutboundQueue};
+
+/// The subscribe URL's parameters, names matched case-insensitively as ArcGIS does.
+struct SubscribeQuery {
+    pairs: Vec<(String, String)>,
+}
+
+impl SubscribeQuery {
+    fn parse(query: &str) -> Result<SubscribeQuery, HttpError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query).map_err(|err| {
+            HttpError::InvalidParameters(vec![format!("the query string cannot be decoded: {err}")])
+        })?;
+        Ok(SubscribeQuery {
+            pairs: pairs.into_inner(),
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Validates outSR, where, geometry, spatialRel and outFields; every problem is prefixed with
+/// the parameter it came from.
+fn validate(
+    query: &SubscribeQuery,
+    runtime: &ServiceRuntime,
+    state: &AppState,
+) -> Result<(Wkid, FilterState), HttpError> {
+    let schema = &runtime.service.schema;
+    let limits = state.config.session.filter_limits;
+    let mut problems = Vec::new();
+    let blame = |problems: &mut Vec<String>, parameter: &str, errors: Vec<FilterError>| {
+        problems.extend(errors.iter().map(|err| format!("{parameter}: {err}")));
+    };
+    let out_sr = match query
+        .get("outSR")
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+    {
+        None => schema.wkid,
+        Some(text) => match text.parse::<i64>() {
+            Ok(number) => Wkid::from_number(number).unwrap_or_else(|err| {
+                problems.push(format!("outSR: {err}"));
+                Wkid::Wgs84
+            }),
+            Err(_) => {
+                problems.push(format!(
+                    "outSR: \"{text}\" is not a wkid; supported wkids: {SUPPORTED_WKIDS}."
+                ));
+                Wkid::Wgs84
+            }
+        },
+    };
+    let where_clause = match query.get("where") {
+        Some(text) => {
+            if let Err(errors) =
+                FilterState::default().apply(only_where(text), schema, out_sr, limits)
+            {
+                blame(&mut problems, "where", errors);
+            }
+            Patch::Set(text.to_owned())
+        }
+        None => Patch::Keep,
+    };
+    let geometry = match query.get("geometry").map(envelope_json::decode_text) {
+        None | Some(Ok(None)) => Patch::Keep,
+        Some(Ok(Some(input))) => {
+            if let Err(err) = input.resolve(out_sr) {
+                blame(&mut problems, "geometry", vec![err.into()]);
+            }
+            Patch::Set(input)
+        }
+        Some(Err(err)) => {
+            blame(&mut problems, "geometry", vec![err]);
+            Patch::Keep
+        }
+    };
+    let spatial_rel = match query
+        .get("spatialRel")
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+    {
+        None => Patch::Keep,
+        Some(text) => match SpatialRel::parse(text) {
+            Some(relation) => Patch::Set(relation),
+            None => {
+                blame(
+                    &mut problems,
+                    "spatialRel",
+                    vec![FilterError::InvalidSpatialRel(
+                        text.chars().take(64).collect(),
+                    )],
+                );
+                Patch::Keep
+            }
+        },
+    };
+    let out_fields = match query.get("outFields") {
+        Some(text) => {
+            if let Err(errors) = OutFields::parse_list(schema, text) {
+                blame(&mut problems, "outFields", errors);
+            }
+            Patch::Set(OutFieldsInput::List(text.to_owned()))
+        }
+        None => Patch::Keep,
+    };
+    if !problems.is_empty() {
+        return Err(HttpError::InvalidParameters(problems));
+    }
+    let update = FilterUpdate::Parts {
+        where_clause,
+        geometry,
+        spatial_rel,
+        out_fields,
+    };
+    let mut filter_state = FilterState::default();
+    filter_state
+        .apply(update, schema, out_sr, limits)
+        .map_err(|errors| {
+            HttpError::InvalidParameters(errors.iter().map(ToString::to_string).collect())
+        })?;
+    Ok((out_sr, filter_state))
+}
+
+fn only_where(text: &str) -> FilterUpdate {
+    FilterUpdate::Parts {
+        where_clause: Patch::Set(text.to_owned()),
+        geometry: Patch::Keep,
+        spatial_rel: Patch::Keep,
+        out_fields: Patch::Keep,
+    }
+}
+
+fn lookup(state: &AppState, name: &str) -> Result<Arc<ServiceRuntime>, HttpError> {
+    state
+        .services
+        .get(name)
+        .cloned()
+        .ok_or_else(|| HttpError::UnknownService(name.chars().take(64).collect()))
+}
+
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string())
+}
+
+/// `GET /arcgis/ws/services/{name}/StreamServer/subscribe`.
+pub async fn subscribe(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let runtime = lookup(&state, &path)?;
+    let query = SubscribeQuery::parse(req.query_string())?;
+    let (out_sr, filter_state) = validate(&query, &runtime, &state)?;
+    if let Some(err) = transport::upgrade_error(&req) {
+        return Err(HttpError::NotWebSocket(err));
+    }
+    let settings = state.config.session.clone();
+    let queue = OutboundQueue::new(settings.queue_bytes);
+    let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
+    let id = state.next_session_id();
+    let session = SessionActor::server(
+        id,
+        runtime,
+        settings,
+        queue.clone(),
+        out_sr,
+        filter_state,
+        peer(&req),
+    );
+    SessionActor::create(|ctx| {
+        ctx.add_stream(frames);
+        session
+    });
+    Ok(transport::switching_protocols(&req, queue))
+}
+
+/// Custom mode for a named service.
+pub async fn custom(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let runtime = lookup(&state, &path)?;
+    if let Some(err) = transport::upgrade_error(&req) {
+        return Err(HttpError::NotWebSocket(err));
+    }
+    Ok(start_custom(req, payload, &state, runtime))
+}
+
+/// Starts a custom-mode session on an accepted upgrade request.
+pub fn start_custom(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    runtime: Arc<ServiceRuntime>,
+) -> HttpResponse {
+    let settings = state.config.session.clone();
+    let queue = OutboundQueue::new(settings.queue_bytes);
+    let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
+    let session = SessionActor::custom(
+        state.next_session_id(),
+        runtime,
+        settings,
+        queue.clone(),
+        peer(&req),
+    );
+    SessionActor::create(|ctx| {
+        ctx.add_stream(frames);
+        session
+    });
+    transport::switching_protocols(&req, queue)
+}

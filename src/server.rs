@@ -1,0 +1,127 @@
+//! `start`: builds every service's broker and simulator, then the HTTP server on a given
+//! listener. `main` and the integration tests call the same function.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter, ArbiterHandle};
+use actix_web::{App, HttpServer, dev::ServerHandle, web};
+
+use crate::broker::{BrokerActor, CloseAll};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::protocol::close::CloseCause;
+use crate::service::Service;
+use crate::simulator::{Fleet, SimulatorActor};
+
+/// A running service: its definition and its broker.
+pub struct ServiceRuntime {
+    /// The definition.
+    pub service: Service,
+    /// Its broker.
+    pub broker: Addr<BrokerActor>,
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Resolves when the server has stopped; must be awaited or spawned.
+    pub server: actix_web::dev::Server,
+    /// Stops it gracefully.
+    pub stopper: Stopper,
+}
+
+/// Stops a running server.
+#[derive(Clone)]
+pub struct Stopper {
+    handle: ServerHandle,
+    services: Vec<Arc<ServiceRuntime>>,
+    arbiters: Vec<ArbiterHandle>,
+}
+
+impl Stopper {
+    /// Closes every session with 1001 "server shutting down" (seed 003), then stops.
+    pub async fn shutdown(&self) {
+        for runtime in &self.services {
+            runtime.broker.do_send(CloseAll {
+                cause: CloseCause::ShuttingDown,
+            });
+        }
+        // Let the close frames reach the sockets before the workers stop.
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        self.handle.stop(true).await;
+        self.stop_arbiters();
+    }
+
+    /// Stops at once, without closing sessions first (tests' drop).
+    pub fn stop_now(&self) {
+        // `stop` sends the command when called; the returned future only awaits completion.
+        drop(self.handle.stop(false));
+        self.stop_arbiters();
+    }
+
+    fn stop_arbiters(&self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Starts brokers, simulators and the HTTP server. Must run inside an actix `System`.
+pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let config = Arc::new(config);
+    let mut runtimes = BTreeMap::new();
+    let mut arbiters = Vec::new();
+    for service in &config.services {
+        let schema = service.schema.clone();
+        let slow_consumer_after = config.session.slow_consumer_after;
+        // Each broker gets its own thread: fan-out never competes with socket writes.
+        let arbiter = Arbiter::new().handle();
+        let broker = BrokerActor::start_in_arbiter(&arbiter, move |_| {
+            BrokerActor::new(schema, slow_consumer_after)
+        });
+        arbiters.push(arbiter);
+        if let Some(settings) = &service.simulator {
+            let fleet = Fleet::new(
+                service.schema.clone(),
+                settings.features,
+                settings.seed,
+                settings.trail_vertices,
+            );
+            let interval = Duration::from_secs_f64(1.0 / settings.hz);
+            SimulatorActor::new(fleet, interval, broker.clone()).start();
+        }
+        runtimes.insert(
+            service.name.clone(),
+            Arc::new(ServiceRuntime {
+                service: service.clone(),
+                broker,
+            }),
+        );
+    }
+    let services: Vec<Arc<ServiceRuntime>> = runtimes.values().cloned().collect();
+    let state = web::Data::new(AppState::new(runtimes, config.clone()));
+    let mut server =
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            .listen(listener)?
+            .shutdown_timeout(5)
+            .disable_signals();
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server = server.run();
+    let stopper = Stopper {
+        handle: server.handle(),
+        services,
+        arbiters,
+    };
+    Ok(Running {
+        addr,
+        server,
+        stopper,
+    })
+}

@@ -1,0 +1,369 @@
+//! `SessionActor`: one per WebSocket. Parses inbound frames (custom-mode handshake, filter
+//! messages, `ping`), keeps the session's filter state and output spatial reference, answers
+//! every filter message with the `{"filter": .., "error": ..}` reply, runs the heartbeat, and
+//! ends the session through one function that sends a close code and reason.
+
+pub mod subscription;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
+use actix_http::ws::{CloseCode, CloseReason, Frame, ProtocolError};
+use bytes::Bytes;
+
+use crate::broker::{
+    SessionEnded, SessionId, Subscribe, Subscriber, Unsubscribe, UpdateSubscription,
+};
+use crate::config::SessionSettings;
+use crate::filter::{FilterError, FilterState, FilterUpdate};
+use crate::geometry::Wkid;
+use crate::protocol::close::CloseCause;
+use crate::protocol::filter_message::{self, ClientMessage};
+use crate::protocol::{handshake, ws_frame};
+use crate::server::ServiceRuntime;
+use subscription::{Subscription, WireMode};
+use transport::OutboundQueue;
+
+/// Where a session is in its life.
+enum Phase {
+    /// Custom mode: waiting for the handshake frame.
+    AwaitingHandshake,
+    /// Receiving data in this output spatial reference.
+    Streaming(Wkid),
+    /// A close is queued or scheduled; inbound frames are ignored.
+    Closing,
+}
+
+/// One WebSocket session.
+pub struct SessionActor {
+    id: SessionId,
+    mode: WireMode,
+    service: Arc<ServiceRuntime>,
+    settings: SessionSettings,
+    queue: Arc<OutboundQueue>,
+    phase: Phase,
+    state: FilterState,
+    last_heard: Instant,
+    peer: String,
+}
+
+impl SessionActor {
+    /// A custom-mode session: waits for the handshake (seed 000).
+    pub fn custom(
+        id: SessionId,
+        service: Arc<ServiceRuntime>,
+        settings: SessionSettings,
+        queue: Arc<OutboundQueue>,
+        peer: String,
+    ) -> SessionActor {
+        SessionActor::new(
+            id,
+            WireMode::Custom,
+            service,
+            settings,
+            queue,
+            Phase::AwaitingHandshake,
+            FilterState::default(),
+            peer,
+        )
+    }
+
+    /// A server-mode session whose URL parameters were validated before the upgrade.
+    pub fn server(
+        id: SessionId,
+        service: Arc<ServiceRuntime>,
+        settings: SessionSettings,
+        queue: Arc<OutboundQueue>,
+        out_sr: Wkid,
+        state: FilterState,
+        peer: String,
+    ) -> SessionActor {
+        SessionActor::new(
+            id,
+            WireMode::Server,
+            service,
+            settings,
+            queue,
+            Phase::Streaming(out_sr),
+            state,
+            peer,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: SessionId,
+        mode: WireMode,
+        service: Arc<ServiceRuntime>,
+        settings: SessionSettings,
+        queue: Arc<OutboundQueue>,
+        phase: Phase,
+        state: FilterState,
+        peer: String,
+    ) -> SessionActor {
+        SessionActor {
+            id,
+            mode,
+            service,
+            settings,
+            queue,
+            phase,
+            state,
+            last_heard: Instant::now(),
+            peer,
+        }
+    }
+
+    fn subscriber(&self, ctx: &mut Context<SessionActor>) -> Subscriber {
+        Subscriber {
+            id: self.id,
+            queue: self.queue.clone(),
+            control: ctx.address().recipient(),
+        }
+    }
+
+    fn subscription(&self, out_sr: Wkid) -> Subscription {
+        Subscription::new(self.mode, out_sr, &self.state, &self.service.service.schema)
+    }
+
+    /// Every way a session ends goes through here: queue the close frame, stop the actor.
+    fn close(&mut self, ctx: &mut Context<SessionActor>, cause: CloseCause) {
+        log::info!(
+            "session {} ({}) closed: {} {}",
+            self.id.0,
+            self.peer,
+            cause.code(),
+            cause.reason()
+        );
+        self.phase = Phase::Closing;
+        self.queue.close(Some(cause.frame()));
+        ctx.stop();
+    }
+
+    fn send_text(&self, text: &str) {
+        self.queue
+            .push_control(ws_frame::text_frame(text.as_bytes()));
+    }
+
+    fn on_text(&mut self, ctx: &mut Context<SessionActor>, text: &str) {
+        // Seed 001: plain clients send `ping` and get `pong`, in any phase.
+        if text.trim().eq_ignore_ascii_case("ping") {
+            self.send_text("pong");
+            return;
+        }
+        match self.phase {
+            Phase::AwaitingHandshake => self.on_handshake(ctx, text),
+            Phase::Streaming(out_sr) => self.on_message(text, out_sr),
+            Phase::Closing => {}
+        }
+    }
+
+    fn on_handshake(&mut self, ctx: &mut Context<SessionActor>, text: &str) {
+        let decoded = handshake::decode(text).and_then(|handshake| {
+            let mut state = FilterState::default();
+            let limits = self.settings.filter_limits;
+            match state.apply(
+                handshake.update.clone(),
+                &self.service.service.schema,
+                handshake.out_sr,
+                limits,
+            ) {
+                Ok(()) => Ok((handshake, state)),
+                Err(errors) => Err(join_errors(&errors)),
+            }
+        });
+        match decoded {
+            Ok((handshake, state)) => {
+                self.state = state;
+                self.phase = Phase::Streaming(handshake.out_sr);
+                self.send_text(&handshake::encode_echo(&handshake));
+                let subscriber = self.subscriber(ctx);
+                let subscription = self.subscription(handshake.out_sr);
+                self.service.broker.do_send(Subscribe {
+                    subscriber,
+                    subscription,
+                });
+            }
+            Err(reason) => {
+                // The SDK reconnects at once after any close (PROTOCOL.md §6): wait a moment
+                // so that a handshake it will repeat does not become hundreds per second.
+                self.phase = Phase::Closing;
+                ctx.run_later(self.settings.handshake_reject_delay, move |session, ctx| {
+                    session.close(ctx, CloseCause::BadHandshake(reason));
+                });
+            }
+        }
+    }
+
+    fn on_message(&mut self, text: &str, out_sr: Wkid) {
+        let update: FilterUpdate = match filter_message::decode(text) {
+            ClientMessage::Filter(update) => update,
+            ClientMessage::Ping => {
+                self.send_text("pong");
+                return;
+            }
+            ClientMessage::Unrecognized(err) => {
+                self.send_text(&filter_message::encode_reply(&self.state, &[err]));
+                return;
+            }
+        };
+        let mut next = self.state.clone();
+        match next.apply(
+            update,
+            &self.service.service.schema,
+            out_sr,
+            self.settings.filter_limits,
+        ) {
+            Ok(()) => {
+                self.state = next;
+                let reply =
+                    ws_frame::text_frame(filter_message::encode_reply(&self.state, &[]).as_bytes());
+                let subscription = self.subscription(out_sr);
+                // The broker queues the reply before any frame of the new subscription.
+                self.service.broker.do_send(UpdateSubscription {
+                    id: self.id,
+                    subscription,
+                    reply,
+                });
+            }
+            Err(errors) => {
+                log::debug!(
+                    "session {} filter refused: {}",
+                    self.id.0,
+                    join_errors(&errors)
+                );
+                self.send_text(&filter_message::encode_reply(&self.state, &errors));
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<SessionActor>) {
+        if self.last_heard.elapsed() > self.settings.heartbeat_interval * 2 {
+            self.close(ctx, CloseCause::HeartbeatTimeout);
+            return;
+        }
+        self.queue.push_control(transport::ping_frame());
+    }
+}
+
+fn join_errors(errors: &[FilterError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Actor for SessionActor {
+    type Context = Context<SessionActor>;
+
+    fn started(&mut self, ctx: &mut Context<SessionActor>) {
+        log::info!(
+            "session {} ({}) opened: {:?} mode, service {}",
+            self.id.0,
+            self.peer,
+            self.mode,
+            self.service.service.name
+        );
+        ctx.run_interval(self.settings.heartbeat_interval, |session, ctx| {
+            session.heartbeat(ctx)
+        });
+        if let Phase::Streaming(out_sr) = self.phase {
+            let subscriber = self.subscriber(ctx);
+            let subscription = self.subscription(out_sr);
+            self.service.broker.do_send(Subscribe {
+                subscriber,
+                subscription,
+            });
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<SessionActor>) {
+        self.service.broker.do_send(Unsubscribe { id: self.id });
+        self.queue.close(None);
+    }
+}
+
+impl StreamHandler<Result<Frame, ProtocolError>> for SessionActor {
+    fn handle(&mut self, frame: Result<Frame, ProtocolError>, ctx: &mut Context<SessionActor>) {
+        self.last_heard = Instant::now();
+        if matches!(self.phase, Phase::Closing) {
+            return;
+        }
+        match frame {
+            Ok(Frame::Text(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.on_text(ctx, text),
+                Err(_) => self.close(ctx, CloseCause::ProtocolError),
+            },
+            Ok(Frame::Binary(_) | Frame::Continuation(_)) => {
+                self.close(ctx, CloseCause::BinaryFrame)
+            }
+            Ok(Frame::Ping(payload)) => {
+                self.queue.push_control(transport::pong_frame(&payload));
+            }
+            Ok(Frame::Pong(_)) => {}
+            Ok(Frame::Close(reason)) => {
+                let code = reason
+                    .as_ref()
+                    .map_or(1000, |reason| u16::from(reason.code));
+                log::info!(
+                    "session {} ({}) closed by client: {code}",
+                    self.id.0,
+                    self.peer
+                );
+                self.phase = Phase::Closing;
+                self.queue.close(Some(echo_close(reason)));
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => self.close(
+                ctx,
+                CloseCause::FrameTooLarge {
+                    max_bytes: self.settings.max_frame_bytes,
+                },
+            ),
+            Err(err) => {
+                log::debug!("session {} protocol error: {err}", self.id.0);
+                self.close(ctx, CloseCause::ProtocolError);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<SessionActor>) {
+        if !matches!(self.phase, Phase::Closing) {
+            log::info!("session {} ({}) disconnected", self.id.0, self.peer);
+        }
+        ctx.stop();
+    }
+}
+
+/// The close frame answering a client's close: its code, or 1000 when it sent none.
+fn echo_close(reason: Option<CloseReason>) -> Bytes {
+    let code: u16 = reason.map_or(1000, |reason| match reason.code {
+        CloseCode::Other(code) if !(3000..=4999).contains(&code) => 1000,
+        code => code.into(),
+    });
+    let code = if code == 1005 || code == 1006 {
+        1000
+    } else {
+        code
+    };
+    Bytes::copy_from_slice(&[0x88, 0x02, (code >> 8) as u8, code as u8])
+}
+
+impl Handler<SessionEnded> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: SessionEnded, ctx: &mut Context<SessionActor>) {
+        log::info!(
+            "session {} ({}) ended: {} {}",
+            self.id.0,
+            self.peer,
+            message.cause.code(),
+            message.cause.reason()
+        );
+        self.phase = Phase::Closing;
+        ctx.stop();
+    }
+}

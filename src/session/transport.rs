@@ -1,0 +1,248 @@
+//! The WebSocket transport, built the way actix-web-actors builds its own (DESIGN.md
+//! "Transport"), but frame-once: the 101 response's body streams a session's bounded queue of
+//! ready frames (shared `Bytes`), and inbound frames are decoded with actix-http's codec over
+//! the request payload. The only module that touches actix-http's ws codec.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use actix_codec::Decoder;
+use actix_http::ws::{Codec, Frame, ProtocolError, hash_key};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+
+/// Result of offering a frame to a session's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Queued for writing.
+    Queued,
+    /// Refused: the queue holds its byte limit (the client reads too slowly).
+    Full,
+    /// Refused: the session is closing or gone.
+    Closed,
+}
+
+#[derive(Default)]
+struct QueueState {
+    frames: VecDeque<Bytes>,
+    queued_bytes: usize,
+    closed: bool,
+    waker: Option<Waker>,
+    full_since: Option<Instant>,
+}
+
+/// A session's outbound frames, bounded in bytes. Shared by the broker (pushes data), the
+/// session (pushes replies and control frames) and the response body (drains).
+pub struct OutboundQueue {
+    state: Mutex<QueueState>,
+    max_bytes: usize,
+}
+
+impl OutboundQueue {
+    /// A queue holding at most `max_bytes` of data frames.
+    pub fn new(max_bytes: usize) -> Arc<OutboundQueue> {
+        Arc::new(OutboundQueue {
+            state: Mutex::new(QueueState::default()),
+            max_bytes,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding the lock cannot leave the queue inconsistent (every update is
+        // one push or pop), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Offers a data frame; refused when the byte limit would be passed.
+    pub fn push_data(&self, frame: Bytes) -> Push {
+        let mut state = self.lock();
+        if state.closed {
+            return Push::Closed;
+        }
+        if state.queued_bytes > 0 && state.queued_bytes + frame.len() > self.max_bytes {
+            state.full_since.get_or_insert_with(Instant::now);
+            return Push::Full;
+        }
+        state.full_since = None;
+        Self::enqueue(&mut state, frame);
+        Push::Queued
+    }
+
+    /// Queues a reply or control frame regardless of the limit: they are small and few, and
+    /// must keep their order relative to data (a filter reply precedes further data).
+    pub fn push_control(&self, frame: Bytes) -> Push {
+        let mut state = self.lock();
+        if state.closed {
+            return Push::Closed;
+        }
+        Self::enqueue(&mut state, frame);
+        Push::Queued
+    }
+
+    /// Queues a final frame (a close frame, or nothing) and accepts no more.
+    pub fn close(&self, last_frame: Option<Bytes>) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        if let Some(frame) = last_frame {
+            state.queued_bytes += frame.len();
+            state.frames.push_back(frame);
+        }
+        state.closed = true;
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// How long the queue has refused data without draining, if it is refusing now.
+    pub fn full_since(&self) -> Option<Instant> {
+        self.lock().full_since
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().queued_bytes
+    }
+
+    fn enqueue(state: &mut QueueState, frame: Bytes) {
+        state.queued_bytes += frame.len();
+        state.frames.push_back(frame);
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The 101 response body: drains the queue, ends after the final frame.
+struct OutboundStream {
+    queue: Arc<OutboundQueue>,
+}
+
+impl Stream for OutboundStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut state = self.queue.lock();
+        match state.frames.pop_front() {
+            Some(frame) => {
+                state.queued_bytes -= frame.len();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            None if state.closed => Poll::Ready(None),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for OutboundStream {
+    /// The connection is gone: refuse further pushes so the broker unregisters the session.
+    fn drop(&mut self) {
+        self.queue.close(None);
+    }
+}
+
+/// Whether the request asks for a WebSocket upgrade that actix-http can accept.
+pub fn is_upgrade(req: &HttpRequest) -> bool {
+    actix_http::ws::verify_handshake(req.head()).is_ok()
+}
+
+/// Why an upgrade request is not acceptable, if it is not.
+pub fn upgrade_error(req: &HttpRequest) -> Option<String> {
+    actix_http::ws::verify_handshake(req.head())
+        .err()
+        .map(|err| err.to_string())
+}
+
+/// The 101 Switching Protocols response whose body streams `queue`. Call after
+/// `upgrade_error` returned `None`.
+pub fn switching_protocols(req: &HttpRequest, queue: Arc<OutboundQueue>) -> HttpResponse {
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| hash_key(key.as_bytes()))
+        .unwrap_or_default();
+    // The accept key is base64: always a valid header value.
+    let accept = header::HeaderValue::from_bytes(&key)
+        .unwrap_or_else(|_| header::HeaderValue::from_static(""));
+    HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS)
+        .upgrade("websocket")
+        .insert_header((header::SEC_WEBSOCKET_ACCEPT, accept))
+        .streaming(OutboundStream { queue })
+}
+
+/// Inbound frames decoded from the request payload, which keeps flowing after the upgrade.
+/// Frames over `max_frame_bytes` end the stream with `ProtocolError::Overflow`.
+pub fn inbound_frames(
+    payload: web::Payload,
+    max_frame_bytes: usize,
+) -> impl Stream<Item = Result<Frame, ProtocolError>> {
+    let codec = Codec::new().max_size(max_frame_bytes);
+    futures_util::stream::unfold(
+        Some((payload, BytesMut::new(), codec)),
+        |state| async move {
+            let (mut payload, mut buffer, mut codec) = state?;
+            loop {
+                match codec.decode(&mut buffer) {
+                    Ok(Some(frame)) => return Some((Ok(frame), Some((payload, buffer, codec)))),
+                    Ok(None) => {}
+                    Err(err) => return Some((Err(err), None)),
+                }
+                match payload.next().await {
+                    Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        },
+    )
+}
+
+/// A ping control frame with an empty payload.
+pub fn ping_frame() -> Bytes {
+    Bytes::from_static(&[0x89, 0x00])
+}
+
+/// A pong answering a ping's payload (at most 125 bytes by the protocol).
+pub fn pong_frame(payload: &[u8]) -> Bytes {
+    let length = payload.len().min(125);
+    let mut frame = Vec::with_capacity(2 + length);
+    frame.extend_from_slice(&[0x8A, length as u8]);
+    frame.extend_from_slice(&payload[..length]);
+    Bytes::from(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_refuses_data_past_its_byte_limit_but_not_control_frames() {
+        let queue = OutboundQueue::new(10);
+        assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Full);
+        assert!(queue.full_since().is_some());
+        assert_eq!(
+            queue.push_control(Bytes::from_static(b"reply")),
+            Push::Queued
+        );
+        assert_eq!(queue.queued_bytes(), 11);
+        queue.close(Some(Bytes::from_static(b"bye")));
+        assert_eq!(queue.push_data(Bytes::from_static(b"x")), Push::Closed);
+    }
+
+    #[test]
+    fn a_single_frame_larger_than_the_limit_is_still_sent_to_an_empty_queue() {
+        let queue = OutboundQueue::new(4);
+        assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
+    }
+}

@@ -1,0 +1,50 @@
+//! `SimulatorActor`: moves a service's fleet once per tick and hands each batch to the
+//! service's broker. The movement itself is the pure `Fleet`.
+
+mod fleet;
+mod routes;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, Addr, AsyncContext, Context};
+
+use crate::broker::{BrokerActor, FeatureBatch};
+pub use fleet::{Batch, Fleet};
+
+/// Ticks a fleet and publishes each batch.
+pub struct SimulatorActor {
+    fleet: Fleet,
+    interval: Duration,
+    broker: Addr<BrokerActor>,
+}
+
+impl SimulatorActor {
+    /// A simulator ticking every `interval`.
+    pub fn new(fleet: Fleet, interval: Duration, broker: Addr<BrokerActor>) -> SimulatorActor {
+        SimulatorActor {
+            fleet,
+            interval,
+            broker,
+        }
+    }
+
+    fn tick(&mut self) {
+        let observed_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as i64);
+        let batch = self.fleet.step(self.interval.as_secs_f64(), observed_ms);
+        self.broker.do_send(FeatureBatch {
+            batch: Arc::new(batch),
+        });
+    }
+}
+
+impl Actor for SimulatorActor {
+    type Context = Context<SimulatorActor>;
+
+    fn started(&mut self, ctx: &mut Context<SimulatorActor>) {
+        self.tick();
+        ctx.run_interval(self.interval, |simulator, _| simulator.tick());
+    }
+}

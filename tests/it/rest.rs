@@ -1,0 +1,129 @@
+//! REST endpoints: catalog, metadata (every key the SDK needs, streamUrls from Host and
+//! X-Forwarded-*), CORS, the debug page, health.
+
+use serde_json::json;
+
+use crate::support::{TestServer, get_json, header, http};
+
+#[actix_web::test]
+async fn catalog_lists_the_stream_services() {
+    let server = TestServer::simulated(5);
+    let (status, catalog) = get_json(server.addr, "/arcgis/rest/services?f=json").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        catalog["services"],
+        json!([{"name": "vehicles", "type": "StreamServer"}])
+    );
+}
+
+#[actix_web::test]
+async fn metadata_has_what_the_sdk_needs_and_stream_urls_follow_the_host() {
+    let server = TestServer::simulated(5);
+    let path = "/arcgis/rest/services/vehicles/StreamServer?f=json";
+    let (status, headers, body) = http(
+        server.addr,
+        "GET",
+        path,
+        &[("Origin", "http://example.com")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    assert!(
+        header(&headers, "access-control-allow-origin").is_some(),
+        "{headers:?}"
+    );
+    let metadata: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(metadata["streamUrls"][0]["transport"], "ws");
+    assert_eq!(
+        metadata["streamUrls"][0]["urls"][0],
+        format!(
+            "ws://{}/arcgis/ws/services/vehicles/StreamServer",
+            server.addr
+        )
+    );
+    assert_eq!(metadata["timeInfo"]["trackIdField"], "TRACKID");
+    assert_eq!(metadata["objectIdField"], "OBJECTID");
+    assert_eq!(metadata["geometryType"], "esriGeometryPoint");
+    assert_eq!(metadata["spatialReference"]["wkid"], 4326);
+    let names: Vec<&str> = metadata["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "OBJECTID", "TRACKID", "name", "route", "status", "speed", "heading", "active",
+            "observed"
+        ]
+    );
+    assert_eq!(metadata["fields"][0]["type"], "esriFieldTypeOID");
+    assert_eq!(metadata["fields"][8]["type"], "esriFieldTypeDate");
+
+    let proxied = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "maps.example.com"),
+    ];
+    let (_, _, body) = http(server.addr, "GET", path, &proxied).await;
+    let metadata: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        metadata["streamUrls"][0]["urls"][0],
+        "wss://maps.example.com/arcgis/ws/services/vehicles/StreamServer"
+    );
+
+    let (status, missing) = get_json(
+        server.addr,
+        "/arcgis/rest/services/nope/StreamServer?f=json",
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["code"], 404);
+}
+
+#[actix_web::test]
+async fn cors_preflight_is_answered() {
+    let server = TestServer::simulated(5);
+    let request = [
+        ("Origin", "http://example.com"),
+        ("Access-Control-Request-Method", "GET"),
+        ("Access-Control-Request-Headers", "x-esri-authorization"),
+    ];
+    let (status, headers, _) = http(
+        server.addr,
+        "OPTIONS",
+        "/arcgis/rest/services/vehicles/StreamServer",
+        &request,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}");
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("http://example.com")
+    );
+    let methods = header(&headers, "access-control-allow-methods").expect("methods");
+    for method in ["GET", "POST", "OPTIONS"] {
+        assert!(methods.contains(method), "{methods}");
+    }
+    assert!(
+        header(&headers, "access-control-allow-headers")
+            .expect("headers")
+            .contains("x-esri-authorization")
+    );
+}
+
+#[actix_web::test]
+async fn debug_page_and_health_are_served() {
+    let server = TestServer::simulated(5);
+    let (status, headers, body) = http(server.addr, "GET", "/", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "content-type")
+            .expect("type")
+            .starts_with("text/html")
+    );
+    assert!(body.contains("<title>featurestream</title>"));
+    let (status, health) = get_json(server.addr, "/healthz").await;
+    assert_eq!((status, health), (200, json!({"status": "ok"})));
+}
