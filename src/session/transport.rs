@@ -16,6 +16,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
+/// Largest slice handed to the HTTP layer at once.
+const MAX_CHUNK_BYTES: usize = 16 * 1024;
+
 /// Result of offering a frame to a session's queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
@@ -132,7 +135,14 @@ impl Stream for OutboundStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut state = self.queue.lock();
         match state.frames.pop_front() {
-            Some(frame) => {
+            Some(mut frame) => {
+                // actix-http copies each chunk into the connection's write buffer, which keeps
+                // its capacity: hand it bounded slices (zero-copy) so that a large shared frame
+                // does not grow every session's buffer to the frame's size.
+                if frame.len() > MAX_CHUNK_BYTES {
+                    let rest = frame.split_off(MAX_CHUNK_BYTES);
+                    state.frames.push_front(rest);
+                }
                 state.queued_bytes -= frame.len();
                 Poll::Ready(Some(Ok(frame)))
             }

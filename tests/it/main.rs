@@ -6,5 +6,6 @@ mod custom_mode;
 mod filter_differential;
 mod filter_properties;
 mod lifecycle;
+mod load_tester;
 mod rest;
 mod subscribe;

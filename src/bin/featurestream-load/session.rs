@@ -1,0 +1,252 @@
+//! One load session: connect (custom handshake or `/subscribe` URL), read and scan frames,
+//! change filters when asked, close cleanly at the end.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::scan::{FrameScan, ReplyKind, Scanner};
+use crate::stats::Histogram;
+use crate::{Args, Mode, Shared, now_ms};
+
+/// A session's filter.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum FilterSpec {
+    None,
+    Where(String),
+    Envelope([f64; 4]),
+}
+
+/// What a session is asked to do.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionSpec {
+    pub(crate) index: usize,
+    pub(crate) filter: FilterSpec,
+    /// Re-sends a new where clause every few seconds.
+    pub(crate) changes: bool,
+}
+
+/// What a session saw.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SessionOutcome {
+    pub(crate) filter: Option<FilterSpec>,
+    pub(crate) changes: bool,
+    pub(crate) connected: bool,
+    pub(crate) connect_error: Option<String>,
+    /// Features whose timestamp lies in the window.
+    pub(crate) features_in_window: u64,
+    pub(crate) frames: u64,
+    pub(crate) replies_ok: u64,
+    pub(crate) replies_error: u64,
+    /// Close code sent by the server, if it closed the session.
+    pub(crate) server_close: Option<u16>,
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+pub(crate) fn url_for(args: &Args, filter: &FilterSpec) -> String {
+    let base = args.url.trim_end_matches('/');
+    match args.mode {
+        Mode::Custom => {
+            let path = args
+                .path
+                .clone()
+                .unwrap_or_else(|| format!("/arcgis/ws/services/{}/custom", args.service));
+            format!("{base}{path}")
+        }
+        Mode::Server => {
+            let mut url = format!(
+                "{base}/arcgis/ws/services/{}/StreamServer/subscribe?outSR={}",
+                args.service, args.out_sr
+            );
+            match filter {
+                FilterSpec::None => {}
+                FilterSpec::Where(clause) => {
+                    url.push_str(&format!("&where={}", percent_encode(clause)))
+                }
+                FilterSpec::Envelope([xmin, ymin, xmax, ymax]) => {
+                    url.push_str(&format!("&geometry={xmin},{ymin},{xmax},{ymax}"))
+                }
+            }
+            url
+        }
+    }
+}
+
+pub(crate) fn handshake_for(args: &Args, filter: &FilterSpec) -> String {
+    let filter = match filter {
+        FilterSpec::None => serde_json::Value::Null,
+        FilterSpec::Where(clause) => json!({ "where": clause }),
+        FilterSpec::Envelope([xmin, ymin, xmax, ymax]) => {
+            json!({ "geometry": { "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax } })
+        }
+    };
+    json!({ "format": "json", "spatialReference": { "wkid": args.out_sr }, "filter": filter })
+        .to_string()
+}
+
+/// Runs this thread's sessions, each started at its ramp slot; returns outcomes and latencies.
+pub(crate) async fn run_all(
+    specs: Vec<SessionSpec>,
+    args: Arc<Args>,
+    shared: Arc<Shared>,
+    started: Instant,
+) -> (Vec<SessionOutcome>, Histogram) {
+    let histogram = Arc::new(std::sync::Mutex::new(Histogram::default()));
+    let local = tokio::task::LocalSet::new();
+    let outcomes = local
+        .run_until(async {
+            let tasks: Vec<_> = specs
+                .into_iter()
+                .map(|spec| {
+                    let (args, shared, histogram) =
+                        (args.clone(), shared.clone(), histogram.clone());
+                    tokio::task::spawn_local(async move {
+                        let slot = started + Duration::from_secs_f64(spec.index as f64 / args.ramp);
+                        tokio::time::sleep_until(slot.into()).await;
+                        run_one(spec, &args, &shared, &histogram).await
+                    })
+                })
+                .collect();
+            let mut outcomes = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                if let Ok(outcome) = task.await {
+                    outcomes.push(outcome);
+                }
+            }
+            outcomes
+        })
+        .await;
+    let histogram = std::mem::take(&mut *histogram.lock().expect("histogram"));
+    (outcomes, histogram)
+}
+
+async fn run_one(
+    spec: SessionSpec,
+    args: &Args,
+    shared: &Shared,
+    histogram: &std::sync::Mutex<Histogram>,
+) -> SessionOutcome {
+    let mut outcome = SessionOutcome {
+        filter: Some(spec.filter.clone()),
+        changes: spec.changes,
+        ..SessionOutcome::default()
+    };
+    let url = url_for(args, &spec.filter);
+    let mut socket = match tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(&url),
+    )
+    .await
+    {
+        Ok(Ok((socket, _))) => socket,
+        Ok(Err(err)) => {
+            outcome.connect_error = Some(err.to_string());
+            return outcome;
+        }
+        Err(_) => {
+            outcome.connect_error = Some("connect timed out".into());
+            return outcome;
+        }
+    };
+    if args.mode == Mode::Custom
+        && socket
+            .send(Message::text(handshake_for(args, &spec.filter)))
+            .await
+            .is_err()
+    {
+        outcome.connect_error = Some("handshake send failed".into());
+        return outcome;
+    }
+    outcome.connected = true;
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    let scanner = Scanner::new(&args.timestamp_field);
+    let mut scan = FrameScan::default();
+    let mut stop = shared.stop.clone();
+    let mut rng =
+        StdRng::seed_from_u64(args.seed ^ (spec.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let change_every = Duration::from_secs_f64(args.change_every.max(0.1));
+    let mut next_change =
+        tokio::time::Instant::now() + change_every.mul_f64(rng.random_range(0.5..1.5));
+    loop {
+        let change_timer = tokio::time::sleep_until(next_change);
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+                return outcome;
+            }
+            _ = change_timer, if spec.changes => {
+                let (low, high) = args.where_range;
+                let clause = format!("{} > {}", args.where_field, rng.random_range(low..=high).round());
+                let message = json!({ "filter": { "where": clause } }).to_string();
+                if socket.send(Message::text(message)).await.is_err() {
+                    return outcome;
+                }
+                next_change += change_every;
+            }
+            message = socket.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    outcome.frames += 1;
+                    record(text.as_bytes(), &scanner, &mut scan, &mut outcome, shared, histogram);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    outcome.server_close = Some(frame.map_or(1005, |frame| frame.code.into()));
+                    return outcome;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return outcome,
+            },
+        }
+    }
+}
+
+fn record(
+    frame: &[u8],
+    scanner: &Scanner,
+    scan: &mut FrameScan,
+    outcome: &mut SessionOutcome,
+    shared: &Shared,
+    histogram: &std::sync::Mutex<Histogram>,
+) {
+    scanner.scan(frame, scan);
+    match scan.reply {
+        Some(ReplyKind::Ok) => outcome.replies_ok += 1,
+        Some(ReplyKind::Error) => outcome.replies_error += 1,
+        None => {}
+    }
+    if scan.features == 0 {
+        return;
+    }
+    shared
+        .features_seen
+        .fetch_add(u64::from(scan.features), Ordering::Relaxed);
+    let (start, end) = (
+        shared.window_start_ms.load(Ordering::Relaxed),
+        shared.window_end_ms.load(Ordering::Relaxed),
+    );
+    let now = now_ms();
+    let mut in_window = 0;
+    let mut histogram = histogram.lock().expect("histogram");
+    for timestamp in &scan.timestamps {
+        if *timestamp >= start as f64 && *timestamp <= end as f64 {
+            in_window += 1;
+            histogram.record(now - timestamp);
+        }
+    }
+    outcome.features_in_window += in_window;
+}

@@ -1,0 +1,88 @@
+//! The bundled load tester against the real server on port 0: a short unfiltered run delivers
+//! everything with latency samples; a filtered run's counts match what its filters allow.
+
+use serde_json::Value;
+
+use crate::support::TestServer;
+
+async fn run_load(server: &TestServer, extra: &[&str]) -> Value {
+    let url = format!("ws://{}", server.addr);
+    let mut args = vec![
+        "--url",
+        url.as_str(),
+        "--sessions",
+        "20",
+        "--warmup",
+        "1",
+        "--duration",
+        "2",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_featurestream-load"))
+            .args(&args)
+            .output(),
+    )
+    .await
+    .expect("the load tester finishes")
+    .expect("the load tester runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON report")
+}
+
+#[actix_web::test]
+async fn unfiltered_run_delivers_every_feature_with_latency_samples() {
+    let server = TestServer::simulated(50);
+    for mode in ["custom", "server"] {
+        let report = run_load(&server, &["--mode", mode]).await;
+        assert_eq!(report["connected"], 20, "{report}");
+        assert_eq!(report["features_per_tick_reference"], 50, "{report}");
+        assert_eq!(report["delivery_ratio"], 1.0, "{report}");
+        assert!(
+            report["latency_ms"]["samples"].as_u64().expect("samples") > 0,
+            "{report}"
+        );
+        assert_eq!(
+            report["fairness"]["min"], report["fairness"]["median"],
+            "{report}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn filtered_run_counts_match_what_the_filters_allow() {
+    let server = TestServer::simulated(50);
+    let mix = [
+        "--mode",
+        "server",
+        "--where-fraction",
+        "0.5",
+        "--envelope-fraction",
+        "0.5",
+    ];
+    let report = run_load(&server, &mix).await;
+    assert_eq!(report["connected"], 20, "{report}");
+    assert_eq!(report["delivery_ratio"], 1.0, "{report}");
+    assert_eq!(report["over_delivered_features"], 0, "{report}");
+    let custom = run_load(&server, &["--mode", "custom", "--where-fraction", "1"]).await;
+    assert_eq!(custom["delivery_ratio"], 1.0, "{custom}");
+    assert_eq!(custom["over_delivered_features"], 0, "{custom}");
+}
+
+#[actix_web::test]
+async fn non_loopback_targets_are_refused() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_featurestream-load"))
+        .args(["--url", "ws://192.0.2.1:8000", "--quiet"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--allow-remote"));
+}
