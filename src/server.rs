@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, ArbiterHandle};
@@ -15,6 +16,9 @@ use crate::http::{self, AppState};
 use crate::protocol::close::CloseCause;
 use crate::service::Service;
 use crate::simulator::{Fleet, SimulatorActor};
+
+/// How long shutdown keeps answering HTTP (refusing upgrades) after closing the sessions.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
 
 /// A running service: its definition and its broker.
 pub struct ServiceRuntime {
@@ -38,20 +42,25 @@ pub struct Running {
 #[derive(Clone)]
 pub struct Stopper {
     handle: ServerHandle,
+    draining: Arc<AtomicBool>,
     services: Vec<Arc<ServiceRuntime>>,
     arbiters: Vec<ArbiterHandle>,
 }
 
 impl Stopper {
-    /// Closes every session with 1001 "server shutting down" (seed 003), then stops.
+    /// Stops accepting sessions (upgrades get 503 + Retry-After), closes every session with
+    /// 1001 "server shutting down" (seed 003), drains, then stops. The HTTP endpoints keep
+    /// answering while draining: the ArcGIS SDK reconnects at once after a close and, in
+    /// server mode, gives up for good if that reconnect's metadata request cannot connect;
+    /// a 503 on the upgrade instead puts it into its backoff, which carries it across a restart.
     pub async fn shutdown(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         for runtime in &self.services {
             runtime.broker.do_send(CloseAll {
                 cause: CloseCause::ShuttingDown,
             });
         }
-        // Let the close frames reach the sockets before the workers stop.
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        actix_web::rt::time::sleep(SHUTDOWN_DRAIN).await;
         self.handle.stop(true).await;
         self.stop_arbiters();
     }
@@ -104,7 +113,8 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
         );
     }
     let services: Vec<Arc<ServiceRuntime>> = runtimes.values().cloned().collect();
-    let state = web::Data::new(AppState::new(runtimes, config.clone()));
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = web::Data::new(AppState::new(runtimes, config.clone(), draining.clone()));
     let mut server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .listen(listener)?
@@ -116,6 +126,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     let server = server.run();
     let stopper = Stopper {
         handle: server.handle(),
+        draining,
         services,
         arbiters,
     };

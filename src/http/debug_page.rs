@@ -10,6 +10,26 @@ use super::subscribe::start_custom;
 use crate::session::transport;
 
 const INDEX_HTML: &str = include_str!("../../static/index.html");
+const EXAMPLE_HTML: &str = include_str!("../../static/examples/streamlayer.html");
+const EXAMPLE_JS: &str = include_str!("../../static/examples/streamlayer.js");
+
+/// `GET /examples/{file}`: the StreamLayer example page (SDK from Esri's CDN) and its logic.
+pub async fn example(path: web::Path<String>) -> HttpResponse {
+    match path.as_str() {
+        "streamlayer.html" => HttpResponse::Ok()
+            .content_type(ContentType::html())
+            .body(EXAMPLE_HTML),
+        "streamlayer.js" => HttpResponse::Ok()
+            .content_type("text/javascript; charset=utf-8")
+            .insert_header(("Access-Control-Allow-Origin", "*"))
+            .body(EXAMPLE_JS),
+        _ => HttpResponse::NotFound().json(crate::protocol::metadata::error_body(
+            404,
+            "Not found",
+            &[],
+        )),
+    }
+}
 
 /// `GET /`.
 pub async fn index(
@@ -20,6 +40,12 @@ pub async fn index(
     if transport::is_upgrade(&req)
         && let Some(runtime) = state.default_service()
     {
+        if let Err(err) = state.check_accepting() {
+            state.count_attempt::<()>(&Err(err));
+            return actix_web::ResponseError::error_response(
+                &crate::http::error::HttpError::ShuttingDown,
+            );
+        }
         return start_custom(req, payload, &state, runtime);
     }
     HttpResponse::Ok()

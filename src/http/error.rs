@@ -15,6 +15,10 @@ pub enum HttpError {
     /// A URL parameter is invalid (seed 003's 4400); one entry per problem.
     #[error("Invalid URL parameters: {}", .0.join(" "))]
     InvalidParameters(Vec<String>),
+    /// The server is shutting down: come back later (503 with Retry-After). The ArcGIS SDK
+    /// retries a refused upgrade with backoff, which carries it across a restart.
+    #[error("The server is shutting down; retry shortly")]
+    ShuttingDown,
     /// A plain request to a WebSocket-only endpoint.
     #[error("This endpoint accepts WebSocket connections only ({0})")]
     NotWebSocket(String),
@@ -25,6 +29,7 @@ impl ResponseError for HttpError {
         match self {
             HttpError::UnknownService(_) => StatusCode::NOT_FOUND,
             HttpError::InvalidParameters(_) | HttpError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
+            HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -34,6 +39,10 @@ impl ResponseError for HttpError {
             HttpError::InvalidParameters(problems) => problems.clone(),
             _ => Vec::new(),
         };
-        HttpResponse::build(status).json(error_body(status.as_u16(), &self.to_string(), &details))
+        let mut response = HttpResponse::build(status);
+        if matches!(self, HttpError::ShuttingDown) {
+            response.insert_header(("Retry-After", "5"));
+        }
+        response.json(error_body(status.as_u16(), &self.to_string(), &details))
     }
 }

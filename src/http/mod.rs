@@ -8,7 +8,7 @@ pub mod subscribe;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use actix_cors::Cors;
 use actix_web::http::header;
@@ -19,22 +19,68 @@ use crate::config::Config;
 use crate::server::ServiceRuntime;
 use crate::service::DEFAULT_SERVICE;
 
+/// Connection attempts by outcome, for `/api/stats` (and for counting reconnect storms).
+#[derive(Default)]
+pub struct ConnectionCounters {
+    /// Upgrades answered with 101.
+    pub accepted: AtomicU64,
+    /// Refused: unknown service (404).
+    pub unknown_service: AtomicU64,
+    /// Refused: invalid URL parameters (400).
+    pub invalid_parameters: AtomicU64,
+    /// Refused: not a WebSocket request (400).
+    pub not_websocket: AtomicU64,
+    /// Refused: shutting down (503).
+    pub shutting_down: AtomicU64,
+}
+
 /// What every handler can reach.
 pub struct AppState {
     /// Services by name.
     pub services: BTreeMap<String, Arc<ServiceRuntime>>,
     /// The configuration.
     pub config: Arc<Config>,
+    /// Connection attempts by outcome.
+    pub connections: ConnectionCounters,
+    /// Set when shutdown begins: upgrades are refused with 503 from then on.
+    pub draining: Arc<AtomicBool>,
     next_session: AtomicU64,
 }
 
 impl AppState {
     /// State over the running services.
-    pub fn new(services: BTreeMap<String, Arc<ServiceRuntime>>, config: Arc<Config>) -> AppState {
+    pub fn new(
+        services: BTreeMap<String, Arc<ServiceRuntime>>,
+        config: Arc<Config>,
+        draining: Arc<AtomicBool>,
+    ) -> AppState {
         AppState {
             services,
             config,
+            connections: ConnectionCounters::default(),
+            draining,
             next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// Counts an upgrade attempt's outcome.
+    pub fn count_attempt<T>(&self, outcome: &Result<T, error::HttpError>) {
+        let counter = match outcome {
+            Ok(_) => &self.connections.accepted,
+            Err(error::HttpError::UnknownService(_)) => &self.connections.unknown_service,
+            Err(error::HttpError::InvalidParameters(_)) => &self.connections.invalid_parameters,
+            Err(error::HttpError::NotWebSocket(_)) => &self.connections.not_websocket,
+            Err(error::HttpError::ShuttingDown) => &self.connections.shutting_down,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refuses new sessions while shutting down.
+    pub fn check_accepting(&self) -> Result<(), error::HttpError> {
+        if self.draining.load(Ordering::SeqCst) {
+            Err(error::HttpError::ShuttingDown)
+        } else {
+            Ok(())
         }
     }
 
@@ -69,6 +115,7 @@ fn rest_cors() -> Cors {
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/", web::get().to(debug_page::index))
+        .route("/examples/{file}", web::get().to(debug_page::example))
         .route(
             "/healthz",
             web::get()
@@ -114,5 +161,18 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
             }),
         );
     }
-    HttpResponse::Ok().json(serde_json::json!({ "services": services }))
+    let connections = &state.connections;
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    HttpResponse::Ok().json(serde_json::json!({
+        "services": services,
+        "connections": {
+            "accepted": load(&connections.accepted),
+            "refused": {
+                "unknownService": load(&connections.unknown_service),
+                "invalidParameters": load(&connections.invalid_parameters),
+                "notWebSocket": load(&connections.not_websocket),
+                "shuttingDown": load(&connections.shutting_down),
+            },
+        },
+    }))
 }

@@ -172,9 +172,24 @@ pub async fn subscribe(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let runtime = lookup(&state, &path)?;
+    let outcome = accept_subscribe(req, path, payload, &state);
+    state.count_attempt(&outcome);
+    if let Err(err) = &outcome {
+        log::info!("subscribe refused: {err}");
+    }
+    outcome
+}
+
+fn accept_subscribe(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, HttpError> {
+    state.check_accepting()?;
+    let runtime = lookup(state, &path)?;
     let query = SubscribeQuery::parse(req.query_string())?;
-    let (out_sr, filter_state) = validate(&query, &runtime, &state)?;
+    let (out_sr, filter_state) = validate(&query, &runtime, state)?;
     if let Some(err) = transport::upgrade_error(&req) {
         return Err(HttpError::NotWebSocket(err));
     }
@@ -205,11 +220,19 @@ pub async fn custom(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let runtime = lookup(&state, &path)?;
-    if let Some(err) = transport::upgrade_error(&req) {
-        return Err(HttpError::NotWebSocket(err));
+    let outcome = state
+        .check_accepting()
+        .and_then(|()| lookup(&state, &path))
+        .and_then(|runtime| match transport::upgrade_error(&req) {
+            Some(err) => Err(HttpError::NotWebSocket(err)),
+            None => Ok(runtime),
+        });
+    let outcome = outcome.map(|runtime| start_custom(req, payload, &state, runtime));
+    if let Err(err) = &outcome {
+        state.count_attempt(&outcome);
+        log::info!("custom-mode upgrade refused: {err}");
     }
-    Ok(start_custom(req, payload, &state, runtime))
+    outcome
 }
 
 /// Starts a custom-mode session on an accepted upgrade request.
@@ -219,6 +242,10 @@ pub fn start_custom(
     state: &AppState,
     runtime: Arc<ServiceRuntime>,
 ) -> HttpResponse {
+    state
+        .connections
+        .accepted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let settings = state.config.session.clone();
     let queue = OutboundQueue::new(settings.queue_bytes);
     let frames = transport::inbound_frames(payload, settings.max_frame_bytes);

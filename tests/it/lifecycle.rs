@@ -32,6 +32,43 @@ async fn shutdown_closes_every_session_with_1001() {
 }
 
 #[actix_web::test]
+async fn while_shutting_down_new_sessions_are_refused_with_503_and_retry_after() {
+    let server = TestServer::simulated(5);
+    let mut session = connect(&server.ws_url(SUBSCRIBE)).await;
+    next_json(&mut session).await;
+    let stopper = server.stopper();
+    let shutdown = actix_web::rt::spawn(async move { stopper.shutdown().await });
+    assert_eq!(expect_close(&mut session).await.0, 1001);
+    // The SDK reconnects at once after a close: it must get a refusal it backs off from.
+    let (status, body) = crate::support::try_connect(&server.ws_url(SUBSCRIBE))
+        .await
+        .expect_err("refused");
+    assert_eq!(status, 503, "{body}");
+    let (status, headers, _) = crate::support::http(
+        server.addr,
+        "GET",
+        "/arcgis/ws/services/vehicles/custom",
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(crate::support::header(&headers, "retry-after"), Some("5"));
+    // Metadata is still served while draining.
+    let (status, _) = crate::support::get_json(
+        server.addr,
+        "/arcgis/rest/services/vehicles/StreamServer?f=json",
+    )
+    .await;
+    assert_eq!(status, 200);
+    shutdown.await.expect("shutdown completes");
+}
+
+#[actix_web::test]
 async fn binary_frames_close_with_1003() {
     let server = TestServer::simulated(5);
     let mut socket = connect(&server.ws_url(SUBSCRIBE)).await;

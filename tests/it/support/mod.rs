@@ -45,6 +45,11 @@ impl TestServer {
         format!("ws://{}{path}", self.addr)
     }
 
+    /// A handle that stops the server.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
     /// Closes every session with 1001 and stops.
     pub async fn shutdown(&self) {
         self.stopper.shutdown().await;
