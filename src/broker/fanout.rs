@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::envelope_index::EnvelopeIndex;
 use super::messages::{SessionId, Subscriber};
 use crate::feature::Schema;
 use crate::protocol::close::CloseCause;
@@ -20,6 +21,8 @@ use crate::simulator::Batch;
 struct Group {
     subscription: Subscription,
     members: Vec<Subscriber>,
+    /// Slot in the envelope index, for groups with an envelope (set at each rebuild).
+    envelope_slot: Option<usize>,
 }
 
 /// Counters for `/api/stats`.
@@ -44,6 +47,7 @@ pub struct Fanout {
     members: HashMap<SessionId, GroupKey>,
     stats: FanoutStats,
     selection: Vec<u32>,
+    envelope_index: EnvelopeIndex,
 }
 
 impl Fanout {
@@ -57,6 +61,7 @@ impl Fanout {
             members: HashMap::new(),
             stats: FanoutStats::default(),
             selection: Vec::new(),
+            envelope_index: EnvelopeIndex::default(),
         }
     }
 
@@ -79,6 +84,9 @@ impl Fanout {
     pub fn subscribe(&mut self, subscriber: Subscriber, subscription: Subscription) {
         self.remove(subscriber.id);
         let key = subscription.key.clone();
+        if subscription.envelope.is_some() && !self.groups.contains_key(&key) {
+            self.envelope_index.mark_dirty();
+        }
         self.members.insert(subscriber.id, key.clone());
         self.encoders
             .entry(subscription.view.clone())
@@ -88,6 +96,7 @@ impl Fanout {
             .or_insert_with(|| Group {
                 subscription,
                 members: Vec::new(),
+                envelope_slot: None,
             })
             .members
             .push(subscriber);
@@ -112,6 +121,9 @@ impl Fanout {
         let position = group.members.iter().position(|member| member.id == id)?;
         let subscriber = group.members.swap_remove(position);
         if group.members.is_empty() {
+            if group.subscription.envelope.is_some() {
+                self.envelope_index.mark_dirty();
+            }
             let view = group.subscription.view.clone();
             self.groups.remove(&key);
             if !self
@@ -140,8 +152,20 @@ impl Fanout {
         self.stats.batches += 1;
         self.stats.features_in += batch.features.len() as u64;
         let mut encoded: HashMap<&View, EncodedBatch> = HashMap::with_capacity(self.encoders.len());
+        let mut frames: HashMap<u64, Vec<CachedFrame<'_>>> = HashMap::new();
         let mut ended = Vec::new();
         let mut ended_ids = Vec::new();
+        if self.envelope_index.is_dirty() {
+            let mut envelopes = Vec::new();
+            for group in self.groups.values_mut() {
+                group.envelope_slot = group.subscription.envelope.map(|(envelope, _)| {
+                    envelopes.push((envelopes.len(), envelope));
+                    envelopes.len() - 1
+                });
+            }
+            self.envelope_index.rebuild(envelopes.into_iter());
+        }
+        self.envelope_index.collect(&batch.features);
         for group in self.groups.values() {
             let subscription = &group.subscription;
             let encoded = encoded.entry(&subscription.view).or_insert_with(|| {
@@ -152,13 +176,25 @@ impl Fanout {
                 Selection::All
             } else {
                 self.selection.clear();
-                let matching = batch
-                    .features
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, feature)| subscription.matches(feature));
-                self.selection
-                    .extend(matching.map(|(index, _)| index as u32));
+                match group.envelope_slot {
+                    // Only the index's candidates can pass; check the exact relation and the
+                    // where clause on those.
+                    Some(slot) => self.selection.extend(
+                        self.envelope_index
+                            .hits(slot)
+                            .iter()
+                            .copied()
+                            .filter(|index| subscription.matches(&batch.features[*index as usize])),
+                    ),
+                    None => self.selection.extend(
+                        batch
+                            .features
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, feature)| subscription.matches(feature))
+                            .map(|(index, _)| index as u32),
+                    ),
+                }
                 Selection::Only(&self.selection)
             };
             let selected = match selection {
@@ -168,10 +204,31 @@ impl Fanout {
             if selected == 0 {
                 continue;
             }
-            let frame = match subscription.mode {
-                WireMode::Custom => encoded.custom_frame(selection),
-                WireMode::Server => encoded.server_frames(selection),
-                WireMode::Sse => sse::features_event(&encoded.json_array(selection)),
+            // Groups with different filters often select the same features (`speed > 61` and
+            // `speed > 62` over one batch): frame each distinct selection once per view and mode.
+            let frame_key = selection_hash(&subscription.view, subscription.mode, selection);
+            let candidates = frames.entry(frame_key).or_default();
+            let cached = candidates.iter().find(|cached| {
+                cached.view == &subscription.view
+                    && cached.mode == subscription.mode
+                    && cached.selection.matches(selection)
+            });
+            let frame = match cached {
+                Some(cached) => cached.frame.clone(),
+                None => {
+                    let frame = match subscription.mode {
+                        WireMode::Custom => encoded.custom_frame(selection),
+                        WireMode::Server => encoded.server_frames(selection),
+                        WireMode::Sse => sse::features_event(&encoded.json_array(selection)),
+                    };
+                    candidates.push(CachedFrame {
+                        view: &subscription.view,
+                        mode: subscription.mode,
+                        selection: OwnedSelection::from(selection),
+                        frame: frame.clone(),
+                    });
+                    frame
+                }
             };
             for member in &group.members {
                 match member.queue.push_data(frame.clone()) {
@@ -194,4 +251,46 @@ impl Fanout {
         }
         ended
     }
+}
+
+/// A frame built in this batch, reusable by any group with the same view, mode and selection.
+struct CachedFrame<'a> {
+    view: &'a View,
+    mode: WireMode,
+    selection: OwnedSelection,
+    frame: Bytes,
+}
+
+enum OwnedSelection {
+    All,
+    Only(Vec<u32>),
+}
+
+impl OwnedSelection {
+    fn from(selection: Selection<'_>) -> OwnedSelection {
+        match selection {
+            Selection::All => OwnedSelection::All,
+            Selection::Only(indexes) => OwnedSelection::Only(indexes.to_vec()),
+        }
+    }
+
+    fn matches(&self, selection: Selection<'_>) -> bool {
+        match (self, selection) {
+            (OwnedSelection::All, Selection::All) => true,
+            (OwnedSelection::Only(mine), Selection::Only(theirs)) => mine.as_slice() == theirs,
+            _ => false,
+        }
+    }
+}
+
+fn selection_hash(view: &View, mode: WireMode, selection: Selection<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    view.hash(&mut hasher);
+    mode.hash(&mut hasher);
+    match selection {
+        Selection::All => u32::MAX.hash(&mut hasher),
+        Selection::Only(indexes) => indexes.hash(&mut hasher),
+    }
+    hasher.finish()
 }

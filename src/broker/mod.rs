@@ -2,6 +2,7 @@
 //! it does the batch-level work once and hands each session ready bytes. It never awaits a
 //! session: a full queue is a slow consumer, a closed queue means unregister.
 
+mod envelope_index;
 mod fanout;
 pub mod messages;
 

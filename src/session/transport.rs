@@ -110,6 +110,14 @@ impl OutboundQueue {
         self.lock().full_since
     }
 
+    /// Drops every queued frame (benches drain queues between iterations this way).
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        state.frames.clear();
+        state.queued_bytes = 0;
+        state.full_since = None;
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.lock().queued_bytes
