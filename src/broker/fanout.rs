@@ -34,8 +34,8 @@ pub struct FanoutStats {
     pub features_in: u64,
     /// Features queued to sessions (a feature sent to two sessions counts twice).
     pub features_out: u64,
-    /// Frames refused because a session's queue was full.
-    pub frames_dropped: u64,
+    /// Frames conflated because a session's queue was full (newest kept, older replaced).
+    pub frames_conflated: u64,
 }
 
 /// The sessions of one service, grouped by subscription.
@@ -233,8 +233,8 @@ impl Fanout {
             for member in &group.members {
                 match member.queue.push_data(frame.clone()) {
                     Push::Queued => self.stats.features_out += selected as u64,
-                    Push::Full => {
-                        self.stats.frames_dropped += 1;
+                    Push::Conflated => {
+                        self.stats.frames_conflated += 1;
                         let behind = member.queue.full_since().map(|since| since.elapsed());
                         if behind.is_some_and(|behind| behind >= self.slow_consumer_after) {
                             ended_ids.push(member.id);

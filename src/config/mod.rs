@@ -108,6 +108,42 @@ pub const SETTINGS: &[Setting] = &[
         help: "Milliseconds before closing a bad custom-mode handshake (slows the SDK's instant reconnects)",
     },
     Setting {
+        var: "FEATURESTREAM_MAX_CONNECTIONS",
+        flag: "max-connections",
+        default: "20000",
+        help: "Most sessions at once; past it new sessions are refused",
+    },
+    Setting {
+        var: "FEATURESTREAM_OVER_CAP",
+        flag: "over-cap",
+        default: "refuse",
+        help: "Past the cap: refuse (HTTP 503 + Retry-After, the SDK backs off) or close (accept, then close 1013)",
+    },
+    Setting {
+        var: "FEATURESTREAM_CONNECT_RATE",
+        flag: "connect-rate",
+        default: "20",
+        help: "Connection attempts per second per client IP, burst twice that (0: no limit); over it: HTTP 429",
+    },
+    Setting {
+        var: "FEATURESTREAM_RATE_LIMIT_LOOPBACK",
+        flag: "rate-limit-loopback",
+        default: "off",
+        help: "Apply the per-IP rate limit to loopback clients too (off keeps local load tests unthrottled)",
+    },
+    Setting {
+        var: "FEATURESTREAM_ALLOWED_ORIGINS",
+        flag: "allowed-origins",
+        default: "",
+        help: "Browser origins allowed to connect, comma-separated; * for any; unset: localhost and the same host",
+    },
+    Setting {
+        var: "FEATURESTREAM_FILTER_RATE",
+        flag: "filter-rate",
+        default: "10",
+        help: "Filter messages per second per session, burst twice that (0: no limit)",
+    },
+    Setting {
         var: "FEATURESTREAM_MAX_WHERE_BYTES",
         flag: "max-where-bytes",
         default: "16384",
@@ -153,9 +189,46 @@ pub enum ConfigError {
     Usage(#[from] clap::Error),
 }
 
+/// What to do with a new session past the connection cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverCap {
+    /// HTTP 503 with Retry-After before the upgrade (the SDK backs off).
+    Refuse,
+    /// Accept, then close with 1013 "try again later" (seed 002).
+    Close,
+}
+
+/// Which browser origins may open sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OriginPolicy {
+    /// localhost origins and the server's own host (the default).
+    LocalAndSameHost,
+    /// Any origin (`*`).
+    Any,
+    /// Exactly these origins (`https://maps.example.com`).
+    List(Vec<String>),
+}
+
+/// Admission before the upgrade.
+#[derive(Clone, Debug)]
+pub struct AdmissionSettings {
+    /// Most sessions at once.
+    pub max_connections: usize,
+    /// Past the cap.
+    pub over_cap: OverCap,
+    /// Attempts per second per IP; `None`: no limit.
+    pub connect_rate: Option<f64>,
+    /// Whether loopback peers are rate-limited too.
+    pub rate_limit_loopback: bool,
+    /// Allowed origins.
+    pub origins: OriginPolicy,
+}
+
 /// Per-session settings.
 #[derive(Clone, Debug)]
 pub struct SessionSettings {
+    /// Filter messages per second; `None`: no limit.
+    pub filter_rate: Option<f64>,
     /// Outbound byte bound.
     pub queue_bytes: usize,
     /// Time behind before a slow consumer is closed.
@@ -183,6 +256,8 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Per-session settings.
     pub session: SessionSettings,
+    /// Admission before the upgrade.
+    pub admission: AdmissionSettings,
 }
 
 /// The configuration plus warnings to log once logging is up.
@@ -228,6 +303,11 @@ impl Config {
         }
         let raw = Raw { matches, env };
         let config = raw.validate()?;
+        if config.admission.origins == OriginPolicy::Any {
+            warnings.push(
+                "FEATURESTREAM_ALLOWED_ORIGINS=*: pages from any site may open sessions".to_owned(),
+            );
+        }
         if !config.bind.is_loopback() {
             warnings.push(format!(
                 "listening on {} without authentication: anyone who can reach this address can subscribe",
@@ -368,7 +448,62 @@ impl Raw {
                 &simulator_settings,
             )?
         };
+        let rate = |var: &str| -> Result<Option<f64>, ConfigError> {
+            let value: f64 = self.parse(var, "a number per second (0: no limit)")?;
+            if !(0.0..=1_000_000.0).contains(&value) {
+                let (name, text) = self.get(var);
+                return Err(ConfigError::Invalid {
+                    var: name,
+                    value: text,
+                    reason: "expected 0 to 1000000".into(),
+                });
+            }
+            Ok((value > 0.0).then_some(value))
+        };
+        let (over_cap_var, over_cap) = self.get("FEATURESTREAM_OVER_CAP");
+        let over_cap = match over_cap.trim() {
+            "refuse" => OverCap::Refuse,
+            "close" => OverCap::Close,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: over_cap_var,
+                    value: over_cap,
+                    reason: "expected refuse or close".into(),
+                });
+            }
+        };
+        let (loopback_var, loopback) = self.get("FEATURESTREAM_RATE_LIMIT_LOOPBACK");
+        let rate_limit_loopback = match loopback.trim() {
+            "on" | "true" | "1" | "yes" => true,
+            "off" | "false" | "0" | "no" => false,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: loopback_var,
+                    value: loopback,
+                    reason: "expected on or off".into(),
+                });
+            }
+        };
+        let (_, origins) = self.get("FEATURESTREAM_ALLOWED_ORIGINS");
+        let origins = match origins.trim() {
+            "" => OriginPolicy::LocalAndSameHost,
+            "*" => OriginPolicy::Any,
+            list => OriginPolicy::List(
+                list.split(',')
+                    .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                    .filter(|origin| !origin.is_empty())
+                    .collect(),
+            ),
+        };
+        let admission = AdmissionSettings {
+            max_connections: self.ranged("FEATURESTREAM_MAX_CONNECTIONS", 1, 10_000_000)? as usize,
+            over_cap,
+            connect_rate: rate("FEATURESTREAM_CONNECT_RATE")?,
+            rate_limit_loopback,
+            origins,
+        };
         let session = SessionSettings {
+            filter_rate: rate("FEATURESTREAM_FILTER_RATE")?,
             queue_bytes: self.ranged("FEATURESTREAM_QUEUE_BYTES", 4096, 1 << 30)? as usize,
             slow_consumer_after: Duration::from_secs(self.ranged(
                 "FEATURESTREAM_SLOW_CONSUMER_SECS",
@@ -399,6 +534,7 @@ impl Raw {
             workers,
             services,
             session,
+            admission,
         })
     }
 }

@@ -6,7 +6,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use super::subscribe::start_custom;
+use super::subscribe::admit_custom;
 use crate::session::transport;
 
 const INDEX_HTML: &str = include_str!("../../static/index.html");
@@ -40,13 +40,17 @@ pub async fn index(
     if transport::is_upgrade(&req)
         && let Some(runtime) = state.default_service()
     {
-        if let Err(err) = state.check_accepting() {
-            state.count_attempt::<()>(&Err(err));
-            return actix_web::ResponseError::error_response(
-                &crate::http::error::HttpError::ShuttingDown,
-            );
-        }
-        return start_custom(req, payload, &state, runtime);
+        let outcome = state
+            .check_accepting()
+            .and_then(|()| state.admission.screen(&req));
+        return match outcome.and_then(|()| admit_custom(req, payload, &state, runtime)) {
+            Ok(response) => response,
+            Err(err) => {
+                let response = actix_web::ResponseError::error_response(&err);
+                state.count_attempt::<()>(&Err(err));
+                response
+            }
+        };
     }
     HttpResponse::Ok()
         .content_type(ContentType::html())

@@ -19,6 +19,15 @@ pub enum HttpError {
     /// retries a refused upgrade with backoff, which carries it across a restart.
     #[error("The server is shutting down; retry shortly")]
     ShuttingDown,
+    /// Past the connection cap (seed 002): 503 with Retry-After.
+    #[error("Too many connections; retry later")]
+    OverCapacity,
+    /// Too many connection attempts from this address: 429 with Retry-After.
+    #[error("Too many connection attempts; slow down")]
+    RateLimited,
+    /// A browser page from an origin that is not allowed.
+    #[error("Origin {0} is not allowed to connect")]
+    OriginRefused(String),
     /// A plain request to a WebSocket-only endpoint.
     #[error("This endpoint accepts WebSocket connections only ({0})")]
     NotWebSocket(String),
@@ -29,7 +38,9 @@ impl ResponseError for HttpError {
         match self {
             HttpError::UnknownService(_) => StatusCode::NOT_FOUND,
             HttpError::InvalidParameters(_) | HttpError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
-            HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::ShuttingDown | HttpError::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::OriginRefused(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -40,8 +51,14 @@ impl ResponseError for HttpError {
             _ => Vec::new(),
         };
         let mut response = HttpResponse::build(status);
-        if matches!(self, HttpError::ShuttingDown) {
-            response.insert_header(("Retry-After", "5"));
+        match self {
+            HttpError::ShuttingDown | HttpError::OverCapacity => {
+                response.insert_header(("Retry-After", "5"));
+            }
+            HttpError::RateLimited => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            _ => {}
         }
         response.json(error_body(status.as_u16(), &self.to_string(), &details))
     }

@@ -1,6 +1,7 @@
 //! HTTP: the one list of endpoints, and shared application state. Only this module knows
 //! URLs and query strings.
 
+pub mod admission;
 pub mod debug_page;
 pub mod error;
 pub mod metadata;
@@ -32,6 +33,12 @@ pub struct ConnectionCounters {
     pub not_websocket: AtomicU64,
     /// Refused: shutting down (503).
     pub shutting_down: AtomicU64,
+    /// Refused: over the connection cap (503, or accepted and closed with 1013).
+    pub over_capacity: AtomicU64,
+    /// Refused: too many attempts from one address (429).
+    pub rate_limited: AtomicU64,
+    /// Refused: origin not allowed (403).
+    pub origin_refused: AtomicU64,
 }
 
 /// What every handler can reach.
@@ -42,6 +49,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Connection attempts by outcome.
     pub connections: ConnectionCounters,
+    /// Connection cap, rate limit, origins.
+    pub admission: admission::Admission,
     /// Set when shutdown begins: upgrades are refused with 503 from then on.
     pub draining: Arc<AtomicBool>,
     next_session: AtomicU64,
@@ -54,10 +63,12 @@ impl AppState {
         config: Arc<Config>,
         draining: Arc<AtomicBool>,
     ) -> AppState {
+        let admission = admission::Admission::new(config.admission.clone());
         AppState {
             services,
             config,
             connections: ConnectionCounters::default(),
+            admission,
             draining,
             next_session: AtomicU64::new(1),
         }
@@ -71,6 +82,9 @@ impl AppState {
             Err(error::HttpError::InvalidParameters(_)) => &self.connections.invalid_parameters,
             Err(error::HttpError::NotWebSocket(_)) => &self.connections.not_websocket,
             Err(error::HttpError::ShuttingDown) => &self.connections.shutting_down,
+            Err(error::HttpError::OverCapacity) => &self.connections.over_capacity,
+            Err(error::HttpError::RateLimited) => &self.connections.rate_limited,
+            Err(error::HttpError::OriginRefused(_)) => &self.connections.origin_refused,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -157,7 +171,7 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
                 "batches": stats.fanout.batches,
                 "featuresIn": stats.fanout.features_in,
                 "featuresOut": stats.fanout.features_out,
-                "framesDropped": stats.fanout.frames_dropped,
+                "framesConflated": stats.fanout.frames_conflated,
             }),
         );
     }
@@ -172,6 +186,9 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
                 "invalidParameters": load(&connections.invalid_parameters),
                 "notWebSocket": load(&connections.not_websocket),
                 "shuttingDown": load(&connections.shutting_down),
+                "overCapacity": load(&connections.over_capacity),
+                "rateLimited": load(&connections.rate_limited),
+                "originRefused": load(&connections.origin_refused),
             },
         },
     }))

@@ -8,13 +8,16 @@ use actix::{Actor, AsyncContext};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
+use super::admission::Admitted;
 use super::error::HttpError;
 use crate::filter::{FilterError, FilterState, FilterUpdate, OutFields, OutFieldsInput, Patch};
 use crate::geometry::{SUPPORTED_WKIDS, SpatialRel, Wkid};
+use crate::protocol::close::CloseCause;
 use crate::protocol::envelope_json;
 use crate::server::ServiceRuntime;
-use crate::session::SessionActor;
 use crate::session::transport::{self, OutboundQueue};
+use crate::session::{SessionActor, SessionParts};
+use std::sync::atomic::Ordering;
 
 /// The subscribe URL's parameters, names matched case-insensitively as ArcGIS does.
 struct SubscribeQuery {
@@ -187,30 +190,47 @@ fn accept_subscribe(
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
     state.check_accepting()?;
+    state.admission.screen(&req)?;
     let runtime = lookup(state, &path)?;
     let query = SubscribeQuery::parse(req.query_string())?;
     let (out_sr, filter_state) = validate(&query, &runtime, state)?;
     if let Some(err) = transport::upgrade_error(&req) {
         return Err(HttpError::NotWebSocket(err));
     }
+    let slot = match state.admission.acquire()? {
+        Admitted::Slot(slot) => slot,
+        Admitted::CloseOverCap => return Ok(close_over_cap(&req, state)),
+    };
+    state.connections.accepted.fetch_add(1, Ordering::Relaxed);
     let settings = state.config.session.clone();
     let queue = OutboundQueue::new(settings.queue_bytes);
     let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
     let id = state.next_session_id();
-    let session = SessionActor::server(
+    let parts = SessionParts {
         id,
-        runtime,
+        service: runtime,
         settings,
-        queue.clone(),
-        out_sr,
-        filter_state,
-        peer(&req),
-    );
+        queue: queue.clone(),
+        peer: peer(&req),
+        slot,
+    };
+    let session = SessionActor::server(parts, out_sr, filter_state);
     SessionActor::create(|ctx| {
         ctx.add_stream(frames);
         session
     });
     Ok(transport::switching_protocols(&req, queue))
+}
+
+/// Seed 002's over-cap behaviour: accept the upgrade, then close with 1013 at once.
+fn close_over_cap(req: &HttpRequest, state: &AppState) -> HttpResponse {
+    state
+        .connections
+        .over_capacity
+        .fetch_add(1, Ordering::Relaxed);
+    let queue = OutboundQueue::new(4096);
+    queue.close(Some(CloseCause::TryAgainLater.frame()));
+    transport::switching_protocols(req, queue)
 }
 
 /// Custom mode for a named service.
@@ -222,12 +242,13 @@ pub async fn custom(
 ) -> Result<HttpResponse, HttpError> {
     let outcome = state
         .check_accepting()
+        .and_then(|()| state.admission.screen(&req))
         .and_then(|()| lookup(&state, &path))
         .and_then(|runtime| match transport::upgrade_error(&req) {
             Some(err) => Err(HttpError::NotWebSocket(err)),
             None => Ok(runtime),
-        });
-    let outcome = outcome.map(|runtime| start_custom(req, payload, &state, runtime));
+        })
+        .and_then(|runtime| admit_custom(req, payload, &state, runtime));
     if let Err(err) = &outcome {
         state.count_attempt(&outcome);
         log::info!("custom-mode upgrade refused: {err}");
@@ -235,30 +256,34 @@ pub async fn custom(
     outcome
 }
 
-/// Starts a custom-mode session on an accepted upgrade request.
-pub fn start_custom(
+/// Admits and starts a custom-mode session on an acceptable upgrade request.
+pub fn admit_custom(
     req: HttpRequest,
     payload: web::Payload,
     state: &AppState,
     runtime: Arc<ServiceRuntime>,
-) -> HttpResponse {
-    state
-        .connections
-        .accepted
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+) -> Result<HttpResponse, HttpError> {
+    let slot = match state.admission.acquire()? {
+        Admitted::Slot(slot) => slot,
+        Admitted::CloseOverCap => return Ok(close_over_cap(&req, state)),
+    };
+    state.connections.accepted.fetch_add(1, Ordering::Relaxed);
     let settings = state.config.session.clone();
     let queue = OutboundQueue::new(settings.queue_bytes);
     let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
-    let session = SessionActor::custom(
-        state.next_session_id(),
-        runtime,
+    let id = state.next_session_id();
+    let parts = SessionParts {
+        id,
+        service: runtime,
         settings,
-        queue.clone(),
-        peer(&req),
-    );
+        queue: queue.clone(),
+        peer: peer(&req),
+        slot,
+    };
+    let session = SessionActor::custom(parts);
     SessionActor::create(|ctx| {
         ctx.add_stream(frames);
         session
     });
-    transport::switching_protocols(&req, queue)
+    Ok(transport::switching_protocols(&req, queue))
 }

@@ -19,6 +19,7 @@ use crate::broker::{
 use crate::config::SessionSettings;
 use crate::filter::{FilterError, FilterState, FilterUpdate};
 use crate::geometry::Wkid;
+use crate::http::admission::{ConnectionSlot, TokenBucket};
 use crate::protocol::close::CloseCause;
 use crate::protocol::filter_message::{self, ClientMessage};
 use crate::protocol::{handshake, ws_frame};
@@ -47,72 +48,62 @@ pub struct SessionActor {
     state: FilterState,
     last_heard: Instant,
     peer: String,
+    filter_budget: Option<TokenBucket>,
+    filter_refusals: u32,
+    /// Held for the session's life; dropping it frees a place under the connection cap.
+    _slot: ConnectionSlot,
+}
+
+/// What every session starts with, whatever its mode.
+pub struct SessionParts {
+    /// From the server's counter.
+    pub id: SessionId,
+    /// The service it streams.
+    pub service: Arc<ServiceRuntime>,
+    /// Limits and timers.
+    pub settings: SessionSettings,
+    /// Its bounded outbound queue (the 101 response streams it).
+    pub queue: Arc<OutboundQueue>,
+    /// The peer's address, for logs.
+    pub peer: String,
+    /// Its place under the connection cap.
+    pub slot: ConnectionSlot,
 }
 
 impl SessionActor {
     /// A custom-mode session: waits for the handshake (seed 000).
-    pub fn custom(
-        id: SessionId,
-        service: Arc<ServiceRuntime>,
-        settings: SessionSettings,
-        queue: Arc<OutboundQueue>,
-        peer: String,
-    ) -> SessionActor {
+    pub fn custom(parts: SessionParts) -> SessionActor {
         SessionActor::new(
-            id,
+            parts,
             WireMode::Custom,
-            service,
-            settings,
-            queue,
             Phase::AwaitingHandshake,
             FilterState::default(),
-            peer,
         )
     }
 
     /// A server-mode session whose URL parameters were validated before the upgrade.
-    pub fn server(
-        id: SessionId,
-        service: Arc<ServiceRuntime>,
-        settings: SessionSettings,
-        queue: Arc<OutboundQueue>,
-        out_sr: Wkid,
-        state: FilterState,
-        peer: String,
-    ) -> SessionActor {
-        SessionActor::new(
-            id,
-            WireMode::Server,
-            service,
-            settings,
-            queue,
-            Phase::Streaming(out_sr),
-            state,
-            peer,
-        )
+    pub fn server(parts: SessionParts, out_sr: Wkid, state: FilterState) -> SessionActor {
+        SessionActor::new(parts, WireMode::Server, Phase::Streaming(out_sr), state)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        id: SessionId,
-        mode: WireMode,
-        service: Arc<ServiceRuntime>,
-        settings: SessionSettings,
-        queue: Arc<OutboundQueue>,
-        phase: Phase,
-        state: FilterState,
-        peer: String,
-    ) -> SessionActor {
+    fn new(parts: SessionParts, mode: WireMode, phase: Phase, state: FilterState) -> SessionActor {
+        let filter_budget = parts
+            .settings
+            .filter_rate
+            .map(|rate| TokenBucket::new(rate, rate * 2.0));
         SessionActor {
-            id,
+            id: parts.id,
             mode,
-            service,
-            settings,
-            queue,
+            service: parts.service,
+            settings: parts.settings,
+            queue: parts.queue,
             phase,
             state,
             last_heard: Instant::now(),
-            peer,
+            peer: parts.peer,
+            filter_budget,
+            filter_refusals: 0,
+            _slot: parts.slot,
         }
     }
 
@@ -155,7 +146,17 @@ impl SessionActor {
         }
         match self.phase {
             Phase::AwaitingHandshake => self.on_handshake(ctx, text),
-            Phase::Streaming(out_sr) => self.on_message(text, out_sr),
+            Phase::Streaming(out_sr) => {
+                self.on_message(text, out_sr);
+                // A flood that goes on past a full second's worth of refusals ends the session.
+                let limit = self
+                    .settings
+                    .filter_rate
+                    .map_or(u32::MAX, |rate| (rate * 2.0).ceil() as u32 + 10);
+                if self.filter_refusals > limit {
+                    self.close(ctx, CloseCause::FilterFlood);
+                }
+            }
             Phase::Closing => {}
         }
     }
@@ -199,6 +200,14 @@ impl SessionActor {
 
     fn on_message(&mut self, text: &str, out_sr: Wkid) {
         let update: FilterUpdate = match filter_message::decode(text) {
+            ClientMessage::Filter(_) if !self.take_filter_budget() => {
+                let rate = self.settings.filter_rate.unwrap_or_default();
+                let err = FilterError::Malformed(format!(
+                    "too many filter messages; at most {rate} per second."
+                ));
+                self.send_text(&filter_message::encode_reply(&self.state, &[err]));
+                return;
+            }
             ClientMessage::Filter(update) => update,
             ClientMessage::Ping => {
                 self.send_text("pong");
@@ -237,6 +246,16 @@ impl SessionActor {
                 self.send_text(&filter_message::encode_reply(&self.state, &errors));
             }
         }
+    }
+
+    /// Whether a filter message may be applied now (token bucket per session).
+    fn take_filter_budget(&mut self) -> bool {
+        let Some(budget) = &mut self.filter_budget else {
+            return true;
+        };
+        let allowed = budget.take(Instant::now());
+        self.filter_refusals = if allowed { 0 } else { self.filter_refusals + 1 };
+        allowed
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<SessionActor>) {

@@ -24,8 +24,9 @@ const MAX_CHUNK_BYTES: usize = 16 * 1024;
 pub enum Push {
     /// Queued for writing.
     Queued,
-    /// Refused: the queue holds its byte limit (the client reads too slowly).
-    Full,
+    /// The queue holds its byte limit (the client reads too slowly): the frame replaced the
+    /// previous conflated one and is sent when the queue drains.
+    Conflated,
     /// Refused: the session is closing or gone.
     Closed,
 }
@@ -37,6 +38,8 @@ struct QueueState {
     closed: bool,
     waker: Option<Waker>,
     full_since: Option<Instant>,
+    /// The newest data frame that did not fit (DESIGN.md "Sessions and back-pressure").
+    conflated: Option<Bytes>,
 }
 
 /// A session's outbound frames, bounded in bytes. Shared by the broker (pushes data), the
@@ -63,7 +66,10 @@ impl OutboundQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Offers a data frame; refused when the byte limit would be passed.
+    /// Offers a data frame. Past the byte limit the session conflates: each batch carries
+    /// the newest observation of every track it filters in, so only the newest frame that did
+    /// not fit is kept (replacing older ones) and sent when the queue drains. Memory stays
+    /// bounded by the limit plus one frame, and a slow map shows current positions.
     pub fn push_data(&self, frame: Bytes) -> Push {
         let mut state = self.lock();
         if state.closed {
@@ -71,9 +77,14 @@ impl OutboundQueue {
         }
         if state.queued_bytes > 0 && state.queued_bytes + frame.len() > self.max_bytes {
             state.full_since.get_or_insert_with(Instant::now);
-            return Push::Full;
+            state.conflated = Some(frame);
+            return Push::Conflated;
         }
         state.full_since = None;
+        if let Some(older) = state.conflated.take() {
+            // The queue drained enough: what was conflated goes first, then the new frame.
+            Self::enqueue(&mut state, older);
+        }
         Self::enqueue(&mut state, frame);
         Push::Queued
     }
@@ -116,6 +127,7 @@ impl OutboundQueue {
         state.frames.clear();
         state.queued_bytes = 0;
         state.full_since = None;
+        state.conflated = None;
     }
 
     /// Bytes waiting to be written.
@@ -142,6 +154,12 @@ impl Stream for OutboundStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut state = self.queue.lock();
+        if state.frames.is_empty()
+            && let Some(conflated) = state.conflated.take()
+        {
+            state.queued_bytes += conflated.len();
+            state.frames.push_back(conflated);
+        }
         match state.frames.pop_front() {
             Some(mut frame) => {
                 // actix-http copies each chunk into the connection's write buffer, which keeps
@@ -247,7 +265,14 @@ mod tests {
     fn queue_refuses_data_past_its_byte_limit_but_not_control_frames() {
         let queue = OutboundQueue::new(10);
         assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
-        assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Full);
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"123456")),
+            Push::Conflated
+        );
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"654321")),
+            Push::Conflated
+        );
         assert!(queue.full_since().is_some());
         assert_eq!(
             queue.push_control(Bytes::from_static(b"reply")),

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admission;
 mod custom_mode;
 mod filter_differential;
 mod filter_properties;

@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release --bin featurestream-load -- --sessions 1000 --mode server`
 
+mod raw;
 mod reference;
 mod scan;
 mod session;
@@ -28,6 +29,15 @@ pub(crate) enum Mode {
     Custom,
     /// ArcGIS `/subscribe`: one feature per frame, filters in the URL.
     Server,
+}
+
+/// How a custom-mode session states its filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FilterVia {
+    /// In the handshake's `filter` (the ArcGIS SDK's way).
+    Handshake,
+    /// In a `{"filter": ..}` message right after the handshake (what the peers understand).
+    Message,
 }
 
 /// Load-test a featurestream (or compatible) server.
@@ -97,6 +107,9 @@ pub(crate) struct Args {
     /// Seed for the filter mix.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+    /// Custom mode: send the filter in the handshake or in a filter message after it.
+    #[arg(long, value_enum, default_value = "handshake")]
+    pub filter_via: FilterVia,
     /// Allow a target that is not on this machine.
     #[arg(long)]
     pub(crate) allow_remote: bool,

@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::raw::{Frame, RawSocket};
+use crate::scan::{ReplyKind, Scanner};
+use crate::stats::Histogram;
+use crate::{Args, FilterVia, Mode, Shared, now_ms};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
-
-use crate::scan::{FrameScan, ReplyKind, Scanner};
-use crate::stats::Histogram;
-use crate::{Args, Mode, Shared, now_ms};
 
 /// A session's filter.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,15 +90,23 @@ pub(crate) fn url_for(args: &Args, filter: &FilterSpec) -> String {
 }
 
 pub(crate) fn handshake_for(args: &Args, filter: &FilterSpec) -> String {
-    let filter = match filter {
+    let filter = if args.filter_via == FilterVia::Message {
+        &FilterSpec::None
+    } else {
+        filter
+    };
+    json!({ "format": "json", "spatialReference": { "wkid": args.out_sr }, "filter": filter_json(filter) }).to_string()
+}
+
+/// The filter object of a handshake or filter message.
+pub(crate) fn filter_json(filter: &FilterSpec) -> serde_json::Value {
+    match filter {
         FilterSpec::None => serde_json::Value::Null,
         FilterSpec::Where(clause) => json!({ "where": clause }),
         FilterSpec::Envelope([xmin, ymin, xmax, ymax]) => {
             json!({ "geometry": { "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax } })
         }
-    };
-    json!({ "format": "json", "spatialReference": { "wkid": args.out_sr }, "filter": filter })
-        .to_string()
+    }
 }
 
 /// Runs this thread's sessions, each started at its ramp slot; returns outcomes and latencies.
@@ -107,7 +116,8 @@ pub(crate) async fn run_all(
     shared: Arc<Shared>,
     started: Instant,
 ) -> (Vec<SessionOutcome>, Histogram) {
-    let histogram = Arc::new(std::sync::Mutex::new(Histogram::default()));
+    // Every session of this thread runs on this thread: the histogram needs no lock.
+    let histogram = Rc::new(RefCell::new(Histogram::default()));
     let local = tokio::task::LocalSet::new();
     let outcomes = local
         .run_until(async {
@@ -132,7 +142,7 @@ pub(crate) async fn run_all(
             outcomes
         })
         .await;
-    let histogram = std::mem::take(&mut *histogram.lock().expect("histogram"));
+    let histogram = histogram.take();
     (outcomes, histogram)
 }
 
@@ -140,7 +150,7 @@ async fn run_one(
     spec: SessionSpec,
     args: &Args,
     shared: &Shared,
-    histogram: &std::sync::Mutex<Histogram>,
+    histogram: &RefCell<Histogram>,
 ) -> SessionOutcome {
     let mut outcome = SessionOutcome {
         filter: Some(spec.filter.clone()),
@@ -148,82 +158,90 @@ async fn run_one(
         ..SessionOutcome::default()
     };
     let url = url_for(args, &spec.filter);
-    let mut socket = match tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio_tungstenite::connect_async(&url),
-    )
-    .await
-    {
-        Ok(Ok((socket, _))) => socket,
-        Ok(Err(err)) => {
-            outcome.connect_error = Some(err.to_string());
-            return outcome;
-        }
-        Err(_) => {
-            outcome.connect_error = Some("connect timed out".into());
-            return outcome;
-        }
-    };
+    let mut socket =
+        match tokio::time::timeout(Duration::from_secs(30), RawSocket::connect(&url)).await {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(err)) => {
+                outcome.connect_error = Some(err);
+                return outcome;
+            }
+            Err(_) => {
+                outcome.connect_error = Some("connect timed out".into());
+                return outcome;
+            }
+        };
     if args.mode == Mode::Custom
         && socket
-            .send(Message::text(handshake_for(args, &spec.filter)))
+            .send_text(&handshake_for(args, &spec.filter))
             .await
             .is_err()
     {
         outcome.connect_error = Some("handshake send failed".into());
         return outcome;
     }
+    let by_message = args.mode == Mode::Custom && args.filter_via == FilterVia::Message;
+    if by_message && spec.filter != FilterSpec::None {
+        let message = json!({ "filter": filter_json(&spec.filter) }).to_string();
+        if socket.send_text(&message).await.is_err() {
+            outcome.connect_error = Some("filter send failed".into());
+            return outcome;
+        }
+    }
     outcome.connected = true;
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let scanner = Scanner::new(&args.timestamp_field);
-    let mut scan = FrameScan::default();
     let mut stop = shared.stop.clone();
     let mut rng =
         StdRng::seed_from_u64(args.seed ^ (spec.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let change_every = Duration::from_secs_f64(args.change_every.max(0.1));
     let mut next_change =
         tokio::time::Instant::now() + change_every.mul_f64(rng.random_range(0.5..1.5));
+    let mut pending_change: Option<String> = None;
     loop {
+        if let Some(message) = pending_change.take()
+            && socket.send_text(&message).await.is_err()
+        {
+            return outcome;
+        }
         let change_timer = tokio::time::sleep_until(next_change);
         tokio::select! {
             _ = stop.changed() => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
                 return outcome;
             }
             _ = change_timer, if spec.changes => {
                 let (low, high) = args.where_range;
                 let clause = format!("{} > {}", args.where_field, rng.random_range(low..=high).round());
-                let message = json!({ "filter": { "where": clause } }).to_string();
-                if socket.send(Message::text(message)).await.is_err() {
-                    return outcome;
-                }
+                pending_change = Some(json!({ "filter": { "where": clause } }).to_string());
                 next_change += change_every;
             }
-            message = socket.next() => match message {
-                Some(Ok(Message::Text(text))) => {
+            frame = socket.next_frame() => match frame {
+                Some(Frame::Text(payload)) => {
                     outcome.frames += 1;
-                    record(text.as_bytes(), &scanner, &mut scan, &mut outcome, shared, histogram);
+                    record(payload, &scanner, &mut outcome, shared, histogram);
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    outcome.server_close = Some(frame.map_or(1005, |frame| frame.code.into()));
+                Some(Frame::Close(code)) => {
+                    outcome.server_close = Some(code.unwrap_or(1005));
                     return outcome;
                 }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return outcome,
+                Some(Frame::Other) => {}
+                None => return outcome,
             },
         }
     }
 }
 
+/// Counts a frame's features and judges them by the frame's first timestamp: every server
+/// measured here puts one tick in a frame (custom mode) or one feature in a frame (server
+/// mode), so the first timestamp is every feature's.
 fn record(
     frame: &[u8],
     scanner: &Scanner,
-    scan: &mut FrameScan,
     outcome: &mut SessionOutcome,
     shared: &Shared,
-    histogram: &std::sync::Mutex<Histogram>,
+    histogram: &RefCell<Histogram>,
 ) {
-    scanner.scan(frame, scan);
+    let scan = scanner.scan_first(frame);
     match scan.reply {
         Some(ReplyKind::Ok) => outcome.replies_ok += 1,
         Some(ReplyKind::Error) => outcome.replies_error += 1,
@@ -235,18 +253,17 @@ fn record(
     shared
         .features_seen
         .fetch_add(u64::from(scan.features), Ordering::Relaxed);
+    let Some(timestamp) = scan.first_timestamp else {
+        return;
+    };
     let (start, end) = (
         shared.window_start_ms.load(Ordering::Relaxed),
         shared.window_end_ms.load(Ordering::Relaxed),
     );
-    let now = now_ms();
-    let mut in_window = 0;
-    let mut histogram = histogram.lock().expect("histogram");
-    for timestamp in &scan.timestamps {
-        if *timestamp >= start as f64 && *timestamp <= end as f64 {
-            in_window += 1;
-            histogram.record(now - timestamp);
-        }
+    if timestamp >= start as f64 && timestamp <= end as f64 {
+        outcome.features_in_window += u64::from(scan.features);
+        histogram
+            .borrow_mut()
+            .record_n(now_ms() - timestamp, u64::from(scan.features));
     }
-    outcome.features_in_window += in_window;
 }

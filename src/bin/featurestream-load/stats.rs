@@ -23,11 +23,12 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    pub(crate) fn record(&mut self, latency_ms: f64) {
+    /// Records `count` samples of one latency.
+    pub(crate) fn record_n(&mut self, latency_ms: f64, count: u64) {
         let latency_ms = latency_ms.max(0.0);
         let bucket = (latency_ms as usize).min(BUCKETS);
-        self.buckets[bucket] += 1;
-        self.count += 1;
+        self.buckets[bucket] += count;
+        self.count += count;
         self.max_ms = self.max_ms.max(latency_ms);
     }
 
@@ -111,7 +112,7 @@ mod tests {
     fn percentiles_come_from_bucket_edges() {
         let mut histogram = Histogram::default();
         for latency in 0..100 {
-            histogram.record(latency as f64 + 0.5);
+            histogram.record_n(latency as f64 + 0.5, 1);
         }
         assert_eq!(histogram.percentile(0.5), 50.0);
         assert_eq!(histogram.percentile(0.99), 99.0);

@@ -230,3 +230,92 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.as_str())
 }
+
+/// A WebSocket upgraded by hand over a plain TCP stream (for clients that misbehave: never
+/// read, never answer pings). Returns the stream after the 101 response head.
+pub async fn raw_upgrade(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, tokio::net::TcpStream) {
+    let (status, _, stream) = raw_upgrade_head(addr, path, headers).await;
+    (status, stream)
+}
+
+/// As `raw_upgrade`, also returning the response head (status line and headers).
+pub async fn raw_upgrade_head(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, tokio::net::TcpStream) {
+    let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect")
+        .expect("connect");
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(WAIT, stream.read(&mut byte))
+            .await
+            .expect("response head")
+            .expect("read");
+        assert!(read == 1, "connection closed during the upgrade");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status");
+    (status, head, stream)
+}
+
+/// Reads raw frames until a close frame; returns its code. Data frames are skipped.
+pub async fn raw_read_close(stream: &mut tokio::net::TcpStream) -> u16 {
+    let mut buffer = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut offset = 0;
+        while buffer.len() >= offset + 2 {
+            let opcode = buffer[offset] & 0x0F;
+            let (header, length) = match buffer[offset + 1] & 0x7F {
+                126 if buffer.len() >= offset + 4 => (
+                    4,
+                    u16::from_be_bytes([buffer[offset + 2], buffer[offset + 3]]) as usize,
+                ),
+                127 if buffer.len() >= offset + 10 => {
+                    let mut raw = [0u8; 8];
+                    raw.copy_from_slice(&buffer[offset + 2..offset + 10]);
+                    (10, u64::from_be_bytes(raw) as usize)
+                }
+                126 | 127 => break,
+                short => (2, short as usize),
+            };
+            if buffer.len() < offset + header + length {
+                break;
+            }
+            if opcode == 0x8 {
+                return u16::from_be_bytes([buffer[offset + header], buffer[offset + header + 1]]);
+            }
+            offset += header + length;
+        }
+        buffer.drain(..offset);
+        let mut chunk = vec![0u8; 65536];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("no close frame in time")
+            .expect("read");
+        assert!(read > 0, "connection ended without a close frame");
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}

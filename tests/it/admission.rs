@@ -1,0 +1,231 @@
+//! Operations limits over real sockets: the connection cap (503 + Retry-After, or 1013),
+//! the per-IP attempt rate (429), the Origin allow-list (403), the filter-message rate, the
+//! heartbeat, and slow consumers that never read.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use featurestream::config::{Config, OriginPolicy, OverCap};
+
+use crate::support::{
+    TestServer, connect, expect_close, get_json, next_json, next_reply, raw_read_close,
+    raw_upgrade, send, try_connect,
+};
+
+const SUBSCRIBE: &str = "/arcgis/ws/services/vehicles/StreamServer/subscribe?outSR=4326";
+
+#[actix_web::test]
+async fn past_the_cap_new_sessions_get_503_with_retry_after_and_existing_ones_are_untouched() {
+    let mut config = Config::for_tests(5, 20.0);
+    config.admission.max_connections = 2;
+    let server = TestServer::start(config);
+    let mut first = connect(&server.ws_url(SUBSCRIBE)).await;
+    let second = connect(&server.ws_url(SUBSCRIBE)).await;
+    let (status, head, _) = crate::support::raw_upgrade_head(server.addr, SUBSCRIBE, &[]).await;
+    assert_eq!(status, 503);
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 5"),
+        "{head}"
+    );
+    for _ in 0..10 {
+        next_json(&mut first).await;
+    }
+    drop(second);
+    // The freed place is taken again once the server has seen the close.
+    let mut accepted = false;
+    for _ in 0..50 {
+        if try_connect(&server.ws_url(SUBSCRIBE)).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        accepted,
+        "a place under the cap is freed when a session ends"
+    );
+    let (_, stats) = get_json(server.addr, "/api/stats").await;
+    assert!(
+        stats["connections"]["refused"]["overCapacity"]
+            .as_u64()
+            .expect("count")
+            >= 2
+    );
+}
+
+#[actix_web::test]
+async fn close_mode_accepts_then_closes_with_1013() {
+    let mut config = Config::for_tests(5, 20.0);
+    config.admission.max_connections = 1;
+    config.admission.over_cap = OverCap::Close;
+    let server = TestServer::start(config);
+    let _first = connect(&server.ws_url(SUBSCRIBE)).await;
+    let mut second = connect(&server.ws_url(SUBSCRIBE)).await;
+    assert_eq!(
+        expect_close(&mut second).await,
+        (1013, "try again later".to_owned())
+    );
+}
+
+#[actix_web::test]
+async fn too_many_attempts_from_one_address_get_429() {
+    let mut config = Config::for_tests(5, 20.0);
+    config.admission.connect_rate = Some(1.0);
+    config.admission.rate_limit_loopback = true;
+    let server = TestServer::start(config);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(match try_connect(&server.ws_url(SUBSCRIBE)).await {
+            Ok(_) => 101,
+            Err((status, _)) => status,
+        });
+    }
+    assert_eq!(statuses, [101, 101, 429, 429]);
+    let (status, head, _) = crate::support::raw_upgrade_head(server.addr, SUBSCRIBE, &[]).await;
+    assert_eq!(status, 429);
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+}
+
+#[actix_web::test]
+async fn loopback_is_not_rate_limited_by_default() {
+    let mut config = Config::for_tests(5, 20.0);
+    config.admission.connect_rate = Some(1.0);
+    let server = TestServer::start(config);
+    for _ in 0..6 {
+        connect(&server.ws_url(SUBSCRIBE)).await;
+    }
+}
+
+#[actix_web::test]
+async fn origins_outside_the_allow_list_get_403() {
+    let server = TestServer::simulated(5);
+    let (status, _) = raw_upgrade(
+        server.addr,
+        SUBSCRIBE,
+        &[("Origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    for origin in [
+        "http://localhost:3000",
+        "http://127.0.0.1:8080",
+        &format!("http://{}", server.addr),
+    ] {
+        let (status, _) = raw_upgrade(server.addr, SUBSCRIBE, &[("Origin", origin)]).await;
+        assert_eq!(status, 101, "{origin}");
+    }
+    let mut config = Config::for_tests(5, 20.0);
+    config.admission.origins = OriginPolicy::List(vec!["https://maps.example.com".into()]);
+    let listed = TestServer::start(config);
+    assert_eq!(
+        raw_upgrade(
+            listed.addr,
+            SUBSCRIBE,
+            &[("Origin", "https://maps.example.com")]
+        )
+        .await
+        .0,
+        101
+    );
+    assert_eq!(
+        raw_upgrade(
+            listed.addr,
+            SUBSCRIBE,
+            &[("Origin", "http://localhost:3000")]
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        raw_upgrade(listed.addr, "/", &[("Origin", "https://other.example")])
+            .await
+            .0,
+        403
+    );
+}
+
+#[actix_web::test]
+async fn filter_floods_get_error_replies_then_1008() {
+    let mut config = Config::for_tests(5, 20.0);
+    config.session.filter_rate = Some(1.0);
+    let server = TestServer::start(config);
+    let mut socket = connect(&server.ws_url(SUBSCRIBE)).await;
+    let mut errors = Vec::new();
+    for _ in 0..4 {
+        send(&mut socket, r#"{"filter":{"where":"speed > 1"}}"#).await;
+        let (reply, _) = next_reply(&mut socket).await;
+        errors.push(reply["error"].clone());
+    }
+    assert_eq!(errors[0], serde_json::Value::Null);
+    assert_eq!(errors[1], serde_json::Value::Null);
+    assert_eq!(
+        errors[3][0],
+        "Invalid filter: too many filter messages; at most 1 per second."
+    );
+    for _ in 0..20 {
+        send(&mut socket, r#"{"filter":{}}"#).await;
+    }
+    assert_eq!(
+        expect_close(&mut socket).await,
+        (1008, "too many filter messages".to_owned())
+    );
+}
+
+#[actix_web::test]
+async fn a_client_that_never_answers_pings_is_closed() {
+    let mut config = Config::for_tests(5, 1.0);
+    config.session.heartbeat_interval = Duration::from_secs(1);
+    let server = TestServer::start(config);
+    let (status, mut stream) = raw_upgrade(server.addr, SUBSCRIBE, &[]).await;
+    assert_eq!(status, 101);
+    // This client reads (so it sees the close) but never answers the pings.
+    assert_eq!(raw_read_close(&mut stream).await, 1001);
+}
+
+#[actix_web::test]
+async fn clients_that_never_read_are_closed_while_a_reader_gets_every_tick() {
+    let mut config = Config::for_tests(200, 20.0);
+    config.session.queue_bytes = 64 * 1024;
+    config.session.slow_consumer_after = Duration::from_secs(1);
+    let server = TestServer::start(config);
+    let mut reader = connect(&server.ws_url(SUBSCRIBE)).await;
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let (status, stream) = raw_upgrade(server.addr, SUBSCRIBE, &[]).await;
+        assert_eq!(status, 101);
+        stalled.push(stream);
+    }
+    let mut object_ids = BTreeSet::new();
+    let mut closed = false;
+    for _ in 0..200_000 {
+        let feature = next_json(&mut reader).await;
+        object_ids.insert(
+            feature["attributes"]["OBJECTID"]
+                .as_i64()
+                .expect("OBJECTID"),
+        );
+        if object_ids.len() % 2000 == 0 {
+            let (_, stats) = get_json(server.addr, "/api/stats").await;
+            if stats["services"]["vehicles"]["sessions"] == 1 {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "the 200 non-reading sessions were closed as slow consumers"
+    );
+    let first = *object_ids.first().expect("features");
+    let last = *object_ids.last().expect("features");
+    assert_eq!(
+        object_ids.len() as i64,
+        last - first + 1,
+        "the reading client missed no observation"
+    );
+    drop(stalled);
+}
