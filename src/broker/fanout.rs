@@ -155,6 +155,7 @@ impl Fanout {
         let mut frames: HashMap<u64, Vec<CachedFrame<'_>>> = HashMap::new();
         let mut ended = Vec::new();
         let mut ended_ids = Vec::new();
+        let mut gone_ids = Vec::new();
         if self.envelope_index.is_dirty() {
             let mut envelopes = Vec::new();
             for group in self.groups.values_mut() {
@@ -240,13 +241,19 @@ impl Fanout {
                             ended_ids.push(member.id);
                         }
                     }
-                    Push::Closed => ended_ids.push(member.id),
+                    Push::Closed => gone_ids.push(member.id),
                 }
             }
         }
         for id in ended_ids {
             if let Some(subscriber) = self.remove(id) {
                 ended.push((subscriber, CloseCause::SlowConsumer));
+            }
+        }
+        // The connection is gone (its queue closed): unregister, and tell the session.
+        for id in gone_ids {
+            if let Some(subscriber) = self.remove(id) {
+                ended.push((subscriber, CloseCause::Normal));
             }
         }
         ended

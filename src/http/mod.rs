@@ -5,6 +5,8 @@ pub mod admission;
 pub mod debug_page;
 pub mod error;
 pub mod metadata;
+pub mod metrics;
+pub mod sse;
 pub mod subscribe;
 
 use std::collections::BTreeMap;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub connections: ConnectionCounters,
     /// Connection cap, rate limit, origins.
     pub admission: admission::Admission,
+    /// Live SSE sessions, for filter updates over HTTP.
+    pub sse_sessions: sse::SseRegistry,
     /// Set when shutdown begins: upgrades are refused with 503 from then on.
     pub draining: Arc<AtomicBool>,
     next_session: AtomicU64,
@@ -69,6 +73,7 @@ impl AppState {
             config,
             connections: ConnectionCounters::default(),
             admission,
+            sse_sessions: sse::SseRegistry::default(),
             draining,
             next_session: AtomicU64::new(1),
         }
@@ -136,6 +141,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .to(|| async { HttpResponse::Ok().json(serde_json::json!({ "status": "ok" })) }),
         )
         .route("/api/stats", web::get().to(stats))
+        .route("/metrics", web::get().to(metrics::metrics))
         .service(
             web::scope("/arcgis/rest/services")
                 .wrap(rest_cors())
@@ -153,6 +159,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(
             "/arcgis/ws/services/{name}/custom",
             web::get().to(subscribe::custom),
+        )
+        .route("/api/services/{name}/events", web::get().to(sse::events))
+        .route(
+            "/api/services/{name}/events/{session}/filter",
+            web::post().to(sse::filter),
         );
 }
 

@@ -20,12 +20,12 @@ use crate::session::{SessionActor, SessionParts};
 use std::sync::atomic::Ordering;
 
 /// The subscribe URL's parameters, names matched case-insensitively as ArcGIS does.
-struct SubscribeQuery {
+pub(crate) struct SubscribeQuery {
     pairs: Vec<(String, String)>,
 }
 
 impl SubscribeQuery {
-    fn parse(query: &str) -> Result<SubscribeQuery, HttpError> {
+    pub(crate) fn parse(query: &str) -> Result<SubscribeQuery, HttpError> {
         let pairs = web::Query::<Vec<(String, String)>>::from_query(query).map_err(|err| {
             HttpError::InvalidParameters(vec![format!("the query string cannot be decoded: {err}")])
         })?;
@@ -45,7 +45,7 @@ impl SubscribeQuery {
 
 /// Validates outSR, where, geometry, spatialRel and outFields; every problem is prefixed with
 /// the parameter it came from.
-fn validate(
+pub(crate) fn validate(
     query: &SubscribeQuery,
     runtime: &ServiceRuntime,
     state: &AppState,
@@ -155,7 +155,7 @@ fn only_where(text: &str) -> FilterUpdate {
     }
 }
 
-fn lookup(state: &AppState, name: &str) -> Result<Arc<ServiceRuntime>, HttpError> {
+pub(crate) fn lookup(state: &AppState, name: &str) -> Result<Arc<ServiceRuntime>, HttpError> {
     state
         .services
         .get(name)
@@ -201,7 +201,6 @@ fn accept_subscribe(
         Admitted::Slot(slot) => slot,
         Admitted::CloseOverCap => return Ok(close_over_cap(&req, state)),
     };
-    state.connections.accepted.fetch_add(1, Ordering::Relaxed);
     let settings = state.config.session.clone();
     let queue = OutboundQueue::new(settings.queue_bytes);
     let frames = transport::inbound_frames(payload, settings.max_frame_bytes);

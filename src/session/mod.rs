@@ -3,6 +3,7 @@
 //! every filter message with the `{"filter": .., "error": ..}` reply, runs the heartbeat, and
 //! ends the session through one function that sends a close code and reason.
 
+pub mod sse_stream;
 pub mod subscription;
 pub mod transport;
 

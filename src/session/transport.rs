@@ -188,6 +188,15 @@ impl Drop for OutboundStream {
     }
 }
 
+/// A `200 text/event-stream` response streaming `queue` (server-sent events).
+pub fn event_stream(queue: Arc<OutboundQueue>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(OutboundStream { queue })
+}
+
 /// Whether the request asks for a WebSocket upgrade that actix-http can accept.
 pub fn is_upgrade(req: &HttpRequest) -> bool {
     actix_http::ws::verify_handshake(req.head()).is_ok()

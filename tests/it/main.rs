@@ -9,4 +9,5 @@ mod filter_properties;
 mod lifecycle;
 mod load_tester;
 mod rest;
+mod sse;
 mod subscribe;

@@ -127,3 +127,35 @@ async fn debug_page_and_health_are_served() {
     let (status, health) = get_json(server.addr, "/healthz").await;
     assert_eq!((status, health), (200, json!({"status": "ok"})));
 }
+
+#[actix_web::test]
+async fn metrics_are_served_in_prometheus_text_format() {
+    let server = TestServer::simulated(5);
+    let _session = crate::support::connect(
+        &server.ws_url("/arcgis/ws/services/vehicles/StreamServer/subscribe"),
+    )
+    .await;
+    let _ = crate::support::try_connect(
+        &server.ws_url("/arcgis/ws/services/nope/StreamServer/subscribe"),
+    )
+    .await;
+    let (status, headers, body) = http(server.addr, "GET", "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "content-type")
+            .expect("type")
+            .starts_with("application/openmetrics-text")
+    );
+    for line in [
+        "featurestream_connection_attempts_total{outcome=\"accepted\"} 1",
+        "featurestream_connection_attempts_total{outcome=\"unknown_service\"} 1",
+        "# TYPE featurestream_features_out counter",
+        "featurestream_connections_active 1",
+    ] {
+        assert!(body.contains(line), "missing {line} in\n{body}");
+    }
+    assert!(
+        body.contains("featurestream_sessions{service=\"vehicles\"}"),
+        "{body}"
+    );
+}

@@ -1,0 +1,98 @@
+//! `GET /metrics`: the same counters as `/api/stats` in Prometheus text format, built with
+//! the official `prometheus-client` crate (a fresh registry per scrape, filled from the
+//! brokers' counters and the connection counters).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix_web::{HttpResponse, web};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+use crate::broker::GetStats;
+
+type Labels = Vec<(String, String)>;
+
+/// `GET /metrics`.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let sessions = Family::<Labels, Gauge>::default();
+    let groups = Family::<Labels, Gauge>::default();
+    let features_in = Family::<Labels, Counter>::default();
+    let features_out = Family::<Labels, Counter>::default();
+    let conflated = Family::<Labels, Counter>::default();
+    for (name, runtime) in &state.services {
+        let Ok(stats) = runtime.broker.send(GetStats).await else {
+            continue;
+        };
+        let labels = vec![("service".to_owned(), name.clone())];
+        sessions.get_or_create(&labels).set(stats.sessions as i64);
+        groups.get_or_create(&labels).set(stats.groups as i64);
+        features_in
+            .get_or_create(&labels)
+            .inc_by(stats.fanout.features_in);
+        features_out
+            .get_or_create(&labels)
+            .inc_by(stats.fanout.features_out);
+        conflated
+            .get_or_create(&labels)
+            .inc_by(stats.fanout.frames_conflated);
+    }
+    let attempts = Family::<Labels, Counter>::default();
+    let connections = &state.connections;
+    let outcomes: [(&str, &AtomicU64); 8] = [
+        ("accepted", &connections.accepted),
+        ("unknown_service", &connections.unknown_service),
+        ("invalid_parameters", &connections.invalid_parameters),
+        ("not_websocket", &connections.not_websocket),
+        ("shutting_down", &connections.shutting_down),
+        ("over_capacity", &connections.over_capacity),
+        ("rate_limited", &connections.rate_limited),
+        ("origin_refused", &connections.origin_refused),
+    ];
+    for (outcome, counter) in outcomes {
+        attempts
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc_by(counter.load(Ordering::Relaxed));
+    }
+    let active = Gauge::<i64>::default();
+    active.set(state.admission.active() as i64);
+
+    let mut registry = Registry::with_prefix("featurestream");
+    registry.register("sessions", "Sessions receiving data, by service", sessions);
+    registry.register("groups", "Distinct subscriptions, by service", groups);
+    registry.register(
+        "features_in",
+        "Features received from the source, by service",
+        features_in,
+    );
+    registry.register(
+        "features_out",
+        "Features queued to sessions, by service",
+        features_out,
+    );
+    registry.register(
+        "frames_conflated",
+        "Frames conflated for slow consumers, by service",
+        conflated,
+    );
+    registry.register(
+        "connection_attempts",
+        "Session attempts, by outcome",
+        attempts,
+    );
+    registry.register(
+        "connections_active",
+        "Sessions holding a place under the cap",
+        active,
+    );
+    let mut text = String::new();
+    if encode(&mut text, &registry).is_err() {
+        return HttpResponse::InternalServerError().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text)
+}
