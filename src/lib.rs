@@ -12,6 +12,7 @@
 //!
 //! Dependency rules: `feature`, `geometry`, `filter` and `protocol` never import actix.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod feature;

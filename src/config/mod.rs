@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::{Auth, parse_static_tokens};
 use crate::filter::FilterLimits;
 use crate::service::{Service, SimulatorSettings};
 
@@ -144,6 +145,24 @@ pub const SETTINGS: &[Setting] = &[
         help: "Filter messages per second per session, burst twice that (0: no limit)",
     },
     Setting {
+        var: "FEATURESTREAM_TOKENS",
+        flag: "tokens",
+        default: "",
+        help: "Static tokens: token=service1|service2[:admin], comma-separated (* for every service); enables auth",
+    },
+    Setting {
+        var: "FEATURESTREAM_JWT_SECRET",
+        flag: "jwt-secret",
+        default: "",
+        help: "HS256 secret for JWTs (exp required, services claim); enables auth",
+    },
+    Setting {
+        var: "FEATURESTREAM_JWT_PUBLIC_KEY",
+        flag: "jwt-public-key",
+        default: "",
+        help: "Path to an RS256 public key (PEM) for JWTs; enables auth",
+    },
+    Setting {
         var: "FEATURESTREAM_MAX_WHERE_BYTES",
         flag: "max-where-bytes",
         default: "16384",
@@ -258,6 +277,8 @@ pub struct Config {
     pub session: SessionSettings,
     /// Admission before the upgrade.
     pub admission: AdmissionSettings,
+    /// Token checks (off unless configured).
+    pub auth: Auth,
 }
 
 /// The configuration plus warnings to log once logging is up.
@@ -308,7 +329,7 @@ impl Config {
                 "FEATURESTREAM_ALLOWED_ORIGINS=*: pages from any site may open sessions".to_owned(),
             );
         }
-        if !config.bind.is_loopback() {
+        if !config.bind.is_loopback() && !config.auth.is_enabled() {
             warnings.push(format!(
                 "listening on {} without authentication: anyone who can reach this address can subscribe",
                 config.bind
@@ -495,6 +516,43 @@ impl Raw {
                     .collect(),
             ),
         };
+        let (tokens_var, tokens_text) = self.get("FEATURESTREAM_TOKENS");
+        let tokens = parse_static_tokens(&tokens_text).map_err(|reason| ConfigError::Invalid {
+            var: tokens_var,
+            value: "(hidden)".to_owned(),
+            reason,
+        })?;
+        let (_, secret) = self.get("FEATURESTREAM_JWT_SECRET");
+        let secret = Some(secret.trim().to_owned()).filter(|secret| !secret.is_empty());
+        if let Some(secret) = &secret
+            && secret.len() < 16
+        {
+            let (var, _) = self.get("FEATURESTREAM_JWT_SECRET");
+            return Err(ConfigError::Invalid {
+                var,
+                value: "(hidden)".into(),
+                reason: "use at least 16 bytes".into(),
+            });
+        }
+        let (key_var, key_path) = self.get("FEATURESTREAM_JWT_PUBLIC_KEY");
+        let public_key = match key_path.trim() {
+            "" => None,
+            path => Some(std::fs::read(path).map_err(|err| ConfigError::Invalid {
+                var: key_var.clone(),
+                value: path.to_owned(),
+                reason: err.to_string(),
+            })?),
+        };
+        let auth = Auth::new(
+            tokens,
+            secret.as_deref().map(str::as_bytes),
+            public_key.as_deref(),
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            var: key_var,
+            value: key_path.clone(),
+            reason,
+        })?;
         let admission = AdmissionSettings {
             max_connections: self.ranged("FEATURESTREAM_MAX_CONNECTIONS", 1, 10_000_000)? as usize,
             over_cap,
@@ -535,6 +593,7 @@ impl Raw {
             services,
             session,
             admission,
+            auth,
         })
     }
 }

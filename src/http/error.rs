@@ -19,6 +19,12 @@ pub enum HttpError {
     /// retries a refused upgrade with backoff, which carries it across a restart.
     #[error("The server is shutting down; retry shortly")]
     ShuttingDown,
+    /// Auth is on and no token was given (seed 003's 4401, refused before the upgrade).
+    #[error("Token required")]
+    TokenRequired,
+    /// The token is invalid, expired or not allowed for the service (seed 003's 4403).
+    #[error("Token not allowed: {0}")]
+    TokenForbidden(String),
     /// Past the connection cap (seed 002): 503 with Retry-After.
     #[error("Too many connections; retry later")]
     OverCapacity,
@@ -40,7 +46,8 @@ impl ResponseError for HttpError {
             HttpError::InvalidParameters(_) | HttpError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
             HttpError::ShuttingDown | HttpError::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            HttpError::OriginRefused(_) => StatusCode::FORBIDDEN,
+            HttpError::OriginRefused(_) | HttpError::TokenForbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::TokenRequired => StatusCode::UNAUTHORIZED,
         }
     }
 

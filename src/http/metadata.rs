@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::error::HttpError;
+use crate::auth::AuthDecision;
 use crate::protocol::metadata;
 
 /// `GET /arcgis/rest/services?f=json`.
@@ -30,7 +31,29 @@ pub async fn stream_server(
         websocket_base(&req),
         runtime.service.name
     );
-    Ok(HttpResponse::Ok().json(metadata::stream_server(&runtime.service, &stream_url, None)))
+    // ArcGIS REST convention: token errors are a JSON body with HTTP 200 (499 required,
+    // 498 invalid). An accepted token is handed back in streamUrls[0].token, which the SDK
+    // appends to the subscribe URL (PROTOCOL.md §7).
+    let token = AppState::token(&req);
+    match state
+        .config
+        .auth
+        .check(token.as_deref(), Some(&runtime.service.name))
+    {
+        AuthDecision::Missing => {
+            return Ok(HttpResponse::Ok().json(metadata::error_body(499, "Token Required", &[])));
+        }
+        AuthDecision::Forbidden(_) => {
+            return Ok(HttpResponse::Ok().json(metadata::error_body(498, "Invalid Token", &[])));
+        }
+        AuthDecision::Allowed(_) => {}
+    }
+    let echoed = token.filter(|_| state.config.auth.is_enabled());
+    Ok(HttpResponse::Ok().json(metadata::stream_server(
+        &runtime.service,
+        &stream_url,
+        echoed.as_deref(),
+    )))
 }
 
 /// `ws://host` or `wss://host` as the client reached this server.

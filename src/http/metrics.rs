@@ -42,7 +42,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
     let attempts = Family::<Labels, Counter>::default();
     let connections = &state.connections;
-    let outcomes: [(&str, &AtomicU64); 8] = [
+    let outcomes: [(&str, &AtomicU64); 9] = [
         ("accepted", &connections.accepted),
         ("unknown_service", &connections.unknown_service),
         ("invalid_parameters", &connections.invalid_parameters),
@@ -51,6 +51,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         ("over_capacity", &connections.over_capacity),
         ("rate_limited", &connections.rate_limited),
         ("origin_refused", &connections.origin_refused),
+        ("token_refused", &connections.token_refused),
     ];
     for (outcome, counter) in outcomes {
         attempts

@@ -41,6 +41,8 @@ pub struct ConnectionCounters {
     pub rate_limited: AtomicU64,
     /// Refused: origin not allowed (403).
     pub origin_refused: AtomicU64,
+    /// Refused: token missing (401) or not allowed (403).
+    pub token_refused: AtomicU64,
 }
 
 /// What every handler can reach.
@@ -90,8 +92,41 @@ impl AppState {
             Err(error::HttpError::OverCapacity) => &self.connections.over_capacity,
             Err(error::HttpError::RateLimited) => &self.connections.rate_limited,
             Err(error::HttpError::OriginRefused(_)) => &self.connections.origin_refused,
+            Err(error::HttpError::TokenRequired | error::HttpError::TokenForbidden(_)) => {
+                &self.connections.token_refused
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The request's `token` query parameter (ArcGIS puts tokens there, PROTOCOL.md §7).
+    pub fn token(req: &actix_web::HttpRequest) -> Option<String> {
+        let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).ok()?;
+        query
+            .into_inner()
+            .into_iter()
+            .rev()
+            .find(|(key, _)| key.eq_ignore_ascii_case("token"))
+            .map(|(_, value)| value)
+    }
+
+    /// Checks the request's token for a service before the upgrade: 401 or 403.
+    pub fn check_token(
+        &self,
+        req: &actix_web::HttpRequest,
+        service: &str,
+    ) -> Result<(), error::HttpError> {
+        match self
+            .config
+            .auth
+            .check(AppState::token(req).as_deref(), Some(service))
+        {
+            crate::auth::AuthDecision::Allowed(_) => Ok(()),
+            crate::auth::AuthDecision::Missing => Err(error::HttpError::TokenRequired),
+            crate::auth::AuthDecision::Forbidden(reason) => {
+                Err(error::HttpError::TokenForbidden(reason))
+            }
+        }
     }
 
     /// Refuses new sessions while shutting down.
@@ -200,6 +235,7 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
                 "overCapacity": load(&connections.over_capacity),
                 "rateLimited": load(&connections.rate_limited),
                 "originRefused": load(&connections.origin_refused),
+                "tokenRefused": load(&connections.token_refused),
             },
         },
     }))

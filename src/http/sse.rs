@@ -28,6 +28,7 @@ pub async fn events(
     state.check_accepting()?;
     state.admission.screen(&req)?;
     let runtime = lookup(&state, &path)?;
+    state.check_token(&req, &runtime.service.name)?;
     let query = SubscribeQuery::parse(req.query_string())?;
     let (out_sr, filter_state) = validate(&query, &runtime, &state)?;
     let Admitted::Slot(slot) = state.admission.acquire()? else {

@@ -192,6 +192,7 @@ fn accept_subscribe(
     state.check_accepting()?;
     state.admission.screen(&req)?;
     let runtime = lookup(state, &path)?;
+    state.check_token(&req, &runtime.service.name)?;
     let query = SubscribeQuery::parse(req.query_string())?;
     let (out_sr, filter_state) = validate(&query, &runtime, state)?;
     if let Some(err) = transport::upgrade_error(&req) {
@@ -243,6 +244,11 @@ pub async fn custom(
         .check_accepting()
         .and_then(|()| state.admission.screen(&req))
         .and_then(|()| lookup(&state, &path))
+        .and_then(|runtime| {
+            state
+                .check_token(&req, &runtime.service.name)
+                .map(|()| runtime)
+        })
         .and_then(|runtime| match transport::upgrade_error(&req) {
             Some(err) => Err(HttpError::NotWebSocket(err)),
             None => Ok(runtime),

@@ -3,6 +3,7 @@
 mod support;
 
 mod admission;
+mod auth;
 mod custom_mode;
 mod filter_differential;
 mod filter_properties;
