@@ -53,7 +53,11 @@ pub async fn index(
             }
         };
     }
-    HttpResponse::Ok()
+    // The page sets the browser session cookie that its sockets then carry (seed 001).
+    let browser = super::cookie::browser_session(&req);
+    let mut response = HttpResponse::Ok()
         .content_type(ContentType::html())
-        .body(INDEX_HTML)
+        .body(INDEX_HTML);
+    super::cookie::remember(&req, &mut response, &browser);
+    response
 }

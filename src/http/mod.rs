@@ -1,7 +1,9 @@
 //! HTTP: the one list of endpoints, and shared application state. Only this module knows
 //! URLs and query strings.
 
+pub mod admin;
 pub mod admission;
+pub mod cookie;
 pub mod debug_page;
 pub mod error;
 pub mod metadata;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub connections: ConnectionCounters,
     /// Connection cap, rate limit, origins.
     pub admission: admission::Admission,
+    /// Every live connection, for server-initiated messages.
+    pub registry: Arc<crate::session::registry::Registry>,
     /// Live SSE sessions, for filter updates over HTTP.
     pub sse_sessions: sse::SseRegistry,
     /// Set when shutdown begins: upgrades are refused with 503 from then on.
@@ -75,6 +79,7 @@ impl AppState {
             config,
             connections: ConnectionCounters::default(),
             admission,
+            registry: Arc::default(),
             sse_sessions: sse::SseRegistry::default(),
             draining,
             next_session: AtomicU64::new(1),
@@ -177,6 +182,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .route("/api/stats", web::get().to(stats))
         .route("/metrics", web::get().to(metrics::metrics))
+        .route(
+            "/api/sessions/{session}/messages",
+            web::post().to(admin::to_browser_session),
+        )
+        .route("/api/messages", web::post().to(admin::broadcast))
         .service(
             web::scope("/arcgis/rest/services")
                 .wrap(rest_cors())

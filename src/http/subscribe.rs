@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::admission::Admitted;
+use super::cookie::{browser_session, remember};
 use super::error::HttpError;
 use crate::filter::{FilterError, FilterState, FilterUpdate, OutFields, OutFieldsInput, Patch};
 use crate::geometry::{SUPPORTED_WKIDS, SpatialRel, Wkid};
@@ -206,6 +207,7 @@ fn accept_subscribe(
     let queue = OutboundQueue::new(settings.queue_bytes);
     let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
     let id = state.next_session_id();
+    let browser = browser_session(&req);
     let parts = SessionParts {
         id,
         service: runtime,
@@ -213,13 +215,17 @@ fn accept_subscribe(
         queue: queue.clone(),
         peer: peer(&req),
         slot,
+        cookie: Some(browser.id.clone()),
+        registry: state.registry.clone(),
     };
     let session = SessionActor::server(parts, out_sr, filter_state);
     SessionActor::create(|ctx| {
         ctx.add_stream(frames);
         session
     });
-    Ok(transport::switching_protocols(&req, queue))
+    let mut response = transport::switching_protocols(&req, queue);
+    remember(&req, &mut response, &browser);
+    Ok(response)
 }
 
 /// Seed 002's over-cap behaviour: accept the upgrade, then close with 1013 at once.
@@ -277,6 +283,7 @@ pub fn admit_custom(
     let queue = OutboundQueue::new(settings.queue_bytes);
     let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
     let id = state.next_session_id();
+    let browser = browser_session(&req);
     let parts = SessionParts {
         id,
         service: runtime,
@@ -284,11 +291,15 @@ pub fn admit_custom(
         queue: queue.clone(),
         peer: peer(&req),
         slot,
+        cookie: Some(browser.id.clone()),
+        registry: state.registry.clone(),
     };
     let session = SessionActor::custom(parts);
     SessionActor::create(|ctx| {
         ctx.add_stream(frames);
         session
     });
-    Ok(transport::switching_protocols(&req, queue))
+    let mut response = transport::switching_protocols(&req, queue);
+    remember(&req, &mut response, &browser);
+    Ok(response)
 }

@@ -3,6 +3,7 @@
 //! every filter message with the `{"filter": .., "error": ..}` reply, runs the heartbeat, and
 //! ends the session through one function that sends a close code and reason.
 
+pub mod registry;
 pub mod sse_stream;
 pub mod subscription;
 pub mod transport;
@@ -51,6 +52,8 @@ pub struct SessionActor {
     peer: String,
     filter_budget: Option<TokenBucket>,
     filter_refusals: u32,
+    cookie: Option<String>,
+    registry: Arc<registry::Registry>,
     /// Held for the session's life; dropping it frees a place under the connection cap.
     _slot: ConnectionSlot,
 }
@@ -69,6 +72,10 @@ pub struct SessionParts {
     pub peer: String,
     /// Its place under the connection cap.
     pub slot: ConnectionSlot,
+    /// The browser session cookie, if any.
+    pub cookie: Option<String>,
+    /// Where server-initiated messages find it.
+    pub registry: Arc<registry::Registry>,
 }
 
 impl SessionActor {
@@ -104,6 +111,8 @@ impl SessionActor {
             peer: parts.peer,
             filter_budget,
             filter_refusals: 0,
+            cookie: parts.cookie,
+            registry: parts.registry,
             _slot: parts.slot,
         }
     }
@@ -280,6 +289,13 @@ impl Actor for SessionActor {
     type Context = Context<SessionActor>;
 
     fn started(&mut self, ctx: &mut Context<SessionActor>) {
+        let recipient = ctx.address().recipient();
+        self.registry.register(
+            self.id,
+            self.cookie.clone(),
+            &self.service.service.name,
+            recipient,
+        );
         log::info!(
             "session {} ({}) opened: {:?} mode, service {}",
             self.id.0,
@@ -301,6 +317,7 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _: &mut Context<SessionActor>) {
+        self.registry.unregister(self.id);
         self.service.broker.do_send(Unsubscribe { id: self.id });
         self.queue.close(None);
     }
@@ -385,5 +402,16 @@ impl Handler<SessionEnded> for SessionActor {
         );
         self.phase = Phase::Closing;
         ctx.stop();
+    }
+}
+
+impl Handler<registry::ServerMessage> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: registry::ServerMessage, _: &mut Context<SessionActor>) {
+        // Custom mode before its handshake must see the echo first (PROTOCOL.md §4.1).
+        if !matches!(self.phase, Phase::AwaitingHandshake) {
+            self.queue.push_control(ws_frame::text_frame(&message.json));
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin;
 mod admission;
 mod auth;
 mod custom_mode;
