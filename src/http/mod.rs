@@ -235,6 +235,9 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     HttpResponse::Ok().json(serde_json::json!({
         "services": services,
+        "closes": state.registry.closes().into_iter().map(|(code, count)| (code.to_string(), count)).collect::<BTreeMap<String, u64>>(),
+        "filterErrors": state.registry.filter_errors(),
+        "activeConnections": state.admission.active(),
         "connections": {
             "accepted": load(&connections.accepted),
             "refused": {

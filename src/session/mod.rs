@@ -139,6 +139,7 @@ impl SessionActor {
             cause.reason()
         );
         self.phase = Phase::Closing;
+        self.registry.count_close(cause.code());
         self.queue.close(Some(cause.frame()));
         ctx.stop();
     }
@@ -224,6 +225,7 @@ impl SessionActor {
                 return;
             }
             ClientMessage::Unrecognized(err) => {
+                self.registry.count_filter_error();
                 self.send_text(&filter_message::encode_reply(&self.state, &[err]));
                 return;
             }
@@ -253,6 +255,7 @@ impl SessionActor {
                     self.id.0,
                     join_errors(&errors)
                 );
+                self.registry.count_filter_error();
                 self.send_text(&filter_message::encode_reply(&self.state, &errors));
             }
         }
@@ -350,6 +353,7 @@ impl StreamHandler<Result<Frame, ProtocolError>> for SessionActor {
                     self.id.0,
                     self.peer
                 );
+                self.registry.count_close(code);
                 self.phase = Phase::Closing;
                 self.queue.close(Some(echo_close(reason)));
                 ctx.stop();
@@ -400,6 +404,7 @@ impl Handler<SessionEnded> for SessionActor {
             message.cause.code(),
             message.cause.reason()
         );
+        self.registry.count_close(message.cause.code());
         self.phase = Phase::Closing;
         ctx.stop();
     }

@@ -3,8 +3,9 @@
 //! connections, one service, or everyone. Several tabs with one cookie are several
 //! connections of one browser session; none replaces another.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Message, Recipient};
 use bytes::Bytes;
@@ -25,10 +26,12 @@ struct Connection {
     recipient: Recipient<ServerMessage>,
 }
 
-/// The registry of live connections.
+/// The registry of live connections, and how connections ended.
 #[derive(Default)]
 pub struct Registry {
     connections: Mutex<HashMap<SessionId, Connection>>,
+    closes: Mutex<BTreeMap<u16, u64>>,
+    filter_errors: AtomicU64,
 }
 
 /// Whom a message is for.
@@ -79,6 +82,34 @@ impl Registry {
             }
         }
         sent
+    }
+
+    /// Counts a session that ended with a close code (the client's own included).
+    pub fn count_close(&self, code: u16) {
+        *self
+            .closes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    /// Counts a filter message answered with errors.
+    pub fn count_filter_error(&self) {
+        self.filter_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Closes by code so far.
+    pub fn closes(&self) -> BTreeMap<u16, u64> {
+        self.closes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Filter messages answered with errors so far.
+    pub fn filter_errors(&self) -> u64 {
+        self.filter_errors.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Connection>> {

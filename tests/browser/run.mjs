@@ -44,9 +44,9 @@ async function freePort() {
   });
 }
 
-async function startServer(port, features = 40) {
+async function startServer(port, features = 40, extra = []) {
   port = port || (await freePort());
-  const args = ["--port", String(port), "--features", String(features), "--hz", "5"];
+  const args = ["--port", String(port), "--features", String(features), "--hz", "5", ...extra];
   const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
   child.stderr.on("data", () => {});
   const origin = `http://127.0.0.1:${port}`;
@@ -339,6 +339,35 @@ async function runExample(browser, pageOrigin, server, sdk) {
   });
 }
 
+// A protected service: the token in customParameters is accepted in both modes; without it
+// server mode fails to load (ArcGIS 499) and custom mode backs off (401), no storm.
+async function runProtected(browser, pageOrigin, sdk) {
+  const server = await startServer(0, 10, ["--tokens", "browser-token-1=vehicles"]);
+  const { page } = await openPage(browser, pageOrigin, sdk);
+  const tag = `${sdk} ${VERSIONS[sdk]} protected`;
+  await scenario(`${tag}: token accepted, missing token refused without a storm (20 s)`, async () => {
+    const ids = [];
+    for (const mode of ["server", "custom"]) {
+      const id = await page.evaluate(({ mode, origin }) => window.fs.open({ mode, origin, customParameters: { token: "browser-token-1" } }), { mode, origin: server.origin });
+      ids.push(id);
+      check(await waitFor(page, async (id) => (await window.fs.drawn(id)) > 0, id), `${tag} ${mode}: draws with the token`);
+    }
+    const before = await server.stats();
+    const serverNoToken = await page.evaluate((origin) => window.fs.open({ mode: "server", origin }), server.origin);
+    const customNoToken = await page.evaluate((origin) => window.fs.open({ mode: "custom", origin }), server.origin);
+    ids.push(serverNoToken, customNoToken);
+    await sleep(20000);
+    const loadError = await page.evaluate((id) => window.fs.loadError(id), serverNoToken);
+    check(loadError !== null, `${tag} server: no token -> layer error (${loadError})`);
+    const after = await server.stats();
+    const refused = after.connections.refused.tokenRefused - before.connections.refused.tokenRefused;
+    check(refused >= 1 && refused <= 10, `${tag} custom: no token -> ${refused} refused attempts in 20 s (backoff, not a storm)`);
+    for (const id of ids) await page.evaluate((id) => window.fs.close(id), id);
+  });
+  await page.close();
+  await server.stop();
+}
+
 async function main() {
   const pageServer = await startPageServer();
   const pageOrigin = `http://127.0.0.1:${pageServer.address().port}`;
@@ -356,7 +385,10 @@ async function main() {
       const { page } = await runSdk(browser, pageOrigin, server, sdk);
       await page.close();
       await runExample(browser, pageOrigin, server, sdk);
-      if (!process.env.SKIP_STORMS) await runStorms(browser, pageOrigin, sdk);
+      if (!process.env.SKIP_STORMS) {
+        await runStorms(browser, pageOrigin, sdk);
+        await runProtected(browser, pageOrigin, sdk);
+      }
     }
   } finally {
     await browser.close();

@@ -111,3 +111,23 @@ async fn a_client_close_is_echoed() {
     let (code, _) = expect_close(&mut socket).await;
     assert_eq!(code, 1000);
 }
+
+#[actix_web::test]
+async fn stats_count_closes_by_code_and_filter_errors() {
+    let server = TestServer::simulated(5);
+    let mut socket = connect(&server.ws_url(SUBSCRIBE)).await;
+    crate::support::send(&mut socket, r#"{"filter":{"where":"nope = 1"}}"#).await;
+    crate::support::next_reply(&mut socket).await;
+    socket.send(Message::binary(vec![0])).await.expect("send");
+    assert_eq!(expect_close(&mut socket).await.0, 1003);
+    let mut counted = false;
+    for _ in 0..50 {
+        let (_, stats) = crate::support::get_json(server.addr, "/api/stats").await;
+        if stats["closes"]["1003"] == 1 && stats["filterErrors"] == 1 {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(counted, "closes by code and filter errors are counted");
+}

@@ -159,3 +159,82 @@ async fn metrics_are_served_in_prometheus_text_format() {
         "{body}"
     );
 }
+
+#[actix_web::test]
+async fn a_services_file_declares_more_services_with_their_schemas() {
+    let directory =
+        std::env::temp_dir().join(format!("featurestream-services-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("services.json");
+    std::fs::write(
+        &path,
+        r#"{"services": [
+            {"name": "trails", "geometryType": "esriGeometryPolyline", "simulator": {"features": 4, "hz": 20, "trailVertices": 3}},
+            {"name": "sensors", "trackIdField": "SENSOR", "simulator": {"features": 2, "hz": 20},
+             "fields": [{"name": "OBJECTID", "type": "esriFieldTypeOID"}, {"name": "SENSOR", "type": "esriFieldTypeInteger"},
+                        {"name": "reading", "type": "esriFieldTypeDouble", "nullable": true}, {"name": "observed", "type": "esriFieldTypeDate"}]}
+        ]}"#,
+    )
+    .expect("write services file");
+    let args = [
+        "featurestream",
+        "--port",
+        "0",
+        "--services",
+        path.to_str().expect("utf-8 path"),
+    ]
+    .map(std::ffi::OsString::from);
+    let loaded =
+        featurestream::config::Config::from_sources(args, Vec::new()).expect("valid services file");
+    let server = TestServer::start(loaded.config);
+    let (_, catalog) = get_json(server.addr, "/arcgis/rest/services?f=json").await;
+    assert_eq!(
+        catalog["services"],
+        json!([{"name": "sensors", "type": "StreamServer"}, {"name": "trails", "type": "StreamServer"}])
+    );
+    let (_, metadata) = get_json(
+        server.addr,
+        "/arcgis/rest/services/sensors/StreamServer?f=json",
+    )
+    .await;
+    assert_eq!(metadata["timeInfo"]["trackIdField"], "SENSOR");
+    let (_, trails) = get_json(
+        server.addr,
+        "/arcgis/rest/services/trails/StreamServer?f=json",
+    )
+    .await;
+    assert_eq!(trails["geometryType"], "esriGeometryPolyline");
+    let mut socket = crate::support::connect(
+        &server.ws_url("/arcgis/ws/services/trails/StreamServer/subscribe?outSR=102100"),
+    )
+    .await;
+    let feature = crate::support::next_json(&mut socket).await;
+    assert!(
+        feature["geometry"]["paths"][0]
+            .as_array()
+            .expect("a path")
+            .len()
+            >= 2,
+        "{feature}"
+    );
+    let mut sensors = crate::support::connect(
+        &server
+            .ws_url("/arcgis/ws/services/sensors/StreamServer/subscribe?where=reading%20%3E%200"),
+    )
+    .await;
+    assert!(crate::support::next_json(&mut sensors).await["attributes"]["SENSOR"].is_i64());
+    std::fs::write(&path, r#"{"services": [{"name": "bad name!"}]}"#).expect("write");
+    let args = [
+        "featurestream",
+        "--services",
+        path.to_str().expect("utf-8 path"),
+    ]
+    .map(std::ffi::OsString::from);
+    let err = featurestream::config::Config::from_sources(args, Vec::new()).expect_err("invalid");
+    assert!(
+        err.to_string()
+            .contains("service name \"bad name!\" must be letters, digits"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
