@@ -409,6 +409,20 @@ impl Raw {
         })
     }
 
+    /// An on/off setting (also true/false, 1/0, yes/no).
+    fn switch(&self, var: &str) -> Result<bool, ConfigError> {
+        let (name, value) = self.get(var);
+        match value.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => Ok(true),
+            "off" | "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError::Invalid {
+                var: name,
+                value,
+                reason: "expected on or off".into(),
+            }),
+        }
+    }
+
     fn ranged(&self, var: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
         let value: u64 = self.parse(var, &format!("an integer from {min} to {max}"))?;
         if (min..=max).contains(&value) {
@@ -444,18 +458,7 @@ impl Raw {
             seed: self.parse("FEATURESTREAM_SEED", "an unsigned integer")?,
             trail_vertices: SimulatorSettings::default().trail_vertices,
         };
-        let (simulator_var, simulator) = self.get("FEATURESTREAM_SIMULATOR");
-        let simulator_on = match simulator.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "1" | "yes" => true,
-            "off" | "false" | "0" | "no" => false,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    var: simulator_var,
-                    value: simulator,
-                    reason: "expected on or off".into(),
-                });
-            }
-        };
+        let simulator_on = self.switch("FEATURESTREAM_SIMULATOR")?;
         let (_, services_path) = self.get("FEATURESTREAM_SERVICES");
         let services = if services_path.trim().is_empty() {
             let mut service = Service::vehicles(simulator_settings);
@@ -493,18 +496,7 @@ impl Raw {
                 });
             }
         };
-        let (loopback_var, loopback) = self.get("FEATURESTREAM_RATE_LIMIT_LOOPBACK");
-        let rate_limit_loopback = match loopback.trim() {
-            "on" | "true" | "1" | "yes" => true,
-            "off" | "false" | "0" | "no" => false,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    var: loopback_var,
-                    value: loopback,
-                    reason: "expected on or off".into(),
-                });
-            }
-        };
+        let rate_limit_loopback = self.switch("FEATURESTREAM_RATE_LIMIT_LOOPBACK")?;
         let (_, origins) = self.get("FEATURESTREAM_ALLOWED_ORIGINS");
         let origins = match origins.trim() {
             "" => OriginPolicy::LocalAndSameHost,

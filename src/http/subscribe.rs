@@ -177,8 +177,8 @@ pub async fn subscribe(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let outcome = accept_subscribe(req, path, payload, &state);
-    state.count_attempt(&outcome);
     if let Err(err) = &outcome {
+        state.count_attempt(&outcome);
         log::info!("subscribe refused: {err}");
     }
     outcome
@@ -199,17 +199,43 @@ fn accept_subscribe(
     if let Some(err) = transport::upgrade_error(&req) {
         return Err(HttpError::NotWebSocket(err));
     }
+    start_session(
+        req,
+        payload,
+        state,
+        runtime,
+        Start::Server(out_sr, Box::new(filter_state)),
+    )
+}
+
+/// How a new WebSocket session begins.
+enum Start {
+    /// Server mode: URL parameters already validated.
+    Server(Wkid, Box<FilterState>),
+    /// Custom mode: waits for the handshake.
+    Custom,
+}
+
+/// Takes a connection slot, starts the session actor on the request's frames and answers 101
+/// (setting the browser session cookie when it is new).
+fn start_session(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    runtime: Arc<ServiceRuntime>,
+    start: Start,
+) -> Result<HttpResponse, HttpError> {
     let slot = match state.admission.acquire()? {
         Admitted::Slot(slot) => slot,
         Admitted::CloseOverCap => return Ok(close_over_cap(&req, state)),
     };
+    state.connections.accepted.fetch_add(1, Ordering::Relaxed);
     let settings = state.config.session.clone();
     let queue = OutboundQueue::new(settings.queue_bytes);
     let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
-    let id = state.next_session_id();
     let browser = browser_session(&req);
     let parts = SessionParts {
-        id,
+        id: state.next_session_id(),
         service: runtime,
         settings,
         queue: queue.clone(),
@@ -218,7 +244,10 @@ fn accept_subscribe(
         cookie: Some(browser.id.clone()),
         registry: state.registry.clone(),
     };
-    let session = SessionActor::server(parts, out_sr, filter_state);
+    let session = match start {
+        Start::Server(out_sr, filter_state) => SessionActor::server(parts, out_sr, *filter_state),
+        Start::Custom => SessionActor::custom(parts),
+    };
     SessionActor::create(|ctx| {
         ctx.add_stream(frames);
         session
@@ -274,32 +303,5 @@ pub fn admit_custom(
     state: &AppState,
     runtime: Arc<ServiceRuntime>,
 ) -> Result<HttpResponse, HttpError> {
-    let slot = match state.admission.acquire()? {
-        Admitted::Slot(slot) => slot,
-        Admitted::CloseOverCap => return Ok(close_over_cap(&req, state)),
-    };
-    state.connections.accepted.fetch_add(1, Ordering::Relaxed);
-    let settings = state.config.session.clone();
-    let queue = OutboundQueue::new(settings.queue_bytes);
-    let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
-    let id = state.next_session_id();
-    let browser = browser_session(&req);
-    let parts = SessionParts {
-        id,
-        service: runtime,
-        settings,
-        queue: queue.clone(),
-        peer: peer(&req),
-        slot,
-        cookie: Some(browser.id.clone()),
-        registry: state.registry.clone(),
-    };
-    let session = SessionActor::custom(parts);
-    SessionActor::create(|ctx| {
-        ctx.add_stream(frames);
-        session
-    });
-    let mut response = transport::switching_protocols(&req, queue);
-    remember(&req, &mut response, &browser);
-    Ok(response)
+    start_session(req, payload, state, runtime, Start::Custom)
 }

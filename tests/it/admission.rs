@@ -189,7 +189,7 @@ async fn a_client_that_never_answers_pings_is_closed() {
 #[actix_web::test]
 async fn clients_that_never_read_are_closed_while_a_reader_gets_every_tick() {
     let mut config = Config::for_tests(200, 20.0);
-    config.session.queue_bytes = 64 * 1024;
+    config.session.queue_bytes = 512 * 1024;
     config.session.slow_consumer_after = Duration::from_secs(1);
     let server = TestServer::start(config);
     let mut reader = connect(&server.ws_url(SUBSCRIBE)).await;

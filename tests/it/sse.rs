@@ -73,28 +73,13 @@ impl EventStream {
 }
 
 async fn post_filter(server: &TestServer, session: u64, body: &str) -> (u16, Value) {
-    let path = format!("/api/services/vehicles/events/{session}/filter");
-    let mut stream = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    crate::support::post_json(
         server.addr,
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut raw))
-        .await
-        .expect("response")
-        .expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        &format!("/api/services/vehicles/events/{session}/filter"),
+        &[],
+        body,
+    )
+    .await
 }
 
 #[actix_web::test]

@@ -228,10 +228,19 @@ impl Report {
     }
 }
 
+/// Features per tick: the most frequent count of features sharing one timestamp (robust to a
+/// late tick landing in the same millisecond as the next, or a tick cut by the window).
 fn reference_per_tick(reference: &Reference) -> usize {
     let mut per_tick: BTreeMap<i64, usize> = BTreeMap::new();
     for feature in &reference.features {
         *per_tick.entry(feature.timestamp as i64).or_default() += 1;
     }
-    per_tick.values().copied().max().unwrap_or(0)
+    let mut frequency: BTreeMap<usize, usize> = BTreeMap::new();
+    for count in per_tick.values() {
+        *frequency.entry(*count).or_default() += 1;
+    }
+    frequency
+        .into_iter()
+        .max_by_key(|(count, times)| (*times, *count))
+        .map_or(0, |(count, _)| count)
 }
