@@ -220,6 +220,13 @@ async fn clients_that_never_read_are_closed_while_a_reader_gets_every_tick() {
         closed,
         "the 200 non-reading sessions were closed as slow consumers"
     );
+    // For the operator's note (run with --nocapture): the whole test process's RSS.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS"))
+        .unwrap_or("VmRSS: unknown");
+    eprintln!("200 non-reading clients closed; process {rss}");
     let first = *object_ids.first().expect("features");
     let last = *object_ids.last().expect("features");
     assert_eq!(

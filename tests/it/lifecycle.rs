@@ -131,3 +131,45 @@ async fn stats_count_closes_by_code_and_filter_errors() {
     }
     assert!(counted, "closes by code and filter errors are counted");
 }
+
+#[actix_web::test]
+async fn sigterm_closes_sessions_with_1001_and_the_binary_exits_0() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_featurestream"))
+        .args(["--port", &port.to_string(), "--features", "5", "--hz", "20"])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the server binary starts");
+    let url = format!("ws://127.0.0.1:{port}{SUBSCRIBE}");
+    let mut socket = None;
+    for _ in 0..100 {
+        if let Ok((connected, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+            socket = Some(connected);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut socket = socket.expect("the server accepts sessions");
+    next_json(&mut socket).await;
+    let pid = child.id().expect("pid").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    assert_eq!(
+        expect_close(&mut socket).await,
+        (1001, "server shutting down".to_owned())
+    );
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
