@@ -301,3 +301,128 @@ fn selection_hash(view: &View, mode: WireMode, selection: Selection<'_>) -> u64 
     }
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use actix::{Actor, Context, Handler};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::broker::SessionEnded;
+    use crate::feature::{FieldValue, GeometryType};
+    use crate::filter::{FilterLimits, FilterState, FilterUpdate, Patch};
+    use crate::geometry::{EnvelopeInput, Wkid};
+    use crate::service::vehicles_schema;
+    use crate::session::transport::OutboundQueue;
+    use crate::simulator::Fleet;
+
+    struct Sink;
+    impl Actor for Sink {
+        type Context = Context<Sink>;
+    }
+    impl Handler<SessionEnded> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: SessionEnded, _: &mut Context<Sink>) {}
+    }
+
+    /// Object ids in a queued custom-mode frame (header skipped).
+    fn object_ids(frame: &Bytes) -> BTreeSet<i64> {
+        let start = match frame[1] & 0x7F {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        let value: serde_json::Value = serde_json::from_slice(&frame[start..]).expect("JSON");
+        value["features"]
+            .as_array()
+            .expect("features")
+            .iter()
+            .map(|f| f["attributes"]["OBJECTID"].as_i64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_envelope_index_selects_exactly_what_brute_force_matching_selects() {
+        let system = actix::System::new();
+        system.block_on(async {
+            let sink = Sink.start();
+            let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
+            let mut fleet = Fleet::new(schema.clone(), 300, 9, 4);
+            let batch = fleet.step(1.0, 1_795_420_842_492);
+            let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(60));
+            let mut rng = StdRng::seed_from_u64(3);
+            let mut sessions = Vec::new();
+            for session in 0..400u64 {
+                let mut state = FilterState::default();
+                let (x, y) = (
+                    rng.random_range(-117.30..-117.10),
+                    rng.random_range(34.03..34.11),
+                );
+                let (width, height) = (rng.random_range(0.0..0.08), rng.random_range(0.0..0.04));
+                let geometry = Patch::Set(EnvelopeInput {
+                    corners: [x, y, x + width, y + height],
+                    wkid: None,
+                });
+                let where_clause = if session % 3 == 0 {
+                    Patch::Set(format!("speed > {}", session % 90))
+                } else {
+                    Patch::Keep
+                };
+                let update = FilterUpdate::Parts {
+                    where_clause,
+                    geometry,
+                    spatial_rel: Patch::Keep,
+                    out_fields: Patch::Keep,
+                };
+                state
+                    .apply(update, &schema, Wkid::Wgs84, FilterLimits::default())
+                    .expect("valid");
+                let subscription =
+                    Subscription::new(WireMode::Custom, Wkid::Wgs84, &state, &schema);
+                let queue = OutboundQueue::new(1 << 30);
+                let subscriber = Subscriber {
+                    id: SessionId(session),
+                    queue: queue.clone(),
+                    control: sink.clone().recipient(),
+                };
+                fanout.subscribe(subscriber, subscription.clone());
+                sessions.push((subscription, queue));
+            }
+            assert!(fanout.publish(&batch).is_empty());
+            let mut non_empty = 0;
+            for (subscription, queue) in &sessions {
+                let expected: BTreeSet<i64> = batch
+                    .features
+                    .iter()
+                    .filter(|feature| subscription.matches(feature))
+                    .map(|feature| match feature.attributes[0] {
+                        FieldValue::Integer(id) => id,
+                        _ => unreachable!("object ids are integers"),
+                    })
+                    .collect();
+                let received = match queue.queued_bytes() {
+                    0 => BTreeSet::new(),
+                    _ => {
+                        let frame = queue_front(queue);
+                        object_ids(&frame)
+                    }
+                };
+                assert_eq!(received, expected);
+                non_empty += usize::from(!expected.is_empty());
+            }
+            assert!(
+                non_empty > 50,
+                "only {non_empty} sessions received anything"
+            );
+        });
+    }
+
+    /// The one frame a queue holds after one batch.
+    fn queue_front(queue: &OutboundQueue) -> Bytes {
+        queue.take_front_for_tests().expect("a frame")
+    }
+}

@@ -130,6 +130,15 @@ impl OutboundQueue {
         state.conflated = None;
     }
 
+    /// Removes and returns the first queued frame (unit tests inspect queues this way).
+    #[cfg(test)]
+    pub(crate) fn take_front_for_tests(&self) -> Option<Bytes> {
+        let mut state = self.lock();
+        let frame = state.frames.pop_front()?;
+        state.queued_bytes -= frame.len();
+        Some(frame)
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.lock().queued_bytes
