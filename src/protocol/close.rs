@@ -21,8 +21,6 @@ pub enum CloseCause {
         /// The limit in bytes.
         max_bytes: usize,
     },
-    /// 1011: an internal failure.
-    InternalError,
     /// 1013: over the connection cap (seed 002).
     TryAgainLater,
     /// 4400: the custom-mode handshake cannot be served (reason names the problem).
@@ -41,7 +39,6 @@ impl CloseCause {
             CloseCause::BinaryFrame => 1003,
             CloseCause::SlowConsumer | CloseCause::FilterFlood => 1008,
             CloseCause::FrameTooLarge { .. } => 1009,
-            CloseCause::InternalError => 1011,
             CloseCause::TryAgainLater => 1013,
             CloseCause::BadHandshake(_) => 4400,
             CloseCause::HeartbeatTimeout => 1001,
@@ -60,7 +57,6 @@ impl CloseCause {
             CloseCause::FrameTooLarge { max_bytes } => {
                 format!("frame larger than {max_bytes} bytes")
             }
-            CloseCause::InternalError => "internal error".to_owned(),
             CloseCause::TryAgainLater => "try again later".to_owned(),
             CloseCause::BadHandshake(detail) => detail.clone(),
             CloseCause::HeartbeatTimeout => "heartbeat timeout".to_owned(),
