@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::raw::{Frame, RawSocket};
-use crate::scan::{ReplyKind, Scanner};
+use crate::raw::{Event, RawSocket};
+use crate::scan::{ReplyKind, Scanner, Summary};
 use crate::stats::Histogram;
 use crate::{Args, FilterVia, Mode, Shared, now_ms};
 use rand::rngs::StdRng;
@@ -118,18 +118,23 @@ pub(crate) async fn run_all(
 ) -> (Vec<SessionOutcome>, Histogram) {
     // Every session of this thread runs on this thread: the histogram needs no lock.
     let histogram = Rc::new(RefCell::new(Histogram::default()));
+    let scanner = Rc::new(Scanner::new(&args.timestamp_field));
     let local = tokio::task::LocalSet::new();
     let outcomes = local
         .run_until(async {
             let tasks: Vec<_> = specs
                 .into_iter()
                 .map(|spec| {
-                    let (args, shared, histogram) =
-                        (args.clone(), shared.clone(), histogram.clone());
+                    let (args, shared, histogram, scanner) = (
+                        args.clone(),
+                        shared.clone(),
+                        histogram.clone(),
+                        scanner.clone(),
+                    );
                     tokio::task::spawn_local(async move {
                         let slot = started + Duration::from_secs_f64(spec.index as f64 / args.ramp);
                         tokio::time::sleep_until(slot.into()).await;
-                        run_one(spec, &args, &shared, &histogram).await
+                        run_one(spec, &args, &shared, &histogram, scanner).await
                     })
                 })
                 .collect();
@@ -151,6 +156,7 @@ async fn run_one(
     args: &Args,
     shared: &Shared,
     histogram: &RefCell<Histogram>,
+    scanner: Rc<Scanner>,
 ) -> SessionOutcome {
     let mut outcome = SessionOutcome {
         filter: Some(spec.filter.clone()),
@@ -158,18 +164,22 @@ async fn run_one(
         ..SessionOutcome::default()
     };
     let url = url_for(args, &spec.filter);
-    let mut socket =
-        match tokio::time::timeout(Duration::from_secs(30), RawSocket::connect(&url)).await {
-            Ok(Ok(socket)) => socket,
-            Ok(Err(err)) => {
-                outcome.connect_error = Some(err);
-                return outcome;
-            }
-            Err(_) => {
-                outcome.connect_error = Some("connect timed out".into());
-                return outcome;
-            }
-        };
+    let mut socket = match tokio::time::timeout(
+        Duration::from_secs(30),
+        RawSocket::connect(&url, scanner),
+    )
+    .await
+    {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(err)) => {
+            outcome.connect_error = Some(err);
+            return outcome;
+        }
+        Err(_) => {
+            outcome.connect_error = Some("connect timed out".into());
+            return outcome;
+        }
+    };
     if args.mode == Mode::Custom
         && socket
             .send_text(&handshake_for(args, &spec.filter))
@@ -189,43 +199,52 @@ async fn run_one(
     }
     outcome.connected = true;
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    let scanner = Scanner::new(&args.timestamp_field);
     let mut stop = shared.stop.clone();
     let mut rng =
         StdRng::seed_from_u64(args.seed ^ (spec.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let change_every = Duration::from_secs_f64(args.change_every.max(0.1));
-    let mut next_change =
-        tokio::time::Instant::now() + change_every.mul_f64(rng.random_range(0.5..1.5));
-    let mut pending_change: Option<String> = None;
+    // Both futures live across reads, so neither re-registers a waker per read.
+    let change_timer = tokio::time::sleep(change_every.mul_f64(rng.random_range(0.5..1.5)));
+    tokio::pin!(change_timer);
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
-        if let Some(message) = pending_change.take()
-            && socket.send_text(&message).await.is_err()
-        {
-            return outcome;
-        }
-        let change_timer = tokio::time::sleep_until(next_change);
-        tokio::select! {
-            _ = stop.changed() => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
-                return outcome;
-            }
-            _ = change_timer, if spec.changes => {
-                let (low, high) = args.where_range;
-                let clause = format!("{} > {}", args.where_field, rng.random_range(low..=high).round());
-                pending_change = Some(json!({ "filter": { "where": clause } }).to_string());
-                next_change += change_every;
-            }
-            frame = socket.next_frame() => match frame {
-                Some(Frame::Text(payload)) => {
+        // Everything one read brought is judged against one clock reading, and counted into
+        // the shared progress figure once.
+        let now = now_ms();
+        let mut features = 0;
+        while let Some(event) = socket.next_event() {
+            match event {
+                Event::Message(summary) => {
                     outcome.frames += 1;
-                    record(payload, &scanner, &mut outcome, shared, histogram);
+                    features += record(summary, now, &mut outcome, shared, histogram);
                 }
-                Some(Frame::Close(code)) => {
+                Event::Close(code) => {
                     outcome.server_close = Some(code.unwrap_or(1005));
                     return outcome;
                 }
-                Some(Frame::Other) => {}
-                None => return outcome,
+            }
+        }
+        if features > 0 {
+            shared.features_seen.fetch_add(features, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = &mut stopped => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
+                return outcome;
+            }
+            () = &mut change_timer, if spec.changes => {
+                let (low, high) = args.where_range;
+                let clause = format!("{} > {}", args.where_field, rng.random_range(low..=high).round());
+                let message = json!({ "filter": { "where": clause } }).to_string();
+                if socket.send_text(&message).await.is_err() {
+                    return outcome;
+                }
+                let next = change_timer.deadline() + change_every;
+                change_timer.as_mut().reset(next);
+            }
+            open = socket.fill() => if !open {
+                return outcome;
             },
         }
     }
@@ -235,35 +254,28 @@ async fn run_one(
 /// measured here puts one tick in a frame (custom mode) or one feature in a frame (server
 /// mode), so the first timestamp is every feature's.
 fn record(
-    frame: &[u8],
-    scanner: &Scanner,
+    scan: Summary,
+    now: f64,
     outcome: &mut SessionOutcome,
     shared: &Shared,
     histogram: &RefCell<Histogram>,
-) {
-    let scan = scanner.scan_first(frame);
+) -> u64 {
     match scan.reply {
         Some(ReplyKind::Ok) => outcome.replies_ok += 1,
         Some(ReplyKind::Error) => outcome.replies_error += 1,
         None => {}
     }
-    if scan.features == 0 {
-        return;
-    }
-    shared
-        .features_seen
-        .fetch_add(u64::from(scan.features), Ordering::Relaxed);
-    let Some(timestamp) = scan.first_timestamp else {
-        return;
+    let features = u64::from(scan.features);
+    let Some(timestamp) = scan.first_timestamp.filter(|_| features > 0) else {
+        return features;
     };
     let (start, end) = (
         shared.window_start_ms.load(Ordering::Relaxed),
         shared.window_end_ms.load(Ordering::Relaxed),
     );
     if timestamp >= start as f64 && timestamp <= end as f64 {
-        outcome.features_in_window += u64::from(scan.features);
-        histogram
-            .borrow_mut()
-            .record_n(now_ms() - timestamp, u64::from(scan.features));
+        outcome.features_in_window += features;
+        histogram.borrow_mut().record_n(now - timestamp, features);
     }
+    features
 }
