@@ -40,7 +40,7 @@ fn subscription(group: usize, groups: usize) -> Subscription {
     let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
     let mut state = FilterState::default();
     if groups > 1 {
-        let (where_clause, geometry) = if group % 2 == 0 {
+        let (where_clause, geometry) = if group.is_multiple_of(2) {
             (
                 Patch::Set(format!(
                     "speed > {}",

@@ -1,4 +1,4 @@
-//! featurestream: `Config::from_env` -> env_logger -> `server::start`; logs the URLs to use and
+//! featurestream: `Config::from_env` -> env_logger -> open-file limit -> `server::start`; logs the URLs to use and
 //! shuts down gracefully on SIGINT or SIGTERM.
 
 use std::net::TcpListener;
@@ -21,6 +21,16 @@ fn main() -> ExitCode {
         log::warn!("{warning}");
     }
     let config = loaded.config;
+    // Each session is a socket: raise this process's soft open-file limit to the hard one
+    // (commonly 1,024 soft against 500,000 hard), as the connection cap expects.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if (limit as usize) < config.admission.max_connections => log::warn!(
+            "the open-file limit ({limit}) is below the connection cap ({}): raise it (ulimit -Hn) or lower FEATURESTREAM_MAX_CONNECTIONS",
+            config.admission.max_connections
+        ),
+        Ok(_) => {}
+        Err(err) => log::warn!("cannot raise the open-file limit: {err}"),
+    }
     let listener = match TcpListener::bind((config.bind, config.port)) {
         Ok(listener) => listener,
         Err(err) => {

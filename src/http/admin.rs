@@ -5,8 +5,9 @@
 //! without disturbing the stream (PROTOCOL.md §3.2, §4.2). Needs an admin token when auth is
 //! on, and a loopback caller when it is off.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -15,18 +16,53 @@ use crate::auth::{AuthDecision, Role};
 use crate::protocol::metadata::error_body;
 use crate::session::registry::{Audience, ServerMessage};
 
+/// Why an admin request is refused; each maps to one status and message.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Auth is off and the caller is not on this machine.
+    #[error("The admin API needs auth configured, or a loopback caller")]
+    NotLoopback,
+    /// Auth is on and no token was given.
+    #[error("Admin token required")]
+    TokenRequired,
+    /// The token is valid but not an admin's, or invalid.
+    #[error("Not an admin token")]
+    NotAdmin,
+    /// The body is not JSON.
+    #[error("The body is not JSON: {0}")]
+    NotJson(String),
+    /// The broadcast names a service that does not exist.
+    #[error("Service \"{0}\" not found")]
+    UnknownService(String),
+    /// No connection of that browser session is open.
+    #[error("No connection of that session")]
+    NoSuchSession,
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AdminError::NotLoopback | AdminError::NotAdmin => StatusCode::FORBIDDEN,
+            AdminError::TokenRequired => StatusCode::UNAUTHORIZED,
+            AdminError::NotJson(_) => StatusCode::BAD_REQUEST,
+            AdminError::UnknownService(_) | AdminError::NoSuchSession => StatusCode::NOT_FOUND,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        HttpResponse::build(status).json(error_body(status.as_u16(), &self.to_string(), &[]))
+    }
+}
+
 /// The admin check: 401 without a token, 403 with a token that is not an admin's.
-fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
     if !state.config.auth.is_enabled() {
         let local = req.peer_addr().is_some_and(|addr| addr.ip().is_loopback());
         return if local {
             Ok(())
         } else {
-            Err(HttpResponse::Forbidden().json(error_body(
-                403,
-                "The admin API needs auth configured, or a loopback caller",
-                &[],
-            )))
+            Err(AdminError::NotLoopback)
         };
     }
     let bearer = req
@@ -38,21 +74,14 @@ fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> 
     let token = bearer.or_else(|| AppState::token(req));
     match state.config.auth.check(token.as_deref(), None) {
         AuthDecision::Allowed(Role::Admin) => Ok(()),
-        AuthDecision::Missing => {
-            Err(HttpResponse::Unauthorized().json(error_body(401, "Admin token required", &[])))
-        }
-        _ => Err(HttpResponse::Forbidden().json(error_body(403, "Not an admin token", &[]))),
+        AuthDecision::Missing => Err(AdminError::TokenRequired),
+        _ => Err(AdminError::NotAdmin),
     }
 }
 
-fn message(body: &[u8]) -> Result<ServerMessage, HttpResponse> {
-    let payload: Value = serde_json::from_slice(body).map_err(|err| {
-        HttpResponse::BadRequest().json(error_body(
-            400,
-            &format!("The body is not JSON: {err}"),
-            &[],
-        ))
-    })?;
+fn message(body: &[u8]) -> Result<ServerMessage, AdminError> {
+    let payload: Value =
+        serde_json::from_slice(body).map_err(|err| AdminError::NotJson(err.to_string()))?;
     let payload = payload.get("message").cloned().unwrap_or(payload);
     let frame = json!({ "type": "message", "message": payload }).to_string();
     Ok(ServerMessage {
@@ -66,20 +95,15 @@ pub async fn to_browser_session(
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(response) = check_admin(&req, &state) {
-        return response;
-    }
-    let message = match message(&body) {
-        Ok(message) => message,
-        Err(response) => return response,
-    };
+) -> Result<HttpResponse, AdminError> {
+    check_admin(&req, &state)?;
+    let message = message(&body)?;
     match state
         .registry
         .send(Audience::BrowserSession(&path), &message)
     {
-        0 => HttpResponse::NotFound().json(error_body(404, "No connection of that session", &[])),
-        delivered => HttpResponse::Ok().json(json!({ "delivered": delivered })),
+        0 => Err(AdminError::NoSuchSession),
+        delivered => Ok(HttpResponse::Ok().json(json!({ "delivered": delivered }))),
     }
 }
 
@@ -88,10 +112,8 @@ pub async fn broadcast(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Err(response) = check_admin(&req, &state) {
-        return response;
-    }
+) -> Result<HttpResponse, AdminError> {
+    check_admin(&req, &state)?;
     let service = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|value| {
@@ -103,19 +125,12 @@ pub async fn broadcast(
     if let Some(service) = &service
         && !state.services.contains_key(service)
     {
-        return HttpResponse::NotFound().json(error_body(
-            404,
-            &format!("Service \"{service}\" not found"),
-            &[],
-        ));
+        return Err(AdminError::UnknownService(service.clone()));
     }
-    let message = match message(&body) {
-        Ok(message) => message,
-        Err(response) => return response,
-    };
+    let message = message(&body)?;
     let audience = match &service {
         Some(service) => Audience::Service(service),
         None => Audience::Everyone,
     };
-    HttpResponse::Ok().json(json!({ "delivered": state.registry.send(audience, &message) }))
+    Ok(HttpResponse::Ok().json(json!({ "delivered": state.registry.send(audience, &message) })))
 }

@@ -128,7 +128,7 @@ impl Fleet {
         }
         vehicle.trail.push_back([x, y]);
         // Every 13th observation has no status: the nullable field is sometimes NULL.
-        let status = if (vehicle.track_id as u64 + self.tick) % 13 == 0 {
+        let status = if (vehicle.track_id as u64 + self.tick).is_multiple_of(13) {
             FieldValue::Null
         } else if vehicle.speed_kmh > 0.0 {
             FieldValue::String(self.status_moving.clone())

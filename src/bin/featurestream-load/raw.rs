@@ -13,7 +13,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::scan::{MessageScan, Scanner, Summary};
+use crate::scan::{
+    HEAD_BYTES, MessageScan, Scanner, Summary, is_reply, number_text, parse_decimal,
+};
 
 /// Bytes read from a socket at once.
 const SCRATCH_BYTES: usize = 256 * 1024;
@@ -182,11 +184,25 @@ struct FrameParser {
     message: MessageScan,
     /// A control frame's payload in progress.
     control: Vec<u8>,
+    /// Whole text frames of the chunk being fed, summarised together once it is walked.
+    batch: Vec<WholeFrame>,
+    /// The last timestamp parsed and its text: the frames of a tick share one.
+    last_timestamp: Option<(Vec<u8>, f64)>,
+}
+
+/// A text frame that arrived whole within one chunk.
+struct WholeFrame {
+    /// Its placeholder in the event queue.
+    event: usize,
+    payload: std::ops::Range<usize>,
+    features: u32,
+    first_timestamp: Option<f64>,
 }
 
 struct FrameInProgress {
     opcode: u8,
     fin: bool,
+    length: u64,
     remaining: u64,
 }
 
@@ -198,10 +214,19 @@ impl FrameParser {
             frame: None,
             message: MessageScan::default(),
             control: Vec::new(),
+            batch: Vec::new(),
+            last_timestamp: None,
         }
     }
 
-    fn feed(&mut self, mut bytes: &[u8], events: &mut VecDeque<Event>, pongs: &mut Vec<Vec<u8>>) {
+    fn feed(&mut self, chunk: &[u8], events: &mut VecDeque<Event>, pongs: &mut Vec<Vec<u8>>) {
+        self.walk(chunk, events, pongs);
+        self.summarise_batch(chunk, events);
+    }
+
+    /// Parses the chunk's frames; whole text frames are left in `batch` to summarise.
+    fn walk(&mut self, chunk: &[u8], events: &mut VecDeque<Event>, pongs: &mut Vec<Vec<u8>>) {
+        let mut bytes = chunk;
         loop {
             let Some(frame) = &mut self.frame else {
                 if bytes.is_empty() {
@@ -211,12 +236,28 @@ impl FrameParser {
                 bytes = &bytes[taken..];
                 continue;
             };
+            let whole_frame = frame.remaining == frame.length;
             let take = frame.remaining.min(bytes.len() as u64) as usize;
+            let offset = chunk.len() - bytes.len();
             let (payload, rest) = bytes.split_at(take);
             bytes = rest;
             frame.remaining -= take as u64;
             let done = frame.remaining == 0;
             match frame.opcode {
+                0x1 if done && frame.fin && whole_frame && self.message.is_idle() => {
+                    if is_reply(payload) {
+                        events
+                            .push_back(Event::Message(MessageScan::whole(&self.scanner, payload)));
+                    } else {
+                        self.batch.push(WholeFrame {
+                            event: events.len(),
+                            payload: offset..offset + take,
+                            features: 0,
+                            first_timestamp: None,
+                        });
+                        events.push_back(Event::Message(Summary::default()));
+                    }
+                }
                 0x0 | 0x1 => {
                     if !payload.is_empty() {
                         self.message.feed(&self.scanner, payload);
@@ -246,35 +287,112 @@ impl FrameParser {
         }
     }
 
+    /// Summarises the chunk's whole frames with one search per needle over the chunk, instead
+    /// of searches per frame (server mode sends a frame per feature: millions a second).
+    fn summarise_batch(&mut self, chunk: &[u8], events: &mut VecDeque<Event>) {
+        let (Some(first), Some(last)) = (self.batch.first(), self.batch.last()) else {
+            return;
+        };
+        let span = first.payload.start..last.payload.end;
+        let scanner = &*self.scanner;
+        // Matches and frames are both in order: walk them together. A match belongs to the
+        // frame it lies inside (none can straddle two frames: a header sits between).
+        let needle = scanner.attributes.needle().len();
+        let mut current = 0;
+        for found in scanner.attributes.find_iter(&chunk[span.clone()]) {
+            let (start, end) = (span.start + found, span.start + found + needle);
+            while current < self.batch.len() && self.batch[current].payload.end < end {
+                current += 1;
+            }
+            let Some(frame) = self.batch.get_mut(current) else {
+                break;
+            };
+            if start >= frame.payload.start {
+                frame.features += 1;
+            }
+        }
+        let needle = scanner.timestamp.needle().len();
+        let mut current = 0;
+        for found in scanner.timestamp.find_iter(&chunk[span.clone()]) {
+            let (start, end) = (span.start + found, span.start + found + needle);
+            while current < self.batch.len()
+                && (self.batch[current].payload.end < end
+                    || self.batch[current].first_timestamp.is_some())
+            {
+                current += 1;
+            }
+            let Some(frame) = self.batch.get_mut(current) else {
+                break;
+            };
+            let head_end = frame.payload.end.min(frame.payload.start + HEAD_BYTES);
+            if start >= frame.payload.start && end <= head_end {
+                let text = number_text(&chunk[end..head_end]);
+                frame.first_timestamp = match (&self.last_timestamp, text) {
+                    (Some((last, value)), Some(text)) if last == text => Some(*value),
+                    (_, Some(text)) => {
+                        let value = parse_decimal(text);
+                        if let Some(value) = value {
+                            self.last_timestamp = Some((text.to_vec(), value));
+                        }
+                        value
+                    }
+                    (_, None) => None,
+                };
+                current += 1;
+            }
+        }
+        for frame in self.batch.drain(..) {
+            events[frame.event] = Event::Message(Summary {
+                features: frame.features,
+                first_timestamp: frame.first_timestamp,
+                reply: None,
+            });
+        }
+    }
+
     /// Takes header bytes; starts the frame once the header is complete. Returns bytes taken.
     fn take_header(&mut self, bytes: &[u8]) -> usize {
-        let needed = |header: &[u8]| match header.get(1).map(|byte| byte & 0x7F) {
-            None => 2,
-            Some(126) => 4,
-            Some(127) => 10,
-            Some(_) => 2,
-        };
+        // Fast path: a whole header at hand and none in progress (nearly always).
+        if self.header.is_empty()
+            && let Some((length, size)) = header_length(bytes)
+        {
+            self.start_frame(bytes[0], length);
+            return size;
+        }
         let mut taken = 0;
-        while self.header.len() < needed(&self.header) && taken < bytes.len() {
+        while taken < bytes.len() {
             self.header.push(bytes[taken]);
             taken += 1;
-        }
-        if self.header.len() == needed(&self.header) {
-            let header = &self.header;
-            let length = match header[1] & 0x7F {
-                126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
-                127 => u64::from_be_bytes(header[2..10].try_into().unwrap_or([0; 8])),
-                short => u64::from(short),
-            };
-            self.frame = Some(FrameInProgress {
-                opcode: header[0] & 0x0F,
-                fin: header[0] & 0x80 != 0,
-                remaining: length,
-            });
-            // An empty frame completes on `feed`'s next turn, with an empty payload.
-            self.header.clear();
+            if let Some((length, _)) = header_length(&self.header) {
+                let first = self.header[0];
+                self.header.clear();
+                self.start_frame(first, length);
+                break;
+            }
         }
         taken
+    }
+
+    fn start_frame(&mut self, first: u8, length: u64) {
+        // An empty frame completes on `feed`'s next turn, with an empty payload.
+        self.frame = Some(FrameInProgress {
+            opcode: first & 0x0F,
+            fin: first & 0x80 != 0,
+            length,
+            remaining: length,
+        });
+    }
+}
+
+/// A frame header's payload length and its own size, once `bytes` holds all of it.
+fn header_length(bytes: &[u8]) -> Option<(u64, usize)> {
+    match *bytes.get(1)? & 0x7F {
+        126 => Some((
+            u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)),
+            4,
+        )),
+        127 => Some((u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?), 10)),
+        short => Some((u64::from(short), 2)),
     }
 }
 
@@ -339,5 +457,37 @@ mod tests {
             assert_eq!(Vec::from(events), expected, "pieces of {piece}");
             assert_eq!(pongs, vec![b"hi".to_vec()]);
         }
+    }
+
+    #[test]
+    fn frames_summarised_together_match_frames_summarised_alone() {
+        let scanner = Rc::new(Scanner::new("observed"));
+        let mut messages: Vec<Vec<u8>> = (0..50)
+            .map(|index| {
+                format!(r#"{{"attributes":{{"OBJECTID":{index},"observed":{}}},"geometry":{{"x":1,"y":2}}}}"#, 1_795_420_842_000u64 + index / 7)
+                    .into_bytes()
+            })
+            .collect();
+        messages.insert(
+            20,
+            br#"{"filter":{"where":"speed > 1"},"error":null}"#.to_vec(),
+        );
+        messages.insert(30, br#"{"attributes":{"observed":"late"}}"#.to_vec());
+        let mut late = b"{\"attributes\":{\"pad\":\"".to_vec();
+        late.extend(vec![b'x'; HEAD_BYTES]);
+        late.extend_from_slice(b"\",\"observed\":1}}");
+        messages.insert(40, late);
+        let stream: Vec<u8> = messages
+            .iter()
+            .flat_map(|message| frame(0x1, true, message))
+            .collect();
+        let expected: Vec<Event> = messages
+            .iter()
+            .map(|message| Event::Message(MessageScan::whole(&scanner, message)))
+            .collect();
+        let mut parser = FrameParser::new(scanner.clone());
+        let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
+        parser.feed(&stream, &mut events, &mut pongs);
+        assert_eq!(Vec::from(events), expected);
     }
 }

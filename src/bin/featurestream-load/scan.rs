@@ -7,7 +7,7 @@ use memchr::memmem::Finder;
 
 /// Bytes kept from the start of each message: enough for the first feature's timestamp of
 /// every server measured here (about 250 bytes in) and a filter reply's opening.
-const HEAD_BYTES: usize = 1024;
+pub(crate) const HEAD_BYTES: usize = 1024;
 
 /// A filter reply's outcome.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -20,8 +20,8 @@ pub(crate) enum ReplyKind {
 
 /// Reusable finders for one timestamp field name.
 pub(crate) struct Scanner {
-    attributes: Finder<'static>,
-    timestamp: Finder<'static>,
+    pub(crate) attributes: Finder<'static>,
+    pub(crate) timestamp: Finder<'static>,
     error_null: Finder<'static>,
 }
 
@@ -88,6 +88,26 @@ pub(crate) struct MessageScan {
 }
 
 impl MessageScan {
+    /// Summarises a message that arrived whole, in place (the common case: no copy).
+    pub(crate) fn whole(scanner: &Scanner, message: &[u8]) -> Summary {
+        if is_reply(message) {
+            return reply_summary(scanner.error_null.find(message).is_some());
+        }
+        Summary {
+            features: scanner.attributes.find_iter(message).count() as u32,
+            first_timestamp: first_number_after(
+                &scanner.timestamp,
+                &message[..message.len().min(HEAD_BYTES)],
+            ),
+            reply: None,
+        }
+    }
+
+    /// Whether a message is in progress.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.head.is_empty()
+    }
+
     /// Feeds the next bytes of the current message.
     pub(crate) fn feed(&mut self, scanner: &Scanner, chunk: &[u8]) {
         if self.head.len() < HEAD_BYTES {
@@ -95,7 +115,7 @@ impl MessageScan {
             self.head.extend_from_slice(&chunk[..take]);
         }
         self.attributes.feed(&scanner.attributes, chunk);
-        if self.head.trim_ascii_start().starts_with(b"{\"filter\"") {
+        if is_reply(&self.head) {
             self.error_null.feed(&scanner.error_null, chunk);
         }
     }
@@ -103,17 +123,9 @@ impl MessageScan {
     /// Ends the current message and summarises it.
     pub(crate) fn finish(&mut self, scanner: &Scanner) -> Summary {
         let features = self.attributes.finish();
-        let is_reply = self.head.trim_ascii_start().starts_with(b"{\"filter\"");
         let error_null = self.error_null.finish() > 0;
-        let summary = if is_reply {
-            Summary {
-                reply: Some(if error_null {
-                    ReplyKind::Ok
-                } else {
-                    ReplyKind::Error
-                }),
-                ..Summary::default()
-            }
+        let summary = if is_reply(&self.head) {
+            reply_summary(error_null)
         } else {
             Summary {
                 features,
@@ -126,14 +138,62 @@ impl MessageScan {
     }
 }
 
+pub(crate) fn is_reply(head: &[u8]) -> bool {
+    head.trim_ascii_start().starts_with(b"{\"filter\"")
+}
+
+fn reply_summary(error_null: bool) -> Summary {
+    Summary {
+        reply: Some(if error_null {
+            ReplyKind::Ok
+        } else {
+            ReplyKind::Error
+        }),
+        ..Summary::default()
+    }
+}
+
 /// The number right after the needle's first occurrence, if it ends inside `head`.
 fn first_number_after(needle: &Finder<'_>, head: &[u8]) -> Option<f64> {
     let position = needle.find(head)?;
-    let rest = &head[position + needle.needle().len()..];
-    let end = rest
-        .iter()
-        .position(|byte| !(byte.is_ascii_digit() || *byte == b'.' || *byte == b'-'))?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse::<f64>().ok()
+    number_at(&head[position + needle.needle().len()..])
+}
+
+/// The number at the start of `rest`, if it ends inside `rest`.
+fn number_at(rest: &[u8]) -> Option<f64> {
+    parse_decimal(number_text(rest)?)
+}
+
+/// The text of the number at the start of `rest`, if it ends inside `rest`.
+pub(crate) fn number_text(rest: &[u8]) -> Option<&[u8]> {
+    let end = rest.iter().position(|byte| {
+        !(byte.is_ascii_digit() || matches!(byte, b'.' | b'-' | b'+' | b'e' | b'E'))
+    })?;
+    Some(&rest[..end])
+}
+
+/// Parses `digits[.digits]` without going through `str` (the hot path: epoch milliseconds,
+/// maybe with a fraction); anything else goes to the standard parser.
+pub(crate) fn parse_decimal(text: &[u8]) -> Option<f64> {
+    let (whole, fraction) = match text.iter().position(|byte| *byte == b'.') {
+        Some(dot) => (&text[..dot], &text[dot + 1..]),
+        None => (text, &text[..0]),
+    };
+    let all_digits = |part: &[u8]| part.iter().all(u8::is_ascii_digit);
+    if whole.is_empty()
+        || whole.len() > 15
+        || fraction.len() > 6
+        || !all_digits(whole)
+        || !all_digits(fraction)
+    {
+        return std::str::from_utf8(text).ok()?.parse().ok();
+    }
+    let digits = |part: &[u8]| {
+        part.iter()
+            .fold(0u64, |value, byte| value * 10 + u64::from(byte - b'0'))
+    };
+    let scale = 10u64.pow(fraction.len() as u32);
+    Some(digits(whole) as f64 + digits(fraction) as f64 / scale as f64)
 }
 
 /// Scans a whole message at once (tests).
@@ -171,6 +231,43 @@ mod tests {
             scan_whole(&peer, br#"{"attributes":{"ts_ms":1795420842492.125}}"#).first_timestamp,
             Some(1_795_420_842_492.125)
         );
+    }
+
+    #[test]
+    fn numbers_parse_like_the_standard_parser() {
+        for text in [
+            "1795420842492",
+            "1795420842492.125",
+            "0.5",
+            "12",
+            "-3",
+            "1e3",
+            "7.",
+            "12.0000001",
+        ] {
+            assert_eq!(
+                parse_decimal(text.as_bytes()),
+                text.parse::<f64>().ok(),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"1.2.3"), None);
+    }
+
+    #[test]
+    fn whole_and_streamed_scans_agree() {
+        let scanner = Scanner::new("observed");
+        for message in [
+            FRAME,
+            br#"{"filter":{"where":"x > 1"},"error":null}"#,
+            br#"{"filter":{},"error":["bad"]}"#,
+        ] {
+            assert_eq!(
+                MessageScan::whole(&scanner, message),
+                scan_whole(&scanner, message)
+            );
+        }
     }
 
     #[test]

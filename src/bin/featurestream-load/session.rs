@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::raw::{Event, RawSocket};
-use crate::scan::{ReplyKind, Scanner, Summary};
+use crate::scan::{ReplyKind, Scanner};
 use crate::stats::Histogram;
 use crate::{Args, FilterVia, Mode, Shared, now_ms};
 use rand::rngs::StdRng;
@@ -213,18 +213,36 @@ async fn run_one(
         // the shared progress figure once.
         let now = now_ms();
         let mut features = 0;
+        // Consecutive messages of one tick share a timestamp: record them as one sample.
+        let mut run = Run::default();
         while let Some(event) = socket.next_event() {
             match event {
                 Event::Message(summary) => {
                     outcome.frames += 1;
-                    features += record(summary, now, &mut outcome, shared, histogram);
+                    features += u64::from(summary.features);
+                    match summary.reply {
+                        Some(ReplyKind::Ok) => outcome.replies_ok += 1,
+                        Some(ReplyKind::Error) => outcome.replies_error += 1,
+                        None => {}
+                    }
+                    if let Some(timestamp) =
+                        summary.first_timestamp.filter(|_| summary.features > 0)
+                    {
+                        if run.timestamp != timestamp {
+                            run.record(now, &mut outcome, shared, histogram);
+                            run.timestamp = timestamp;
+                        }
+                        run.features += u64::from(summary.features);
+                    }
                 }
                 Event::Close(code) => {
+                    run.record(now, &mut outcome, shared, histogram);
                     outcome.server_close = Some(code.unwrap_or(1005));
                     return outcome;
                 }
             }
         }
+        run.record(now, &mut outcome, shared, histogram);
         if features > 0 {
             shared.features_seen.fetch_add(features, Ordering::Relaxed);
         }
@@ -250,32 +268,37 @@ async fn run_one(
     }
 }
 
-/// Counts a frame's features and judges them by the frame's first timestamp: every server
-/// measured here puts one tick in a frame (custom mode) or one feature in a frame (server
-/// mode), so the first timestamp is every feature's.
-fn record(
-    scan: Summary,
-    now: f64,
-    outcome: &mut SessionOutcome,
-    shared: &Shared,
-    histogram: &RefCell<Histogram>,
-) -> u64 {
-    match scan.reply {
-        Some(ReplyKind::Ok) => outcome.replies_ok += 1,
-        Some(ReplyKind::Error) => outcome.replies_error += 1,
-        None => {}
+/// Features read at once that carry one timestamp. Every server measured here puts one tick
+/// in a frame (custom mode) or one feature in a frame (server mode), so a frame's first
+/// timestamp is every one of its features'.
+#[derive(Default)]
+struct Run {
+    timestamp: f64,
+    features: u64,
+}
+
+impl Run {
+    /// Judges the run's features by their timestamp, and empties the run.
+    fn record(
+        &mut self,
+        now: f64,
+        outcome: &mut SessionOutcome,
+        shared: &Shared,
+        histogram: &RefCell<Histogram>,
+    ) {
+        let features = std::mem::take(&mut self.features);
+        if features == 0 {
+            return;
+        }
+        let (start, end) = (
+            shared.window_start_ms.load(Ordering::Relaxed),
+            shared.window_end_ms.load(Ordering::Relaxed),
+        );
+        if self.timestamp >= start as f64 && self.timestamp <= end as f64 {
+            outcome.features_in_window += features;
+            histogram
+                .borrow_mut()
+                .record_n(now - self.timestamp, features);
+        }
     }
-    let features = u64::from(scan.features);
-    let Some(timestamp) = scan.first_timestamp.filter(|_| features > 0) else {
-        return features;
-    };
-    let (start, end) = (
-        shared.window_start_ms.load(Ordering::Relaxed),
-        shared.window_end_ms.load(Ordering::Relaxed),
-    );
-    if timestamp >= start as f64 && timestamp <= end as f64 {
-        outcome.features_in_window += features;
-        histogram.borrow_mut().record_n(now - timestamp, features);
-    }
-    features
 }
