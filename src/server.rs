@@ -7,8 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::rc::Rc;
+
 use actix::{Actor, Addr, Arbiter, ArbiterHandle};
-use actix_web::{App, HttpServer, dev::ServerHandle, web};
+use actix_http::HttpService;
+use actix_server::ServerHandle;
+use actix_service::{
+    IntoServiceFactory, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service, map_config,
+};
+use actix_web::dev::AppConfig;
+use actix_web::{App, web};
 
 use crate::broker::{BrokerActor, CloseAll};
 use crate::config::Config;
@@ -33,7 +41,7 @@ pub struct Running {
     /// The bound address.
     pub addr: SocketAddr,
     /// Resolves when the server has stopped; must be awaited or spawned.
-    pub server: actix_web::dev::Server,
+    pub server: actix_server::Server,
     /// Stops it gracefully.
     pub stopper: Stopper,
 }
@@ -115,15 +123,40 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     let services: Vec<Arc<ServiceRuntime>> = runtimes.values().cloned().collect();
     let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState::new(runtimes, config.clone(), draining.clone()));
-    let mut server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-            .listen(listener)?
-            .shutdown_timeout(5)
-            .disable_signals();
+    // actix-web's HttpServer, plus an upgrade service: every WebSocket upgrade is answered
+    // by the same application, then its connection is driven by `session::socket`, which
+    // writes the shared frames to the socket without copying them (README, "Transport").
+    let app = move || App::new().app_data(state.clone()).configure(http::routes);
+    let app_config = move || AppConfig::__priv_test_new(false, addr.to_string(), addr);
+    let mut builder = actix_server::Server::build()
+        .shutdown_timeout(5)
+        .disable_signals()
+        .listen("featurestream", listener, move || {
+            let upgrade_app = app.clone();
+            let upgrade = fn_factory(move || {
+                let factory = upgrade_app().into_factory();
+                async move {
+                    let service = Rc::new(factory.new_service(app_config()).await?);
+                    Ok::<_, ()>(fn_service(move |(req, framed)| {
+                        crate::session::socket::serve(service.clone(), req, framed)
+                    }))
+                }
+            });
+            HttpService::build()
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .upgrade(upgrade)
+                .finish(map_config(
+                    app().into_factory().map_err(|err| err.error_response()),
+                    move |()| app_config(),
+                ))
+                .tcp()
+        })?;
     if config.workers > 0 {
-        server = server.workers(config.workers);
+        builder = builder.workers(config.workers);
     }
-    let server = server.run();
+    let server = builder.run();
     let stopper = Stopper {
         handle: server.handle(),
         draining,

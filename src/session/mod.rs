@@ -4,6 +4,7 @@
 //! ends the session through one function that sends a close code and reason.
 
 pub mod registry;
+pub mod socket;
 pub mod sse_stream;
 pub mod subscription;
 pub mod transport;

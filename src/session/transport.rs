@@ -1,10 +1,14 @@
 //! The WebSocket transport, built the way actix-web-actors builds its own (DESIGN.md
-//! "Transport"), but frame-once: the 101 response's body streams a session's bounded queue of
-//! ready frames (shared `Bytes`), and inbound frames are decoded with actix-http's codec over
-//! the request payload. The only module that touches actix-http's ws codec.
+//! "Transport"), but frame-once: a session's bounded queue of ready frames (shared `Bytes`)
+//! and inbound frames decoded with actix-http's codec over the request payload. The 101
+//! response carries the queue as an [`Upgraded`] extension: the server's upgrade service
+//! (`session::socket`) writes its frames straight to the socket. The response's body streams
+//! the same queue when no upgrade service takes over (and for server-sent events). The only
+//! module that touches actix-http's ws codec.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -47,7 +51,14 @@ struct QueueState {
 pub struct OutboundQueue {
     state: Mutex<QueueState>,
     max_bytes: usize,
+    /// Set when the upgrade service writes this queue to the socket itself: the response
+    /// body that also streams it is then dropped unused and must not close it.
+    adopted: AtomicBool,
 }
+
+/// The 101 response's extension: the queue the upgraded connection writes.
+#[derive(Clone)]
+pub struct Upgraded(pub Arc<OutboundQueue>);
 
 impl OutboundQueue {
     /// A queue holding at most `max_bytes` of data frames.
@@ -55,6 +66,7 @@ impl OutboundQueue {
         Arc::new(OutboundQueue {
             state: Mutex::new(QueueState::default()),
             max_bytes,
+            adopted: AtomicBool::new(false),
         })
     }
 
@@ -139,6 +151,65 @@ impl OutboundQueue {
         Some(frame)
     }
 
+    /// The upgrade service writes this queue from now on (see [`OutboundQueue::adopted`]).
+    pub fn adopt(&self) {
+        self.adopted.store(true, Ordering::SeqCst);
+    }
+
+    /// Moves queued frames, up to about `budget` bytes (at least one frame), to `out`. Ready
+    /// with `false` once the queue is closed and empty; otherwise pending until a push.
+    pub fn poll_drain(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut VecDeque<Bytes>,
+        budget: usize,
+    ) -> Poll<bool> {
+        let mut state = self.lock();
+        if state.frames.is_empty()
+            && let Some(conflated) = state.conflated.take()
+        {
+            state.queued_bytes += conflated.len();
+            state.frames.push_back(conflated);
+        }
+        let mut taken = 0;
+        while taken < budget
+            && let Some(frame) = state.frames.pop_front()
+        {
+            taken += frame.len();
+            out.push_back(frame);
+        }
+        if taken > 0 {
+            state.queued_bytes -= taken;
+            return Poll::Ready(true);
+        }
+        if state.closed {
+            return Poll::Ready(false);
+        }
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Whether the queue accepts no more frames; if it still does, wakes `cx` on the next
+    /// push or on the close.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.lock();
+        if !state.closed
+            && !state
+                .waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        state.closed
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.lock().queued_bytes
@@ -193,7 +264,9 @@ impl Stream for OutboundStream {
 impl Drop for OutboundStream {
     /// The connection is gone: refuse further pushes so the broker unregisters the session.
     fn drop(&mut self) {
-        self.queue.close(None);
+        if !self.queue.adopted.load(Ordering::SeqCst) {
+            self.queue.close(None);
+        }
     }
 }
 
@@ -218,8 +291,9 @@ pub fn upgrade_error(req: &HttpRequest) -> Option<String> {
         .map(|err| err.to_string())
 }
 
-/// The 101 Switching Protocols response whose body streams `queue`. Call after
-/// `upgrade_error` returned `None`.
+/// The 101 Switching Protocols response for `queue`: an [`Upgraded`] extension for the
+/// upgrade service, and a body streaming the queue otherwise. Call after `upgrade_error`
+/// returned `None`.
 pub fn switching_protocols(req: &HttpRequest, queue: Arc<OutboundQueue>) -> HttpResponse {
     let key = req
         .headers()
@@ -229,10 +303,14 @@ pub fn switching_protocols(req: &HttpRequest, queue: Arc<OutboundQueue>) -> Http
     // The accept key is base64: always a valid header value.
     let accept = header::HeaderValue::from_bytes(&key)
         .unwrap_or_else(|_| header::HeaderValue::from_static(""));
-    HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS)
+    let mut response = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS)
         .upgrade("websocket")
         .insert_header((header::SEC_WEBSOCKET_ACCEPT, accept))
-        .streaming(OutboundStream { queue })
+        .streaming(OutboundStream {
+            queue: queue.clone(),
+        });
+    response.extensions_mut().insert(Upgraded(queue));
+    response
 }
 
 /// Inbound frames decoded from the request payload, which keeps flowing after the upgrade.

@@ -1,0 +1,303 @@
+//! The upgrade service: actix-http hands every `Upgrade` request here with the connection
+//! itself. The request goes through the actix-web application as any other (routing,
+//! admission, auth, URL parameters: the same handlers answer), and
+//! - a 101 carrying an [`Upgraded`] queue is written, then the connection is driven here:
+//!   queued frames go to the socket with vectored writes straight from the shared `Bytes`
+//!   (no copy into a per-connection buffer), and what the client sends feeds the request's
+//!   payload, which the session decodes as before;
+//! - any other response (404, 400, 401, 503, ...) is written whole and the connection closed.
+//!
+//! An idle connection holds no read or write buffer: reads allocate only once the socket is
+//! readable, and writes come from the queue's frames.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use actix_codec::{Encoder, Framed};
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::error::PayloadError;
+use actix_http::h1;
+use actix_http::{ConnectionType, Request, Response, StatusCode};
+use actix_web::dev::{Service, ServiceResponse};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::transport::{OutboundQueue, Upgraded};
+
+/// Bytes moved from the queue per write round: bounds what sits outside the queue's count.
+const WRITE_BUDGET: usize = 64 * 1024;
+/// At most this many frames per vectored write.
+const MAX_SLICES: usize = 64;
+/// Bytes read at once from a readable socket.
+const READ_BYTES: usize = 4096;
+/// Largest error body written for a refused upgrade.
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
+/// How long a closed session's last frames may wait for a client that does not read before
+/// the connection is dropped.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// Inbound bytes buffered for the session before reading pauses.
+const MAX_INBOUND_BYTES: usize = 64 * 1024;
+
+/// Answers one upgrade request on its connection with the application `app`.
+pub async fn serve<S, B>(
+    app: Rc<S>,
+    mut req: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_web::Error>
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let inbound = Rc::new(RefCell::new(Inbound::default()));
+    *req.payload() = actix_http::Payload::Stream {
+        payload: Box::pin(InboundStream(inbound.clone())),
+    };
+    let response: Response<B> = app.call(req).await?.into();
+    let actix_codec::FramedParts {
+        io,
+        mut codec,
+        read_buf,
+        ..
+    } = framed.into_parts();
+    let upgraded = response.extensions().get::<Upgraded>().cloned();
+    let (mut head, body) = response.into_parts();
+    match upgraded {
+        Some(Upgraded(queue)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            queue.adopt();
+            drop(body);
+            let mut out = BytesMut::with_capacity(256);
+            codec.encode(
+                actix_http::h1::Message::Item((head.drop_body(), BodySize::Stream)),
+                &mut out,
+            )?;
+            drop(codec);
+            let mut io = io;
+            let written = io.write_all(&out).await;
+            drop(out);
+            if !read_buf.is_empty() {
+                // The client's first frames may have come with the request.
+                inbound.borrow_mut().push(read_buf.freeze());
+            } else {
+                drop(read_buf);
+            }
+            let connection = Connection {
+                io,
+                queue: queue.clone(),
+                pending: VecDeque::new(),
+                inbound,
+                linger: None,
+            };
+            if written.is_ok() {
+                connection.run().await;
+            }
+            // The connection is gone or done: the broker unregisters the session.
+            queue.close(None);
+        }
+        _ => {
+            drop(inbound);
+            let bytes = actix_http::body::to_bytes_limited(body, MAX_REFUSAL_BODY)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            head.head_mut().set_connection_type(ConnectionType::Close);
+            let mut out = BytesMut::with_capacity(256 + bytes.len());
+            codec.encode(
+                actix_http::h1::Message::Item((
+                    head.drop_body(),
+                    BodySize::Sized(bytes.len() as u64),
+                )),
+                &mut out,
+            )?;
+            out.extend_from_slice(&bytes);
+            let mut io = io;
+            if io.write_all(&out).await.is_ok() {
+                let _ = io.shutdown().await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An upgraded connection: the session's queue out, the request payload in.
+struct Connection {
+    io: TcpStream,
+    queue: Arc<OutboundQueue>,
+    /// Frames taken from the queue and not yet fully written; the front may be partly sent.
+    pending: VecDeque<Bytes>,
+    /// Feeds the request payload the session decodes its inbound frames from.
+    inbound: Rc<RefCell<Inbound>>,
+    /// Started when the session has closed while the socket is full.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Connection {
+    /// Runs until the queue is closed and written, or the socket fails.
+    async fn run(mut self) {
+        let finished_writing = poll_fn(|cx| self.poll_io(cx)).await;
+        if finished_writing {
+            let _ = self.io.shutdown().await;
+        }
+        self.inbound.borrow_mut().end();
+    }
+
+    /// Ready(true) when everything queued until the close was written; Ready(false) when
+    /// the socket failed.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.poll_read(cx);
+        loop {
+            if self.pending.is_empty() {
+                match self.queue.poll_drain(cx, &mut self.pending, WRITE_BUDGET) {
+                    Poll::Ready(true) => {}
+                    Poll::Ready(false) => return Poll::Ready(true),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let slices: Vec<IoSlice<'_>> = self
+                .pending
+                .iter()
+                .take(MAX_SLICES)
+                .map(|frame| IoSlice::new(frame))
+                .collect();
+            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(written)) => self.advance(written),
+                Poll::Pending => {
+                    // A client that stops reading must not hold its connection forever once
+                    // its session has ended (slow consumer, heartbeat, shutdown).
+                    if self.queue.poll_closed(cx) {
+                        let linger = self
+                            .linger
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_LINGER)));
+                        if linger.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(false);
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Drops `written` bytes from the front of the pending frames.
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.pending.front_mut() else {
+                return;
+            };
+            if written < front.len() {
+                front.advance(written);
+                return;
+            }
+            written -= front.len();
+            self.pending.pop_front();
+        }
+    }
+
+    /// Moves what the client sent into the request payload, while the session keeps up.
+    fn poll_read(&mut self, cx: &mut Context<'_>) {
+        loop {
+            if !self.inbound.borrow_mut().has_room(cx) {
+                return;
+            }
+            match self.io.poll_read_ready(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Err(_)) => return self.inbound.borrow_mut().end(),
+                Poll::Ready(Ok(())) => {}
+            }
+            let mut buffer = BytesMut::with_capacity(READ_BYTES);
+            match self.io.try_read_buf(&mut buffer) {
+                Ok(0) => return self.inbound.borrow_mut().end(),
+                Ok(_) => self.inbound.borrow_mut().push(buffer.freeze()),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return self.inbound.borrow_mut().end(),
+            }
+        }
+    }
+}
+
+/// Bytes the client sent, waiting for the session. Both ends live on the connection's
+/// worker thread.
+#[derive(Default)]
+struct Inbound {
+    chunks: VecDeque<Bytes>,
+    buffered: usize,
+    /// The client's side has ended (or the socket failed).
+    ended: bool,
+    /// The session no longer reads.
+    dropped: bool,
+    session: Option<Waker>,
+    connection: Option<Waker>,
+}
+
+impl Inbound {
+    fn push(&mut self, chunk: Bytes) {
+        self.buffered += chunk.len();
+        self.chunks.push_back(chunk);
+        if let Some(waker) = self.session.take() {
+            waker.wake();
+        }
+    }
+
+    fn end(&mut self) {
+        self.ended = true;
+        if let Some(waker) = self.session.take() {
+            waker.wake();
+        }
+    }
+
+    /// Whether to read more now; if not because the session is behind, wakes the
+    /// connection when it catches up.
+    fn has_room(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.ended || self.dropped {
+            return false;
+        }
+        if self.buffered < MAX_INBOUND_BYTES {
+            return true;
+        }
+        self.connection = Some(cx.waker().clone());
+        false
+    }
+}
+
+/// The request payload of an upgraded connection.
+struct InboundStream(Rc<RefCell<Inbound>>);
+
+impl Stream for InboundStream {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut inbound = self.0.borrow_mut();
+        if let Some(chunk) = inbound.chunks.pop_front() {
+            inbound.buffered -= chunk.len();
+            if let Some(waker) = inbound.connection.take() {
+                waker.wake();
+            }
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if inbound.ended {
+            return Poll::Ready(None);
+        }
+        inbound.session = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for InboundStream {
+    fn drop(&mut self) {
+        let mut inbound = self.0.borrow_mut();
+        inbound.dropped = true;
+        inbound.chunks.clear();
+        if let Some(waker) = inbound.connection.take() {
+            waker.wake();
+        }
+    }
+}
