@@ -490,4 +490,63 @@ mod tests {
         parser.feed(&stream, &mut events, &mut pongs);
         assert_eq!(Vec::from(events), expected);
     }
+
+    proptest::proptest! {
+        /// Whatever a server sends, in whatever pieces, the parser never panics, and the
+        /// events do not depend on how the bytes were split.
+        #[test]
+        fn any_bytes_in_any_pieces_parse_alike(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            piece in 1usize..64,
+        ) {
+            let scanner = Rc::new(Scanner::new("observed"));
+            let parse = |piece: usize| {
+                let mut parser = FrameParser::new(scanner.clone());
+                let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
+                for chunk in bytes.chunks(piece) {
+                    parser.feed(chunk, &mut events, &mut pongs);
+                }
+                (Vec::from(events), pongs)
+            };
+            proptest::prop_assert_eq!(parse(piece), parse(bytes.len().max(1)));
+        }
+    }
+
+    proptest::proptest! {
+        /// Frames built from the words the scanner looks for, split anywhere, summarise as
+        /// they do whole.
+        #[test]
+        fn frames_of_scanner_words_parse_alike_in_any_pieces(
+            frames in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![0x0u8, 0x1, 0x1, 0x1, 0x2, 0x9, 0xA]),
+                    proptest::bool::weighted(0.8),
+                    proptest::collection::vec(
+                        proptest::sample::select(vec![
+                            "\"attributes\":", "\"observed\":", "1795420842492", ".125", "{\"filter\"",
+                            "\"error\":null", "x", ",", "}", "-",
+                        ]),
+                        0..40,
+                    ),
+                ),
+                0..30,
+            ),
+            piece in 1usize..97,
+        ) {
+            let stream: Vec<u8> = frames
+                .iter()
+                .flat_map(|(opcode, fin, words)| frame(*opcode, *fin, words.concat().as_bytes()))
+                .collect();
+            let scanner = Rc::new(Scanner::new("observed"));
+            let parse = |piece: usize| {
+                let mut parser = FrameParser::new(scanner.clone());
+                let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
+                for chunk in stream.chunks(piece) {
+                    parser.feed(chunk, &mut events, &mut pongs);
+                }
+                (Vec::from(events), pongs)
+            };
+            proptest::prop_assert_eq!(parse(piece), parse(stream.len().max(1)));
+        }
+    }
 }
