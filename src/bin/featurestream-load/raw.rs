@@ -491,6 +491,16 @@ mod tests {
         assert_eq!(Vec::from(events), expected);
     }
 
+    /// The events and pongs of `stream` fed in pieces of `piece` bytes.
+    fn parse_in_pieces(stream: &[u8], piece: usize) -> (Vec<Event>, Vec<Vec<u8>>) {
+        let mut parser = FrameParser::new(Rc::new(Scanner::new("observed")));
+        let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
+        for chunk in stream.chunks(piece.max(1)) {
+            parser.feed(chunk, &mut events, &mut pongs);
+        }
+        (Vec::from(events), pongs)
+    }
+
     proptest::proptest! {
         /// Whatever a server sends, in whatever pieces, the parser never panics, and the
         /// events do not depend on how the bytes were split.
@@ -499,16 +509,7 @@ mod tests {
             bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
             piece in 1usize..64,
         ) {
-            let scanner = Rc::new(Scanner::new("observed"));
-            let parse = |piece: usize| {
-                let mut parser = FrameParser::new(scanner.clone());
-                let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
-                for chunk in bytes.chunks(piece) {
-                    parser.feed(chunk, &mut events, &mut pongs);
-                }
-                (Vec::from(events), pongs)
-            };
-            proptest::prop_assert_eq!(parse(piece), parse(bytes.len().max(1)));
+            proptest::prop_assert_eq!(parse_in_pieces(&bytes, piece), parse_in_pieces(&bytes, bytes.len()));
         }
     }
 
@@ -537,16 +538,7 @@ mod tests {
                 .iter()
                 .flat_map(|(opcode, fin, words)| frame(*opcode, *fin, words.concat().as_bytes()))
                 .collect();
-            let scanner = Rc::new(Scanner::new("observed"));
-            let parse = |piece: usize| {
-                let mut parser = FrameParser::new(scanner.clone());
-                let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
-                for chunk in stream.chunks(piece) {
-                    parser.feed(chunk, &mut events, &mut pongs);
-                }
-                (Vec::from(events), pongs)
-            };
-            proptest::prop_assert_eq!(parse(piece), parse(stream.len().max(1)));
+            proptest::prop_assert_eq!(parse_in_pieces(&stream, piece), parse_in_pieces(&stream, stream.len()));
         }
     }
 }
