@@ -134,15 +134,19 @@ async fn stats_count_closes_by_code_and_filter_errors() {
 
 #[actix_web::test]
 async fn sigterm_closes_sessions_with_1001_and_the_binary_exits_0() {
+    // Started with a low soft open-file limit, as many shells give: the server raises it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_featurestream"))
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_featurestream"))
         .args(["--port", &port.to_string(), "--features", "5", "--hz", "20"])
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
         .spawn()
         .expect("the server binary starts");
     let url = format!("ws://127.0.0.1:{port}{SUBSCRIBE}");
@@ -157,6 +161,20 @@ async fn sigterm_closes_sessions_with_1001_and_the_binary_exits_0() {
     let mut socket = socket.expect("the server accepts sessions");
     next_json(&mut socket).await;
     let pid = child.id().expect("pid").to_string();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("an open-file limit")
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(
+        open_files.first(),
+        open_files.get(1),
+        "the soft open-file limit is raised to the hard one: {open_files:?}"
+    );
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
