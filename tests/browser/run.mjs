@@ -304,8 +304,10 @@ async function runDebugPage(browser, server) {
     await page.keyboard.up("Shift");
     check(await waitFor(page, () => document.getElementById("reply").textContent.includes("geometry")), "debug page: dragged envelope sent and answered");
     await sleep(1500);
-    fs.mkdirSync(path.join(here, "../../docs"), { recursive: true });
-    await page.screenshot({ path: path.join(here, "../../docs/debug-page.png") });
+    // Into target/ (a test run leaves the tree clean); SCREENSHOT_DOCS=1 refreshes the README's.
+    const shots = path.join(here, process.env.SCREENSHOT_DOCS ? "../../docs" : "../../target/browser");
+    fs.mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: path.join(shots, "debug-page.png") });
     await page.click("#disconnect");
     check(await waitFor(page, () => document.getElementById("log").textContent.includes("close 1000")), "debug page: close code logged");
     check(external.length === 0, `debug page: no external requests (${external.slice(0, 3).join(", ")})`);
