@@ -161,13 +161,13 @@ impl Connection {
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            let slices: Vec<IoSlice<'_>> = self
-                .pending
-                .iter()
-                .take(MAX_SLICES)
-                .map(|frame| IoSlice::new(frame))
-                .collect();
-            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices) {
+            // On the stack: this runs once per session and tick.
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = self.pending.len().min(MAX_SLICES);
+            for (slice, frame) in slices.iter_mut().zip(&self.pending) {
+                *slice = IoSlice::new(frame);
+            }
+            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
                 Poll::Ready(Ok(written)) => self.advance(written),
                 Poll::Pending => {
