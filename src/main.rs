@@ -1,7 +1,6 @@
 //! featurestream: `Config::from_env` -> env_logger -> open-file limit -> `server::start`; logs the URLs to use and
 //! shuts down gracefully on SIGINT or SIGTERM.
 
-use std::net::TcpListener;
 use std::process::ExitCode;
 
 use featurestream::config::{Config, ConfigError};
@@ -31,7 +30,7 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(err) => log::warn!("cannot raise the open-file limit: {err}"),
     }
-    let listener = match TcpListener::bind((config.bind, config.port)) {
+    let listener = match server::listen((config.bind, config.port).into(), config.backlog) {
         Ok(listener) => listener,
         Err(err) => {
             log::error!("cannot listen on {}:{}: {err}", config.bind, config.port);

@@ -1,5 +1,5 @@
-//! `start`: builds every service's broker and simulator, then the HTTP server on a given
-//! listener. `main` and the integration tests call the same function.
+//! `listen` opens the listening socket; `start` builds every service's broker and simulator,
+//! then the HTTP server on it. `main` and the integration tests call the same functions.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -17,6 +17,7 @@ use actix_service::{
 };
 use actix_web::dev::AppConfig;
 use actix_web::{App, web};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::broker::{BrokerActor, CloseAll};
 use crate::config::Config;
@@ -87,6 +88,18 @@ impl Stopper {
     }
 }
 
+/// A listening socket on `addr` whose kernel queue holds `backlog` connections not yet
+/// accepted (the kernel caps it at `net.core.somaxconn`). `std::net::TcpListener::bind` asks
+/// for 128: when thousands of viewers connect at once (a ramp, a reconnect after a restart),
+/// the rest would have their SYNs dropped and retry a second or more later.
+pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
 /// Starts brokers, simulators and the HTTP server. Must run inside an actix `System`.
 pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
@@ -128,6 +141,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     // writes the shared frames to the socket without copying them (README, "Transport").
     let app = move || App::new().app_data(state.clone()).configure(http::routes);
     let app_config = move || AppConfig::__priv_test_new(false, addr.to_string(), addr);
+    let request_timeout = config.request_timeout;
     let mut builder = actix_server::Server::build()
         .shutdown_timeout(5)
         .disable_signals()
@@ -143,7 +157,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                 }
             });
             HttpService::build()
-                .client_request_timeout(Duration::from_secs(5))
+                .client_request_timeout(request_timeout)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(addr)
                 .upgrade(upgrade)

@@ -49,6 +49,18 @@ pub const SETTINGS: &[Setting] = &[
         help: "HTTP worker threads (0: one per core)",
     },
     Setting {
+        var: "FEATURESTREAM_BACKLOG",
+        flag: "backlog",
+        default: "4096",
+        help: "Connections the kernel holds until they are accepted (capped by net.core.somaxconn)",
+    },
+    Setting {
+        var: "FEATURESTREAM_REQUEST_TIMEOUT_SECS",
+        flag: "request-timeout-secs",
+        default: "30",
+        help: "Seconds a client has to send its request head (an upgrade included); then 408",
+    },
+    Setting {
         var: "FEATURESTREAM_SERVICES",
         flag: "services",
         default: "",
@@ -271,6 +283,10 @@ pub struct Config {
     pub port: u16,
     /// HTTP workers (0: one per core).
     pub workers: usize,
+    /// Listen queue length.
+    pub backlog: u32,
+    /// Time a client has to send its request head.
+    pub request_timeout: Duration,
     /// The services.
     pub services: Vec<Service>,
     /// Per-session settings.
@@ -443,6 +459,9 @@ impl Raw {
         )?;
         let port = self.parse("FEATURESTREAM_PORT", "a port number from 0 to 65535")?;
         let workers = self.ranged("FEATURESTREAM_WORKERS", 0, 256)? as usize;
+        let backlog = self.ranged("FEATURESTREAM_BACKLOG", 1, 65_535)? as u32;
+        let request_timeout =
+            Duration::from_secs(self.ranged("FEATURESTREAM_REQUEST_TIMEOUT_SECS", 1, 3600)?);
         let hz: f64 = self.parse("FEATURESTREAM_HZ", "a number of ticks per second")?;
         if !(hz > 0.0 && hz <= 1000.0) {
             let (var, value) = self.get("FEATURESTREAM_HZ");
@@ -582,6 +601,8 @@ impl Raw {
             bind,
             port,
             workers,
+            backlog,
+            request_timeout,
             services,
             session,
             admission,

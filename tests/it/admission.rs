@@ -258,3 +258,52 @@ async fn clients_that_never_read_are_closed_while_a_reader_gets_every_tick() {
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count())
 }
+
+/// A burst of connections (a ramp, every viewer reconnecting after a restart) waits in the
+/// listen queue instead of having its SYNs dropped: `server::listen` asks the kernel for the
+/// configured backlog, where `std::net::TcpListener::bind` asks for 128.
+#[test]
+fn the_listen_queue_holds_a_burst_of_connections_nobody_has_accepted_yet() {
+    let config = Config::for_tests(5, 20.0);
+    assert_eq!(config.backlog, 4096, "the default backlog");
+    let listener = featurestream::server::listen(([127, 0, 0, 1], 0).into(), 1024)
+        .expect("listen on an ephemeral port");
+    let addr = listener.local_addr().expect("local address");
+    let mut queued = Vec::new();
+    for _ in 0..600 {
+        match std::net::TcpStream::connect_timeout(&addr, crate::support::WAIT) {
+            Ok(stream) => queued.push(stream),
+            Err(err) => panic!("connection {} was not queued: {err}", queued.len() + 1),
+        }
+    }
+    assert_eq!(queued.len(), 600);
+}
+
+/// A client that opens a connection and never finishes its request head gets 408 once the
+/// configured time is up, and its connection is closed.
+#[actix_web::test]
+async fn a_request_head_that_never_ends_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = Config::for_tests(5, 20.0);
+    assert_eq!(
+        config.request_timeout,
+        Duration::from_secs(30),
+        "the default"
+    );
+    config.request_timeout = Duration::from_secs(1);
+    let server = TestServer::start(config);
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("GET {SUBSCRIBE} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .await
+        .expect("send half a request head");
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::support::WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}

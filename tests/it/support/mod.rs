@@ -3,7 +3,7 @@
 
 pub mod where_gen;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use featurestream::config::Config;
@@ -27,7 +27,8 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server; call inside `#[actix_web::test]`.
     pub fn start(config: Config) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let listener = server::listen(([127, 0, 0, 1], 0).into(), config.backlog)
+            .expect("bind an ephemeral port");
         let running = server::start(config, listener).expect("server starts");
         actix_web::rt::spawn(running.server);
         TestServer {
