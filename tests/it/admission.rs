@@ -266,7 +266,7 @@ fn open_descriptors() -> usize {
 fn the_listen_queue_holds_a_burst_of_connections_nobody_has_accepted_yet() {
     let config = Config::for_tests(5, 20.0);
     assert_eq!(config.backlog, 4096, "the default backlog");
-    let listener = featurestream::server::listen(([127, 0, 0, 1], 0).into(), 1024)
+    let listener = featurestream::server::listen(([127, 0, 0, 1], 0).into(), config.backlog)
         .expect("listen on an ephemeral port");
     let addr = listener.local_addr().expect("local address");
     let mut queued = Vec::new();
