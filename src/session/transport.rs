@@ -46,6 +46,29 @@ struct QueueState {
     conflated: Option<Bytes>,
 }
 
+impl QueueState {
+    /// When the queue has drained, the conflated frame (if any) is next to write.
+    fn release_conflated(&mut self) {
+        if self.frames.is_empty()
+            && let Some(conflated) = self.conflated.take()
+        {
+            self.queued_bytes += conflated.len();
+            self.frames.push_back(conflated);
+        }
+    }
+
+    /// Wakes `cx` on the next push or on the close (keeps the waker if it is the same task).
+    fn register(&mut self, cx: &Context<'_>) {
+        if !self
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            self.waker = Some(cx.waker().clone());
+        }
+    }
+}
+
 /// A session's outbound frames, bounded in bytes. Shared by the broker (pushes data), the
 /// session (pushes replies and control frames) and the response body (drains).
 pub struct OutboundQueue {
@@ -165,12 +188,7 @@ impl OutboundQueue {
         budget: usize,
     ) -> Poll<bool> {
         let mut state = self.lock();
-        if state.frames.is_empty()
-            && let Some(conflated) = state.conflated.take()
-        {
-            state.queued_bytes += conflated.len();
-            state.frames.push_back(conflated);
-        }
+        state.release_conflated();
         let mut taken = 0;
         while taken < budget
             && let Some(frame) = state.frames.pop_front()
@@ -185,13 +203,7 @@ impl OutboundQueue {
         if state.closed {
             return Poll::Ready(false);
         }
-        if !state
-            .waker
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            state.waker = Some(cx.waker().clone());
-        }
+        state.register(cx);
         Poll::Pending
     }
 
@@ -199,13 +211,8 @@ impl OutboundQueue {
     /// push or on the close.
     pub fn poll_closed(&self, cx: &mut Context<'_>) -> bool {
         let mut state = self.lock();
-        if !state.closed
-            && !state
-                .waker
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            state.waker = Some(cx.waker().clone());
+        if !state.closed {
+            state.register(cx);
         }
         state.closed
     }
@@ -234,12 +241,7 @@ impl Stream for OutboundStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut state = self.queue.lock();
-        if state.frames.is_empty()
-            && let Some(conflated) = state.conflated.take()
-        {
-            state.queued_bytes += conflated.len();
-            state.frames.push_back(conflated);
-        }
+        state.release_conflated();
         match state.frames.pop_front() {
             Some(mut frame) => {
                 // actix-http copies each chunk into the connection's write buffer, which keeps
@@ -254,7 +256,7 @@ impl Stream for OutboundStream {
             }
             None if state.closed => Poll::Ready(None),
             None => {
-                state.waker = Some(cx.waker().clone());
+                state.register(cx);
                 Poll::Pending
             }
         }
