@@ -307,3 +307,37 @@ async fn a_request_head_that_never_ends_gets_408() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// The default gives a slow client (a saturated machine, a burst of reconnects) 30 s for its
+/// request head: one finished after 6 s, past actix's own default of 5 s, is still upgraded.
+#[actix_web::test]
+async fn a_request_head_finished_after_6_s_is_still_upgraded_by_default() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::simulated(5);
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("GET {SUBSCRIBE} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .await
+        .expect("send half a request head");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stream
+        .write_all(
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .expect("send the rest");
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(crate::support::WAIT, stream.read_exact(&mut answer))
+        .await
+        .expect("the server answers")
+        .expect("read the status line");
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 101",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
