@@ -135,12 +135,19 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     }
     let services: Vec<Arc<ServiceRuntime>> = runtimes.values().cloned().collect();
     let draining = Arc::new(AtomicBool::new(false));
-    let state = web::Data::new(AppState::new(runtimes, config.clone(), draining.clone()));
+    let state = web::Data::new(AppState::new(
+        runtimes,
+        config.clone(),
+        draining.clone(),
+        addr,
+    ));
     // actix-web's HttpServer, plus an upgrade service: every WebSocket upgrade is answered
     // by the same application, then its connection is driven by `session::socket`, which
     // writes the shared frames to the socket without copying them (README, "Transport").
     let app = move || App::new().app_data(state.clone()).configure(http::routes);
-    let app_config = move || AppConfig::__priv_test_new(false, addr.to_string(), addr);
+    // actix-web's public default: its host and address are placeholders this server never
+    // reads (`http::metadata::websocket_base` falls back to the listening address itself).
+    let app_config = AppConfig::default;
     let request_timeout = config.request_timeout;
     let mut builder = actix_server::Server::build()
         .shutdown_timeout(5)

@@ -1,4 +1,4 @@
-//! An R-tree over the envelopes of the groups that have one (DESIGN.md "Envelope index"):
+//! An R-tree over the envelopes of the groups that have one (docs/architecture.md "Envelope index"):
 //! each feature is looked up once, so 10,000 sessions watching different map extents cost
 //! O(features × log groups + matches) per batch, not O(features × groups).
 

@@ -1,4 +1,4 @@
-//! `Fanout`: the broker's plain state and the per-batch work (DESIGN.md "The hot path").
+//! `Fanout`: the broker's plain state and the per-batch work (docs/architecture.md "The hot path").
 //! Each batch is encoded once per view in use, each group of identical subscriptions
 //! evaluates its filter once per feature and builds its frame once, and every member gets a
 //! clone of the same `Bytes`. Cost grows with distinct subscriptions, not with sessions.
@@ -103,7 +103,7 @@ impl Fanout {
     }
 
     /// Switches a session to a new subscription and queues its filter reply first, so that
-    /// every later frame of this session follows the new filter (PROTOCOL.md §3.3).
+    /// every later frame of this session follows the new filter (docs/protocol.md §3.3).
     pub fn update(&mut self, id: SessionId, subscription: Subscription, reply: Bytes) {
         let Some(subscriber) = self.remove(id) else {
             return;

@@ -37,8 +37,9 @@ impl Actor for BrokerActor {
     type Context = Context<BrokerActor>;
 }
 
+/// The broker no longer feeds `subscriber`; its session says why in its transport's terms
+/// (a close frame, an SSE `close` event) and ends.
 fn end(subscriber: &Subscriber, cause: CloseCause) {
-    subscriber.queue.close(Some(cause.frame()));
     subscriber.control.do_send(SessionEnded { cause });
 }
 

@@ -364,11 +364,11 @@ fn comparable(left: ValueKind, right: ValueKind) -> bool {
         )
 }
 
-/// IN list members must be of the operand's kind; numbers and dates mix (epoch ms). Booleans
-/// take TRUE/FALSE only, so that every member is kept in the typed, sorted list.
+/// IN list members are what `=` accepts against the operand: a value of its kind; numbers
+/// and dates mix (epoch ms); booleans and numbers mix (a boolean is the small integer 0 or 1,
+/// as the metadata advertises it).
 fn in_list_compatible(operand: ValueKind, item: ValueKind) -> bool {
-    use ValueKind::{Date, Number};
-    operand == item || matches!((operand, item), (Number, Date) | (Date, Number))
+    comparable(operand, item)
 }
 
 fn mirror(op: CompareOp) -> CompareOp {
@@ -426,7 +426,11 @@ fn build_in_items(kind: ValueKind, literals: Vec<Literal>) -> InItems {
             values.dedup();
             InItems::Strings(values)
         }
-        ValueKind::Boolean => {
+        ValueKind::Boolean
+            if literals
+                .iter()
+                .all(|literal| matches!(literal, Literal::Boolean(_))) =>
+        {
             let mut values: Vec<bool> = literals
                 .iter()
                 .filter_map(|literal| {
@@ -447,12 +451,15 @@ fn build_in_items(kind: ValueKind, literals: Vec<Literal>) -> InItems {
             values.dedup();
             InItems::Dates(values)
         }
-        ValueKind::Number | ValueKind::Date => {
+        // Numbers, dates as epoch ms, booleans as 0 and 1: the evaluator compares a boolean
+        // or date operand with such a list by its numeric value.
+        ValueKind::Number | ValueKind::Date | ValueKind::Boolean => {
             let mut values: Vec<f64> = literals
                 .iter()
                 .filter_map(|literal| match literal {
                     Literal::Number(value) => Some(*value),
                     Literal::Date(epoch_ms) => Some(*epoch_ms as f64),
+                    Literal::Boolean(value) => Some(f64::from(u8::from(*value))),
                     _ => None,
                 })
                 .collect();

@@ -191,6 +191,20 @@ fn evaluation_table() {
         ("active = 1", "10101"),
         ("parked <> 0", "01100"),
         ("active IN (TRUE)", "10101"),
+        // A boolean is the small integer the metadata advertises: every clause valid for a
+        // small integer holds, with SQL's results for 0 and 1.
+        ("active IN (1)", "10101"),
+        ("active IN (0, 1)", "11111"),
+        ("active IN (0, 2.5)", "01010"),
+        ("active NOT IN (0)", "10101"),
+        ("active NOT IN (0, 1)", "00000"),
+        ("active IN (TRUE, 0)", "11111"),
+        ("active <> 1", "01010"),
+        ("active < 1", "01010"),
+        ("active >= 0.5", "10101"),
+        ("active BETWEEN 1 AND 5", "10101"),
+        ("active NOT BETWEEN 0 AND 0", "10101"),
+        ("speed IN (FALSE)", "00100"),
         ("active AND parked", "00100"),
         ("active OR parked", "11101"),
         // Precedence: comparisons, then NOT, then AND, then OR.
@@ -459,9 +473,8 @@ fn error_table() {
         ("speed ! 1", vec!["Invalid where clause: expected \"!=\", found \"!\" at position 6.".into()]),
         ("speed > 1; DROP TABLE x", vec!["Invalid where clause: expected an operand, operator or keyword, found \";\" at position 9.".into()]),
         ("NULL IN (1)", vec!["Invalid where clause: NULL cannot be tested with IN; use IS NULL at position 0.".into()]),
-        ("speed IN (FALSE)", vec!["Invalid where clause: cannot compare field \"speed\" (number) with boolean FALSE at position 10.".into()]),
-        ("1 IN (FALSE)", vec!["Invalid where clause: cannot compare number 1 with boolean FALSE at position 6.".into()]),
-        ("active IN (1)", vec!["Invalid where clause: cannot compare field \"active\" (boolean) with number 1 at position 11.".into()]),
+        ("active IN ('1')", vec!["Invalid where clause: cannot compare field \"active\" (boolean) with string '1' at position 11.".into()]),
+        ("active IN (DATE '2024-01-01')", vec!["Invalid where clause: cannot compare field \"active\" (boolean) with date TIMESTAMP '2024-01-01 00:00:00' at position 11.".into()]),
     ];
     for (clause, expected) in cases {
         if clause.is_empty() {

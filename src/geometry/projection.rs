@@ -14,7 +14,7 @@ pub const MAX_MERCATOR_LATITUDE: f64 = 85.051_128_779_806_59;
 pub const SUPPORTED_WKIDS: &str = "4326, 3857, 102100, 102113, 900913";
 
 /// A supported spatial reference. Web Mercator remembers the number the client used, because
-/// the ArcGIS SDK checks that the custom-mode handshake echoes it exactly (PROTOCOL.md §4.1).
+/// the ArcGIS SDK checks that the custom-mode handshake echoes it exactly (docs/protocol.md §4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Wkid {
     /// WGS84 longitude/latitude, degrees.

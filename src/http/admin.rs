@@ -2,7 +2,7 @@
 //! `POST /api/sessions/{id}/messages` to one browser session's connections and
 //! `POST /api/messages` to everyone or one service. Delivered as
 //! `{"type":"message","message":<body>}`, a frame both SDK modes pass to `message-received`
-//! without disturbing the stream (PROTOCOL.md §3.2, §4.2). Needs an admin token when auth is
+//! without disturbing the stream (docs/protocol.md §3.2, §4.2). Needs an admin token when auth is
 //! on, and a loopback caller when it is off.
 
 use actix_web::http::StatusCode;

@@ -1,4 +1,4 @@
-//! Admission before the upgrade (seed 002, PROTOCOL.md §6): the connection cap, a per-IP rate
+//! Admission before the upgrade (seed 002, docs/protocol.md §6): the connection cap, a per-IP rate
 //! limit on connection attempts, and the Origin allow-list. Every refusal is an HTTP status
 //! the ArcGIS SDK backs off from, never an accepted-then-closed socket (which it would retry
 //! at once), unless the operator asks for seed 002's close-with-1013 behaviour.

@@ -34,6 +34,9 @@ pub enum HttpError {
     /// A browser page from an origin that is not allowed.
     #[error("Origin {0} is not allowed to connect")]
     OriginRefused(String),
+    /// No SSE session of this service holds that handle (or it has ended).
+    #[error("SSE session not found")]
+    SseSessionNotFound,
     /// A plain request to a WebSocket-only endpoint.
     #[error("This endpoint accepts WebSocket connections only ({0})")]
     NotWebSocket(String),
@@ -42,7 +45,7 @@ pub enum HttpError {
 impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
-            HttpError::UnknownService(_) => StatusCode::NOT_FOUND,
+            HttpError::UnknownService(_) | HttpError::SseSessionNotFound => StatusCode::NOT_FOUND,
             HttpError::InvalidParameters(_) | HttpError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
             HttpError::ShuttingDown | HttpError::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -2,6 +2,7 @@
 //! request's host and scheme (honouring `Forwarded` / `X-Forwarded-*` behind a proxy), so the
 //! SDK opens the socket where it reached the metadata.
 
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
@@ -28,12 +29,12 @@ pub async fn stream_server(
         .ok_or_else(|| HttpError::UnknownService(path.chars().take(64).collect()))?;
     let stream_url = format!(
         "{}/arcgis/ws/services/{}/StreamServer",
-        websocket_base(&req),
+        websocket_base(&req, state.local_addr),
         runtime.service.name
     );
     // ArcGIS REST convention: token errors are a JSON body with HTTP 200 (499 required,
     // 498 invalid). An accepted token is handed back in streamUrls[0].token, which the SDK
-    // appends to the subscribe URL (PROTOCOL.md §7).
+    // appends to the subscribe URL (docs/protocol.md §7).
     let token = AppState::token(&req);
     match state
         .config
@@ -56,13 +57,25 @@ pub async fn stream_server(
     )))
 }
 
-/// `ws://host` or `wss://host` as the client reached this server.
-pub fn websocket_base(req: &HttpRequest) -> String {
+/// `ws://host` or `wss://host` as the client reached this server: the host the request names
+/// (`Forwarded`, `X-Forwarded-Host`, `Host` or the request target), else the listening address.
+pub fn websocket_base(req: &HttpRequest, local_addr: std::net::SocketAddr) -> String {
     let info = req.connection_info();
     let scheme = if info.scheme().eq_ignore_ascii_case("https") {
         "wss"
     } else {
         "ws"
     };
-    format!("{scheme}://{}", info.host())
+    let headers = req.headers();
+    let named = req.uri().authority().is_some()
+        || [header::HOST, header::FORWARDED]
+            .iter()
+            .any(|name| headers.contains_key(name))
+        || headers.contains_key("x-forwarded-host");
+    if named {
+        format!("{scheme}://{}", info.host())
+    } else {
+        // An HTTP/1.0 request without a Host header: actix would answer its own placeholder.
+        format!("{scheme}://{local_addr}")
+    }
 }

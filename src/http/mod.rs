@@ -12,6 +12,7 @@ pub mod sse;
 pub mod subscribe;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -63,6 +64,8 @@ pub struct AppState {
     pub sse_sessions: sse::SseRegistry,
     /// Set when shutdown begins: upgrades are refused with 503 from then on.
     pub draining: Arc<AtomicBool>,
+    /// The listening address (the host a request that names none reached).
+    pub local_addr: SocketAddr,
     next_session: AtomicU64,
 }
 
@@ -72,6 +75,7 @@ impl AppState {
         services: BTreeMap<String, Arc<ServiceRuntime>>,
         config: Arc<Config>,
         draining: Arc<AtomicBool>,
+        local_addr: SocketAddr,
     ) -> AppState {
         let admission = admission::Admission::new(config.admission.clone());
         AppState {
@@ -82,6 +86,7 @@ impl AppState {
             registry: Arc::default(),
             sse_sessions: sse::SseRegistry::default(),
             draining,
+            local_addr,
             next_session: AtomicU64::new(1),
         }
     }
@@ -89,6 +94,8 @@ impl AppState {
     /// Counts an upgrade attempt's outcome.
     pub fn count_attempt<T>(&self, outcome: &Result<T, error::HttpError>) {
         let counter = match outcome {
+            // Not an upgrade attempt.
+            Err(error::HttpError::SseSessionNotFound) => return,
             Ok(_) => &self.connections.accepted,
             Err(error::HttpError::UnknownService(_)) => &self.connections.unknown_service,
             Err(error::HttpError::InvalidParameters(_)) => &self.connections.invalid_parameters,
@@ -104,7 +111,7 @@ impl AppState {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The request's `token` query parameter (ArcGIS puts tokens there, PROTOCOL.md §7).
+    /// The request's `token` query parameter (ArcGIS puts tokens there, docs/protocol.md §7).
     pub fn token(req: &actix_web::HttpRequest) -> Option<String> {
         let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).ok()?;
         query
@@ -157,7 +164,7 @@ impl AppState {
     }
 }
 
-/// CORS for the REST endpoints the SDK reads from another origin (PROTOCOL.md §2.1).
+/// CORS for the REST endpoints the SDK reads from another origin (docs/protocol.md §2.1).
 fn rest_cors() -> Cors {
     Cors::default()
         .allow_any_origin()
@@ -207,7 +214,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .route("/api/services/{name}/events", web::get().to(sse::events))
         .route(
-            "/api/services/{name}/events/{session}/filter",
+            "/api/services/{name}/events/{handle}/filter",
             web::post().to(sse::filter),
         );
 }

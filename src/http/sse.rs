@@ -1,5 +1,7 @@
-//! SSE endpoints (seed 002): `GET /api/services/{name}/events` with the same query parameters
-//! and filter semantics as `/subscribe`, and `POST .../events/{session}/filter`.
+//! SSE endpoints (seed 002): `GET /api/services/{name}/events` with the same query parameters,
+//! token check and filter semantics as `/subscribe`, and
+//! `POST /api/services/{name}/events/{handle}/filter` behind the same token check, for the
+//! session of that service holding that random handle only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,14 +12,36 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::AppState;
 use super::admission::Admitted;
 use super::error::HttpError;
-use super::subscribe::{SubscribeQuery, lookup, validate};
-use crate::broker::SessionId;
-use crate::protocol::metadata::error_body;
-use crate::session::sse_stream::{ApplyFilter, SseSessionActor};
+use super::subscribe::{SubscribeQuery, lookup, peer, validate};
+use crate::session::SessionParts;
+use crate::session::sse_stream::{ApplyFilter, SseHandle, SseSessionActor};
 use crate::session::transport::{self, OutboundQueue};
 
-/// Live SSE sessions by id, for filter updates.
-pub type SseRegistry = Arc<Mutex<HashMap<SessionId, Addr<SseSessionActor>>>>;
+/// A live SSE session: the service it streams and its actor.
+struct SseEntry {
+    service: String,
+    address: Addr<SseSessionActor>,
+}
+
+/// Live SSE sessions by handle, for filter updates.
+#[derive(Clone, Default)]
+pub struct SseRegistry(Arc<Mutex<HashMap<SseHandle, SseEntry>>>);
+
+impl SseRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SseHandle, SseEntry>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The session holding `handle`, if it streams `service`.
+    fn find(&self, service: &str, handle: &SseHandle) -> Option<Addr<SseSessionActor>> {
+        self.lock()
+            .get(handle)
+            .filter(|entry| entry.service == service)
+            .map(|entry| entry.address.clone())
+    }
+}
 
 /// `GET /api/services/{name}/events`.
 pub async fn events(
@@ -36,63 +60,58 @@ pub async fn events(
     };
     let settings = state.config.session.clone();
     let queue = OutboundQueue::new(settings.queue_bytes);
-    let id = state.next_session_id();
-    let registry = state.sse_sessions.clone();
+    let service = runtime.service.name.clone();
+    let parts = SessionParts {
+        id: state.next_session_id(),
+        service: runtime,
+        settings,
+        queue: queue.clone(),
+        peer: peer(&req),
+        slot,
+        cookie: None,
+        registry: state.registry.clone(),
+    };
+    let handle = SseHandle::random();
     let unregister = {
-        let registry = registry.clone();
-        Box::new(move |id: SessionId| {
-            registry
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&id);
+        let registry = state.sse_sessions.clone();
+        Box::new(move |handle: &SseHandle| {
+            registry.lock().remove(handle);
         })
     };
-    let session = SseSessionActor::new(
-        id,
-        runtime,
-        settings,
-        queue.clone(),
-        out_sr,
-        filter_state,
-        slot,
-        unregister,
-    );
-    let address = session.start();
-    registry
+    let address =
+        SseSessionActor::new(parts, handle.clone(), out_sr, filter_state, unregister).start();
+    state
+        .sse_sessions
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .insert(id, address);
+        .insert(handle, SseEntry { service, address });
     Ok(transport::event_stream(queue))
 }
 
-/// `POST /api/services/{name}/events/{session}/filter` with `{"filter": ...}`.
+/// `POST /api/services/{name}/events/{handle}/filter` with `{"filter": ...}`: 200 with the
+/// filter reply, 429 with it when over the session's filter-message rate.
 pub async fn filter(
-    path: web::Path<(String, u64)>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
     body: String,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    let (_, session) = path.into_inner();
+) -> Result<HttpResponse, HttpError> {
+    let (name, handle) = path.into_inner();
+    let runtime = lookup(&state, &name)?;
+    state.check_token(&req, &runtime.service.name)?;
     let address = state
         .sse_sessions
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .get(&SessionId(session))
-        .cloned();
-    let Some(address) = address else {
-        return HttpResponse::NotFound().json(error_body(
-            404,
-            &format!("SSE session {session} not found"),
-            &[],
-        ));
+        .find(&runtime.service.name, &SseHandle::from_client(&handle))
+        .ok_or(HttpError::SseSessionNotFound)?;
+    let answer = address
+        .send(ApplyFilter { text: body })
+        .await
+        .map_err(|_| HttpError::SseSessionNotFound)?;
+    let mut response = if answer.rate_limited {
+        let mut response = HttpResponse::TooManyRequests();
+        response.insert_header(("Retry-After", "1"));
+        response
+    } else {
+        HttpResponse::Ok()
     };
-    match address.send(ApplyFilter { text: body }).await {
-        Ok(reply) => HttpResponse::Ok()
-            .content_type("application/json")
-            .body(reply),
-        Err(_) => HttpResponse::NotFound().json(error_body(
-            404,
-            &format!("SSE session {session} has ended"),
-            &[],
-        )),
-    }
+    Ok(response.content_type("application/json").body(answer.reply))
 }

@@ -1,5 +1,5 @@
 //! The two WebSocket endpoints: ArcGIS `/subscribe` (every URL parameter validated before the
-//! upgrade, so that a refusal is an HTTP status the SDK backs off from, PROTOCOL.md §6) and
+//! upgrade, so that a refusal is an HTTP status the SDK backs off from, docs/protocol.md §6) and
 //! custom mode (`/` and `/arcgis/ws/services/{name}/custom`, seed 000).
 
 use std::sync::Arc;
@@ -164,7 +164,7 @@ pub(crate) fn lookup(state: &AppState, name: &str) -> Result<Arc<ServiceRuntime>
         .ok_or_else(|| HttpError::UnknownService(name.chars().take(64).collect()))
 }
 
-fn peer(req: &HttpRequest) -> String {
+pub(crate) fn peer(req: &HttpRequest) -> String {
     req.peer_addr()
         .map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string())
 }

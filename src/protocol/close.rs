@@ -25,7 +25,7 @@ pub enum CloseCause {
     TryAgainLater,
     /// 4400: the custom-mode handshake cannot be served (reason names the problem).
     BadHandshake(String),
-    /// 4400: heartbeat: no pong in time.
+    /// 1001: heartbeat: no pong in time (the client is gone, as far as the server can tell).
     HeartbeatTimeout,
 }
 
@@ -34,14 +34,13 @@ impl CloseCause {
     pub fn code(&self) -> u16 {
         match self {
             CloseCause::Normal => 1000,
-            CloseCause::ShuttingDown => 1001,
+            CloseCause::ShuttingDown | CloseCause::HeartbeatTimeout => 1001,
             CloseCause::ProtocolError => 1002,
             CloseCause::BinaryFrame => 1003,
             CloseCause::SlowConsumer | CloseCause::FilterFlood => 1008,
             CloseCause::FrameTooLarge { .. } => 1009,
             CloseCause::TryAgainLater => 1013,
             CloseCause::BadHandshake(_) => 4400,
-            CloseCause::HeartbeatTimeout => 1001,
         }
     }
 

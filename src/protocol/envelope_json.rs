@@ -1,6 +1,6 @@
 //! Decoding of an envelope in every documented form: the URL's `xmin,ymin,xmax,ymax`, an
 //! envelope JSON object (with or without `spatialReference`, by `wkid` or `latestWkid`), the
-//! same object inside a JSON *string* (what the ArcGIS SDK sends, PROTOCOL.md §3.3), the REST
+//! same object inside a JSON *string* (what the ArcGIS SDK sends, docs/protocol.md §3.3), the REST
 //! page's `("xmin": .., ...)` spelling, and `{}` / `""` meaning "no geometry filter".
 
 use serde_json::{Map, Value};

@@ -238,7 +238,7 @@ impl EncodedBatch {
         buffer.freeze()
     }
 
-    /// Server mode: one text frame per selected feature, concatenated (PROTOCOL.md §3.2).
+    /// Server mode: one text frame per selected feature, concatenated (docs/protocol.md §3.2).
     pub fn server_frames(&self, selection: Selection<'_>) -> Bytes {
         let total: usize = self
             .selected(selection)

@@ -1,7 +1,7 @@
 //! The inbound filter message `{"filter": {...}}` (ArcGIS subscribe, seed 003) and the reply
 //! `{"filter": <state>, "error": null | [..]}`, plus the plain-text `ping` of seed 001.
 //! The reply never carries `"filter": null`: the ArcGIS SDK waits for a truthy `filter`
-//! (PROTOCOL.md §3.3), so an empty state is `{}`.
+//! (docs/protocol.md §3.3), so an empty state is `{}`.
 
 use serde_json::{Map, Value};
 

@@ -1,4 +1,4 @@
-//! The custom-mode handshake (seed 000, PROTOCOL.md §4.1): the client's first frame
+//! The custom-mode handshake (seed 000, docs/protocol.md §4.1): the client's first frame
 //! `{"format":"json","spatialReference":{"wkid":N},"filter":..,"outFields":[..]}` and the
 //! server's echo, which must repeat `format` and the wkid number exactly as sent.
 

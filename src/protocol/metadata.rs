@@ -1,5 +1,5 @@
 //! REST documents: the catalog (`/arcgis/rest/services?f=json`), a stream service's metadata
-//! (`.../StreamServer?f=json`, every key the ArcGIS SDK needs, PROTOCOL.md §2.2) and the
+//! (`.../StreamServer?f=json`, every key the ArcGIS SDK needs, docs/protocol.md §2.2) and the
 //! ArcGIS JSON error body.
 
 use serde_json::{Value, json};

@@ -3,6 +3,7 @@
 //! every filter message with the `{"filter": .., "error": ..}` reply, runs the heartbeat, and
 //! ends the session through one function that sends a close code and reason.
 
+pub mod filter_budget;
 pub mod registry;
 pub mod socket;
 pub mod sse_stream;
@@ -22,11 +23,12 @@ use crate::broker::{
 use crate::config::SessionSettings;
 use crate::filter::{FilterError, FilterState, FilterUpdate};
 use crate::geometry::Wkid;
-use crate::http::admission::{ConnectionSlot, TokenBucket};
+use crate::http::admission::ConnectionSlot;
 use crate::protocol::close::CloseCause;
 use crate::protocol::filter_message::{self, ClientMessage};
 use crate::protocol::{handshake, ws_frame};
 use crate::server::ServiceRuntime;
+use filter_budget::{FilterBudget, Verdict};
 use subscription::{Subscription, WireMode};
 use transport::OutboundQueue;
 
@@ -51,8 +53,7 @@ pub struct SessionActor {
     state: FilterState,
     last_heard: Instant,
     peer: String,
-    filter_budget: Option<TokenBucket>,
-    filter_refusals: u32,
+    filter_budget: FilterBudget,
     cookie: Option<String>,
     registry: Arc<registry::Registry>,
     /// Held for the session's life; dropping it frees a place under the connection cap.
@@ -96,10 +97,7 @@ impl SessionActor {
     }
 
     fn new(parts: SessionParts, mode: WireMode, phase: Phase, state: FilterState) -> SessionActor {
-        let filter_budget = parts
-            .settings
-            .filter_rate
-            .map(|rate| TokenBucket::new(rate, rate * 2.0));
+        let filter_budget = FilterBudget::new(parts.settings.filter_rate);
         SessionActor {
             id: parts.id,
             mode,
@@ -111,7 +109,6 @@ impl SessionActor {
             last_heard: Instant::now(),
             peer: parts.peer,
             filter_budget,
-            filter_refusals: 0,
             cookie: parts.cookie,
             registry: parts.registry,
             _slot: parts.slot,
@@ -158,69 +155,76 @@ impl SessionActor {
         }
         match self.phase {
             Phase::AwaitingHandshake => self.on_handshake(ctx, text),
-            Phase::Streaming(out_sr) => {
-                self.on_message(text, out_sr);
-                // A flood that goes on past a full second's worth of refusals ends the session.
-                let limit = self
-                    .settings
-                    .filter_rate
-                    .map_or(u32::MAX, |rate| (rate * 2.0).ceil() as u32 + 10);
-                if self.filter_refusals > limit {
-                    self.close(ctx, CloseCause::FilterFlood);
-                }
-            }
+            Phase::Streaming(out_sr) => self.on_message(ctx, text, out_sr),
             Phase::Closing => {}
         }
     }
 
     fn on_handshake(&mut self, ctx: &mut Context<SessionActor>, text: &str) {
-        let decoded = handshake::decode(text).and_then(|handshake| {
-            let mut state = FilterState::default();
-            let limits = self.settings.filter_limits;
-            match state.apply(
-                handshake.update.clone(),
-                &self.service.service.schema,
-                handshake.out_sr,
-                limits,
-            ) {
-                Ok(()) => Ok((handshake, state)),
-                Err(errors) => Err(join_errors(&errors)),
-            }
-        });
-        match decoded {
-            Ok((handshake, state)) => {
-                self.state = state;
-                self.phase = Phase::Streaming(handshake.out_sr);
-                self.send_text(&handshake::encode_echo(&handshake));
-                let subscriber = self.subscriber(ctx);
-                let subscription = self.subscription(handshake.out_sr);
-                self.service.broker.do_send(Subscribe {
-                    subscriber,
-                    subscription,
-                });
-            }
+        let mut handshake = match handshake::decode(text) {
+            Ok(handshake) => handshake,
             Err(reason) => {
-                // The SDK reconnects at once after any close (PROTOCOL.md §6): wait a moment
+                // The SDK reconnects at once after any close (docs/protocol.md): wait a moment
                 // so that a handshake it will repeat does not become hundreds per second.
                 self.phase = Phase::Closing;
                 ctx.run_later(self.settings.handshake_reject_delay, move |session, ctx| {
                     session.close(ctx, CloseCause::BadHandshake(reason));
                 });
-            }
-        }
-    }
-
-    fn on_message(&mut self, text: &str, out_sr: Wkid) {
-        let update: FilterUpdate = match filter_message::decode(text) {
-            ClientMessage::Filter(_) if !self.take_filter_budget() => {
-                let rate = self.settings.filter_rate.unwrap_or_default();
-                let err = FilterError::Malformed(format!(
-                    "too many filter messages; at most {rate} per second."
-                ));
-                self.send_text(&filter_message::encode_reply(&self.state, &[err]));
                 return;
             }
-            ClientMessage::Filter(update) => update,
+        };
+        // A filter that cannot be applied keeps the session (closing would make the SDK send
+        // the same handshake again at once, forever): the echo says that no filter is in
+        // force, the next frame is the filter reply naming the problem, and the stream
+        // carries what the applied state (everything) selects.
+        let mut state = FilterState::default();
+        let refused = state
+            .apply(
+                handshake.update.clone(),
+                &self.service.service.schema,
+                handshake.out_sr,
+                self.settings.filter_limits,
+            )
+            .err();
+        if refused.is_some() {
+            state = FilterState::default();
+            handshake.filter_echo = serde_json::Value::Null;
+            handshake.out_fields_echo = serde_json::Value::Null;
+        }
+        self.state = state;
+        self.phase = Phase::Streaming(handshake.out_sr);
+        self.send_text(&handshake::encode_echo(&handshake));
+        if let Some(errors) = refused {
+            log::debug!(
+                "session {} handshake filter refused: {}",
+                self.id.0,
+                join_errors(&errors)
+            );
+            self.registry.count_filter_error();
+            self.send_text(&filter_message::encode_reply(&self.state, &errors));
+        }
+        let subscriber = self.subscriber(ctx);
+        let subscription = self.subscription(handshake.out_sr);
+        self.service.broker.do_send(Subscribe {
+            subscriber,
+            subscription,
+        });
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<SessionActor>, text: &str, out_sr: Wkid) {
+        let update: FilterUpdate = match filter_message::decode(text) {
+            ClientMessage::Filter(update) => match self.filter_budget.take(Instant::now()) {
+                Verdict::Allowed => update,
+                Verdict::Refused(err) => {
+                    self.send_text(&filter_message::encode_reply(&self.state, &[err]));
+                    return;
+                }
+                Verdict::Flood(err) => {
+                    self.send_text(&filter_message::encode_reply(&self.state, &[err]));
+                    self.close(ctx, CloseCause::FilterFlood);
+                    return;
+                }
+            },
             ClientMessage::Ping => {
                 self.send_text("pong");
                 return;
@@ -260,16 +264,6 @@ impl SessionActor {
                 self.send_text(&filter_message::encode_reply(&self.state, &errors));
             }
         }
-    }
-
-    /// Whether a filter message may be applied now (token bucket per session).
-    fn take_filter_budget(&mut self) -> bool {
-        let Some(budget) = &mut self.filter_budget else {
-            return true;
-        };
-        let allowed = budget.take(Instant::now());
-        self.filter_refusals = if allowed { 0 } else { self.filter_refusals + 1 };
-        allowed
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<SessionActor>) {
@@ -397,17 +391,9 @@ fn echo_close(reason: Option<CloseReason>) -> Bytes {
 impl Handler<SessionEnded> for SessionActor {
     type Result = ();
 
+    /// The broker ended the session (slow consumer, shutdown): say so in a close frame.
     fn handle(&mut self, message: SessionEnded, ctx: &mut Context<SessionActor>) {
-        log::info!(
-            "session {} ({}) ended: {} {}",
-            self.id.0,
-            self.peer,
-            message.cause.code(),
-            message.cause.reason()
-        );
-        self.registry.count_close(message.cause.code());
-        self.phase = Phase::Closing;
-        ctx.stop();
+        self.close(ctx, message.cause);
     }
 }
 
@@ -415,7 +401,7 @@ impl Handler<registry::ServerMessage> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, message: registry::ServerMessage, _: &mut Context<SessionActor>) {
-        // Custom mode before its handshake must see the echo first (PROTOCOL.md §4.1).
+        // Custom mode before its handshake must see the echo first (docs/protocol.md §4.1).
         if !matches!(self.phase, Phase::AwaitingHandshake) {
             self.queue.push_control(ws_frame::text_frame(&message.json));
         }

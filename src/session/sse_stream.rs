@@ -1,68 +1,123 @@
 //! `SseSessionActor`: a server-sent-events session (seed 002). The same `Subscription`, filter
-//! merge and bounded outbound queue as a WebSocket session; filter updates arrive over HTTP
-//! (`POST /api/services/{name}/events/{session}/filter`) and are answered with the same
-//! `{"filter": .., "error": ..}` reply, also queued as a `filter` event in stream order.
+//! merge, filter-message rate and bounded outbound queue as a WebSocket session; filter
+//! updates arrive over HTTP (`POST /api/services/{name}/events/{handle}/filter`, with the
+//! random handle the `session` event gave) and are answered with the same
+//! `{"filter": .., "error": ..}` reply, also queued as a `filter` event in stream order. The
+//! session ends with a `close` event carrying the code and reason a WebSocket would get.
 //!
 //! `Last-Event-ID` is ignored on purpose: the stream carries live positions, not a log, so a
 //! reconnecting client is best served by the next tick, which has every track's newest
 //! observation.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
-use crate::broker::{
-    SessionEnded, SessionId, Subscribe, Subscriber, Unsubscribe, UpdateSubscription,
-};
-use crate::config::SessionSettings;
-use crate::filter::FilterState;
+use super::SessionParts;
+use super::filter_budget::{FilterBudget, Verdict};
+use crate::broker::{SessionEnded, Subscribe, Subscriber, Unsubscribe, UpdateSubscription};
+use crate::filter::{FilterError, FilterState};
 use crate::geometry::Wkid;
-use crate::http::admission::ConnectionSlot;
+use crate::protocol::close::CloseCause;
 use crate::protocol::filter_message::{self, ClientMessage};
 use crate::protocol::sse;
-use crate::server::ServiceRuntime;
 use crate::session::subscription::{Subscription, WireMode};
-use crate::session::transport::{OutboundQueue, Push};
+use crate::session::transport::Push;
 
 /// A comment line this often keeps proxies from closing an idle stream (seed 002: 15 s).
 pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// The capability that lets its holder change one SSE session's filter: 128 random bits, so
+/// that no client can reach another's session by guessing or counting.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SseHandle(String);
+
+impl SseHandle {
+    /// A fresh handle from the thread's cryptographically secure generator.
+    pub fn random() -> SseHandle {
+        SseHandle(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    /// A handle as a client sent it back (looked up, never trusted).
+    pub fn from_client(text: &str) -> SseHandle {
+        SseHandle(text.to_owned())
+    }
+
+    /// The handle's text, as it appears in the filter URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Called once when an SSE session stops, with its handle (unregisters it).
+pub type OnStop = Box<dyn FnOnce(&SseHandle)>;
+
 /// One SSE session.
 pub struct SseSessionActor {
-    id: SessionId,
-    service: Arc<ServiceRuntime>,
-    settings: SessionSettings,
-    queue: Arc<OutboundQueue>,
+    parts: SessionParts,
+    handle: SseHandle,
     out_sr: Wkid,
     state: FilterState,
-    on_stop: Option<Box<dyn FnOnce(SessionId)>>,
-    _slot: ConnectionSlot,
+    filter_budget: FilterBudget,
+    ended: bool,
+    on_stop: Option<OnStop>,
 }
 
 impl SseSessionActor {
-    /// A session whose query parameters were validated; `on_stop` unregisters it.
-    #[allow(clippy::too_many_arguments)]
+    /// A session whose query parameters were validated; `on_stop` unregisters its handle.
     pub fn new(
-        id: SessionId,
-        service: Arc<ServiceRuntime>,
-        settings: SessionSettings,
-        queue: Arc<OutboundQueue>,
+        parts: SessionParts,
+        handle: SseHandle,
         out_sr: Wkid,
         state: FilterState,
-        slot: ConnectionSlot,
-        on_stop: Box<dyn FnOnce(SessionId)>,
+        on_stop: OnStop,
     ) -> SseSessionActor {
+        let filter_budget = FilterBudget::new(parts.settings.filter_rate);
         SseSessionActor {
-            id,
-            service,
-            settings,
-            queue,
+            parts,
+            handle,
             out_sr,
             state,
+            filter_budget,
+            ended: false,
             on_stop: Some(on_stop),
-            _slot: slot,
         }
+    }
+
+    fn subscription(&self) -> Subscription {
+        Subscription::new(
+            WireMode::Sse,
+            self.out_sr,
+            &self.state,
+            &self.parts.service.service.schema,
+        )
+    }
+
+    /// Queues a filter reply as a `filter` event and returns its JSON.
+    fn reply(&self, errors: &[FilterError]) -> String {
+        let reply = filter_message::encode_reply(&self.state, errors);
+        self.parts
+            .queue
+            .push_control(sse::event("filter", reply.as_bytes()));
+        reply
+    }
+
+    /// Every way an SSE session ends: a `close` event with the code and reason a WebSocket
+    /// would get, then the end of the stream.
+    fn end(&mut self, ctx: &mut Context<SseSessionActor>, cause: CloseCause) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        log::info!(
+            "sse session {} ({}) closed: {} {}",
+            self.parts.id.0,
+            self.parts.peer,
+            cause.code(),
+            cause.reason()
+        );
+        self.parts.registry.count_close(cause.code());
+        self.parts.queue.close(Some(sse::close_event(&cause)));
+        ctx.stop();
     }
 }
 
@@ -70,112 +125,134 @@ impl Actor for SseSessionActor {
     type Context = Context<SseSessionActor>;
 
     fn started(&mut self, ctx: &mut Context<SseSessionActor>) {
+        let service = &self.parts.service.service.name;
         log::info!(
-            "sse session {} opened, service {}",
-            self.id.0,
-            self.service.service.name
+            "sse session {} ({}) opened, service {service}",
+            self.parts.id.0,
+            self.parts.peer
         );
         let hello = serde_json::json!({
-            "session": self.id.0,
-            "filterUrl": format!("/api/services/{}/events/{}/filter", self.service.service.name, self.id.0),
+            "session": self.handle.as_str(),
+            "filterUrl": format!("/api/services/{service}/events/{}/filter", self.handle.as_str()),
             "filter": filter_message::state_json(&self.state),
         });
-        self.queue
+        self.parts
+            .queue
             .push_control(sse::event("session", hello.to_string().as_bytes()));
         let subscriber = Subscriber {
-            id: self.id,
-            queue: self.queue.clone(),
+            id: self.parts.id,
+            queue: self.parts.queue.clone(),
             control: ctx.address().recipient(),
         };
-        let subscription = Subscription::new(
-            WireMode::Sse,
-            self.out_sr,
-            &self.state,
-            &self.service.service.schema,
-        );
-        self.service.broker.do_send(Subscribe {
+        let subscription = self.subscription();
+        self.parts.service.broker.do_send(Subscribe {
             subscriber,
             subscription,
         });
         ctx.run_interval(SSE_HEARTBEAT, |session, ctx| {
-            if session.queue.push_control(sse::heartbeat()) == Push::Closed {
+            if session.parts.queue.push_control(sse::heartbeat()) == Push::Closed {
                 ctx.stop();
             }
         });
     }
 
     fn stopped(&mut self, _: &mut Context<SseSessionActor>) {
-        log::info!("sse session {} closed", self.id.0);
-        self.service.broker.do_send(Unsubscribe { id: self.id });
-        self.queue.close(None);
+        log::info!("sse session {} stopped", self.parts.id.0);
+        self.parts
+            .service
+            .broker
+            .do_send(Unsubscribe { id: self.parts.id });
+        self.parts.queue.close(None);
         if let Some(on_stop) = self.on_stop.take() {
-            on_stop(self.id);
+            on_stop(&self.handle);
         }
     }
 }
 
-/// Sent by `POST .../events/{session}/filter` with the request body.
+/// Sent by `POST .../events/{handle}/filter` with the request body.
 #[derive(Message)]
-#[rtype(result = "String")]
+#[rtype(result = "FilterAnswer")]
 pub struct ApplyFilter {
     /// The body, `{"filter": ...}`.
     pub text: String,
 }
 
-impl Handler<ApplyFilter> for SseSessionActor {
-    type Result = String;
+/// The HTTP answer to a filter update: the reply, and whether it was refused for the rate.
+pub struct FilterAnswer {
+    /// `{"filter": .., "error": ..}` (or `pong` for a plain `ping`).
+    pub reply: String,
+    /// Over the session's filter-message rate (the reply names the limit).
+    pub rate_limited: bool,
+}
 
-    fn handle(&mut self, message: ApplyFilter, _: &mut Context<SseSessionActor>) -> String {
+impl Handler<ApplyFilter> for SseSessionActor {
+    type Result = actix::MessageResult<ApplyFilter>;
+
+    fn handle(
+        &mut self,
+        message: ApplyFilter,
+        ctx: &mut Context<SseSessionActor>,
+    ) -> actix::MessageResult<ApplyFilter> {
+        let answer = |reply: String| FilterAnswer {
+            reply,
+            rate_limited: false,
+        };
         let update = match filter_message::decode(&message.text) {
-            ClientMessage::Filter(update) => update,
-            ClientMessage::Ping => return "pong".to_owned(),
+            ClientMessage::Filter(update) => match self.filter_budget.take(Instant::now()) {
+                Verdict::Allowed => update,
+                Verdict::Refused(err) => {
+                    return actix::MessageResult(FilterAnswer {
+                        reply: self.reply(&[err]),
+                        rate_limited: true,
+                    });
+                }
+                Verdict::Flood(err) => {
+                    let reply = self.reply(&[err]);
+                    self.end(ctx, CloseCause::FilterFlood);
+                    return actix::MessageResult(FilterAnswer {
+                        reply,
+                        rate_limited: true,
+                    });
+                }
+            },
+            ClientMessage::Ping => return actix::MessageResult(answer("pong".to_owned())),
             ClientMessage::Unrecognized(err) => {
-                return filter_message::encode_reply(&self.state, &[err]);
+                self.parts.registry.count_filter_error();
+                return actix::MessageResult(answer(self.reply(&[err])));
             }
         };
         let mut next = self.state.clone();
-        match next.apply(
+        let applied = next.apply(
             update,
-            &self.service.service.schema,
+            &self.parts.service.service.schema,
             self.out_sr,
-            self.settings.filter_limits,
-        ) {
+            self.parts.settings.filter_limits,
+        );
+        actix::MessageResult(answer(match applied {
             Ok(()) => {
                 self.state = next;
                 let reply = filter_message::encode_reply(&self.state, &[]);
-                let subscription = Subscription::new(
-                    WireMode::Sse,
-                    self.out_sr,
-                    &self.state,
-                    &self.service.service.schema,
-                );
-                let event = sse::event("filter", reply.as_bytes());
-                self.service.broker.do_send(UpdateSubscription {
-                    id: self.id,
-                    subscription,
-                    reply: event,
+                // The broker queues the event before any data of the new subscription.
+                self.parts.service.broker.do_send(UpdateSubscription {
+                    id: self.parts.id,
+                    subscription: self.subscription(),
+                    reply: sse::event("filter", reply.as_bytes()),
                 });
                 reply
             }
             Err(errors) => {
-                let reply = filter_message::encode_reply(&self.state, &errors);
-                self.queue
-                    .push_control(sse::event("filter", reply.as_bytes()));
-                reply
+                self.parts.registry.count_filter_error();
+                self.reply(&errors)
             }
-        }
+        }))
     }
 }
 
 impl Handler<SessionEnded> for SseSessionActor {
     type Result = ();
 
+    /// The broker ended the session (slow consumer, shutdown).
     fn handle(&mut self, message: SessionEnded, ctx: &mut Context<SseSessionActor>) {
-        log::info!(
-            "sse session {} ended: {}",
-            self.id.0,
-            message.cause.reason()
-        );
-        ctx.stop();
+        self.end(ctx, message.cause);
     }
 }

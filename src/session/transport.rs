@@ -1,4 +1,4 @@
-//! The WebSocket transport, built the way actix-web-actors builds its own (DESIGN.md
+//! The WebSocket transport, built the way actix-web-actors builds its own (docs/architecture.md
 //! "Transport"), but frame-once: a session's bounded queue of ready frames (shared `Bytes`)
 //! and inbound frames decoded with actix-http's codec over the request payload. The 101
 //! response carries the queue as an [`Upgraded`] extension: the server's upgrade service
@@ -42,7 +42,7 @@ struct QueueState {
     closed: bool,
     waker: Option<Waker>,
     full_since: Option<Instant>,
-    /// The newest data frame that did not fit (DESIGN.md "Sessions and back-pressure").
+    /// The newest data frame that did not fit (docs/architecture.md "Sessions and back-pressure").
     conflated: Option<Bytes>,
 }
 
@@ -135,12 +135,14 @@ impl OutboundQueue {
         Push::Queued
     }
 
-    /// Queues a final frame (a close frame, or nothing) and accepts no more.
+    /// Queues a final frame (a close frame, or nothing) and accepts no more. A conflated data
+    /// frame still waiting is dropped: nothing may follow the final frame.
     pub fn close(&self, last_frame: Option<Bytes>) {
         let mut state = self.lock();
         if state.closed {
             return;
         }
+        state.conflated = None;
         if let Some(frame) = last_frame {
             state.queued_bytes += frame.len();
             state.frames.push_back(frame);
@@ -379,6 +381,26 @@ mod tests {
         assert_eq!(queue.queued_bytes(), 11);
         queue.close(Some(Bytes::from_static(b"bye")));
         assert_eq!(queue.push_data(Bytes::from_static(b"x")), Push::Closed);
+    }
+
+    #[test]
+    fn nothing_follows_the_final_frame_not_even_a_conflated_one() {
+        let queue = OutboundQueue::new(10);
+        assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"654321")),
+            Push::Conflated
+        );
+        queue.close(Some(Bytes::from_static(b"bye")));
+        let mut frames = Vec::new();
+        while let Some(frame) = queue.take_front_for_tests() {
+            frames.push(frame);
+            queue.lock().release_conflated();
+        }
+        assert_eq!(
+            frames,
+            [Bytes::from_static(b"123456"), Bytes::from_static(b"bye")]
+        );
     }
 
     #[test]

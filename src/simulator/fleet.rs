@@ -174,7 +174,7 @@ impl Fleet {
                 let [x, y] = to_schema([x, y]);
                 Geometry::Point { x, y }
             }
-            GeometryType::Polyline | GeometryType::Polygon => {
+            GeometryType::Polyline => {
                 let mut path: Vec<[f64; 2]> =
                     vehicle.trail.iter().copied().map(to_schema).collect();
                 if path.len() == 1 {
@@ -182,12 +182,37 @@ impl Fleet {
                 }
                 Geometry::Polyline { paths: vec![path] }
             }
+            GeometryType::Polygon => Geometry::Polygon {
+                rings: vec![footprint(x, y).into_iter().map(to_schema).collect()],
+            },
         };
         Feature {
             attributes,
             geometry,
         }
     }
+}
+
+/// Radius of a polygon service's footprint around each vehicle, in metres.
+const FOOTPRINT_RADIUS_M: f64 = 150.0;
+/// Vertices of the footprint ring (before the closing vertex).
+const FOOTPRINT_VERTICES: usize = 12;
+
+/// A polygon service's observation: the area around a vehicle at WGS84 `x`, `y`, as one
+/// closed ring, clockwise as Esri JSON wants outer rings.
+fn footprint(x: f64, y: f64) -> Vec<[f64; 2]> {
+    const METRES_PER_DEGREE: f64 = 111_320.0;
+    let dy = FOOTPRINT_RADIUS_M / METRES_PER_DEGREE;
+    let dx = dy / y.to_radians().cos().max(0.01);
+    let mut ring: Vec<[f64; 2]> = (0..FOOTPRINT_VERTICES)
+        .map(|vertex| {
+            // Decreasing angles: clockwise with x east and y north.
+            let angle = -std::f64::consts::TAU * vertex as f64 / FOOTPRINT_VERTICES as f64;
+            [x + dx * angle.cos(), y + dy * angle.sin()]
+        })
+        .collect();
+    ring.push(ring[0]);
+    ring
 }
 
 #[cfg(test)]
@@ -254,5 +279,44 @@ mod tests {
             panic!("polyline")
         };
         assert_eq!(paths[0].len(), 3);
+    }
+
+    #[test]
+    fn polygon_services_emit_closed_clockwise_rings_around_each_vehicle() {
+        let mut points = Fleet::new(vehicles_schema(GeometryType::Point, Wkid::Wgs84), 3, 1, 4);
+        let mut polygons = Fleet::new(vehicles_schema(GeometryType::Polygon, Wkid::Wgs84), 3, 1, 4);
+        let (points, polygons) = (points.step(1.0, 0), polygons.step(1.0, 0));
+        for (point, polygon) in points.features.iter().zip(&polygons.features) {
+            let Geometry::Point { x, y } = point.geometry else {
+                panic!("point")
+            };
+            let Geometry::Polygon { rings } = &polygon.geometry else {
+                panic!(
+                    "a polygon service emits polygons, got {:?}",
+                    polygon.geometry
+                )
+            };
+            assert_eq!(rings.len(), 1);
+            let ring = &rings[0];
+            assert_eq!(ring.len(), FOOTPRINT_VERTICES + 1);
+            assert_eq!(ring.first(), ring.last(), "closed");
+            // Shoelace: negative twice-area is clockwise.
+            let twice_area: f64 = ring
+                .windows(2)
+                .map(|pair| pair[0][0] * pair[1][1] - pair[1][0] * pair[0][1])
+                .sum();
+            assert!(twice_area < 0.0, "clockwise");
+            let (min_x, max_x) = ring.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| {
+                (lo.min(v[0]), hi.max(v[0]))
+            });
+            let (min_y, max_y) = ring.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| {
+                (lo.min(v[1]), hi.max(v[1]))
+            });
+            assert!(
+                min_x < x && x < max_x && min_y < y && y < max_y,
+                "around the vehicle"
+            );
+            assert!(max_y - min_y < 0.01, "a footprint, not a region");
+        }
     }
 }

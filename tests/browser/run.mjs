@@ -186,7 +186,7 @@ async function runSdk(browser, pageOrigin, server, sdk) {
       const [xmax, ymax] = toMercator(envelope.xmax, envelope.ymax);
       const outside = received.filter(({ geometry: g }) => !(g.x >= xmin - 0.5 && g.x <= xmax + 0.5 && g.y >= ymin - 0.5 && g.y <= ymax + 0.5));
       if (sdk === "sdk5") {
-        // PROTOCOL.md §3.3: 5.1 loses a MapView layer's geometryDefinition before the wire
+        // docs/protocol.md §3.3: 5.1 loses a MapView layer's geometryDefinition before the wire
         // ({"filter":{}} / {"geometry":{}}), so the stream is unfiltered by design of the SDK.
         console.log(`  note: ${outside.length} of ${received.length} outside (5.x sends no envelope)`);
       } else {
@@ -223,7 +223,7 @@ async function runSdk(browser, pageOrigin, server, sdk) {
   return { page, consoleLines };
 }
 
-// Reconnect behaviour: refusals before the upgrade make the SDK back off (PROTOCOL.md §6).
+// Reconnect behaviour: refusals before the upgrade make the SDK back off (docs/protocol.md §6).
 async function runStorms(browser, pageOrigin, sdk) {
   const server = await startServer(0, 10);
   const { page, consoleLines } = await openPage(browser, pageOrigin, sdk);

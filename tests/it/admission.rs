@@ -2,7 +2,7 @@
 //! the per-IP attempt rate (429), the Origin allow-list (403), the filter-message rate, the
 //! heartbeat, and slow consumers that never read.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use featurestream::config::{Config, OriginPolicy, OverCap};
@@ -186,30 +186,41 @@ async fn a_client_that_never_answers_pings_is_closed() {
     assert_eq!(raw_read_close(&mut stream).await, 1001);
 }
 
+/// Non-readers are conflated, then closed as slow consumers, while a reader that keeps up is
+/// never conflated. "Keeps up" must not depend on the machine's speed: the non-readers take
+/// every track (200 observations a tick, so their buffers fill in seconds), the reader filters
+/// five tracks (5 a tick), so its 512 KiB queue holds about 20 s of its stream: only a reader
+/// stalled for longer than any wait in this suite could be conflated.
 #[actix_web::test]
 async fn clients_that_never_read_are_closed_while_a_reader_gets_every_tick() {
-    let mut config = Config::for_tests(200, 20.0);
+    const TRACKS: i64 = 200;
+    let mut config = Config::for_tests(TRACKS as usize, 20.0);
     config.session.queue_bytes = 512 * 1024;
     config.session.slow_consumer_after = Duration::from_secs(1);
     let server = TestServer::start(config);
-    let mut reader = connect(&server.ws_url(SUBSCRIBE)).await;
+    let mut reader = connect(&server.ws_url(&format!(
+        "{SUBSCRIBE}&where={}",
+        crate::support::percent_encode("TRACKID <= 5")
+    )))
+    .await;
     let mut stalled = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..TRACKS {
         let (status, stream) = raw_upgrade(server.addr, SUBSCRIBE, &[]).await;
         assert_eq!(status, 101);
         stalled.push(stream);
     }
     let descriptors_with_stalled = open_descriptors();
-    let mut object_ids = BTreeSet::new();
+    let mut object_ids: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut closed = false;
-    for _ in 0..200_000 {
+    // Bounded: 12,000 observations are two minutes of the reader's stream.
+    for received in 1..=12_000 {
         let feature = next_json(&mut reader).await;
-        object_ids.insert(
-            feature["attributes"]["OBJECTID"]
-                .as_i64()
-                .expect("OBJECTID"),
-        );
-        if object_ids.len() % 2000 == 0 {
+        let attributes = &feature["attributes"];
+        object_ids
+            .entry(attributes["TRACKID"].as_i64().expect("TRACKID"))
+            .or_default()
+            .push(attributes["OBJECTID"].as_i64().expect("OBJECTID"));
+        if received % 100 == 0 {
             let (_, stats) = get_json(server.addr, "/api/stats").await;
             if stats["services"]["vehicles"]["sessions"] == 1 {
                 closed = true;
@@ -228,13 +239,21 @@ async fn clients_that_never_read_are_closed_while_a_reader_gets_every_tick() {
         .find(|line| line.starts_with("VmRSS"))
         .unwrap_or("VmRSS: unknown");
     eprintln!("200 non-reading clients closed; process {rss}");
-    let first = *object_ids.first().expect("features");
-    let last = *object_ids.last().expect("features");
     assert_eq!(
-        object_ids.len() as i64,
-        last - first + 1,
-        "the reading client missed no observation"
+        object_ids.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5],
+        "the reader gets exactly the tracks its filter selects"
     );
+    // Every tick gives each track a new OBJECTID, TRACKS further on: a conflated (skipped)
+    // tick would show as a larger step.
+    for (track, ids) in &object_ids {
+        let steps: BTreeSet<i64> = ids.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        assert_eq!(
+            steps,
+            BTreeSet::from([TRACKS]),
+            "track {track}: the reading client missed no observation"
+        );
+    }
     // Their connections are dropped too once the close frame could not be written for the
     // linger period, though the clients (still open here) never read or close: the server
     // side's 200 sockets go away. Polled, bounded.

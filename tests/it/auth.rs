@@ -1,4 +1,4 @@
-//! Tokens (seed 003, PROTOCOL.md §7): missing -> 401 before the upgrade, invalid, expired or
+//! Tokens (seed 003, docs/protocol.md §7): missing -> 401 before the upgrade, invalid, expired or
 //! not allowed -> 403; on REST the ArcGIS JSON errors 499 and 498 in a 200 body; an accepted
 //! token is handed back in the metadata's `streamUrls[0].token`.
 

@@ -1,5 +1,5 @@
-//! Custom mode (seed 000, PROTOCOL.md §4): handshake and echo, featureResult frames, handshake
-//! filters, bad handshakes, plain `ping`.
+//! Custom mode (seed 000, docs/protocol.md §4): handshake and echo, featureResult frames, handshake
+//! filters, refused handshake filters, bad handshakes, plain `ping`.
 
 use featurestream::config::Config;
 use serde_json::{Value, json};
@@ -94,17 +94,54 @@ async fn bad_handshakes_close_with_4400_naming_the_problem() {
             json!({"format": "json", "spatialReference": {"wkid": 2193}}).to_string(),
             "Unsupported spatial reference wkid 2193; supported wkids: 4326, 3857, 102100, 102113, 900913.".to_owned(),
         ),
-        (
-            json!({"format": "json", "spatialReference": {"wkid": 4326}, "filter": {"where": "no_such_field_xyz > 1"}})
-                .to_string(),
-            "The field \"no_such_field_xyz\" does not exist in this Stream Service's schema.".to_owned(),
-        ),
     ];
     for (text, reason) in cases {
         let mut socket = connect(&server.ws_url("/arcgis/ws/services/vehicles/custom")).await;
         send(&mut socket, &text).await;
         assert_eq!(expect_close(&mut socket).await, (4400, reason), "{text}");
     }
+}
+
+/// SDK 5.1.25 sends the layer's definitionExpression in every handshake and reconnects at
+/// once after a close: a refused handshake filter keeps the session (docs/protocol.md §4.1).
+#[actix_web::test]
+async fn a_refused_handshake_filter_keeps_the_session_with_an_echo_a_reply_and_the_stream() {
+    let server = TestServer::simulated(5);
+    for (filter, out_fields) in [
+        (json!({"where": "no_such_field_xyz > 1"}), Value::Null),
+        (json!({"where": "speed > 1"}), json!(["no_such_field"])),
+    ] {
+        let mut socket = connect(&server.ws_url("/arcgis/ws/services/vehicles/custom")).await;
+        let mut sent =
+            json!({"filter": filter, "format": "json", "spatialReference": {"wkid": 102100}});
+        if !out_fields.is_null() {
+            sent["outFields"] = out_fields;
+        }
+        send(&mut socket, &sent.to_string()).await;
+        assert_eq!(
+            next_json(&mut socket).await,
+            json!({"format": "json", "spatialReference": {"wkid": 102100}, "filter": null, "outFields": null}),
+            "the echo says that no filter is in force"
+        );
+        let reply = next_json(&mut socket).await;
+        assert_eq!(reply["filter"], json!({}), "{reply}");
+        let error = reply["error"][0]
+            .as_str()
+            .expect("an error naming the problem");
+        assert!(error.contains("no_such_field"), "{error}");
+        for _ in 0..3 {
+            let frame = next_json(&mut socket).await;
+            assert_eq!(frame["type"], "featureResult");
+            assert_eq!(
+                frame["features"].as_array().map(Vec::len),
+                Some(5),
+                "unfiltered"
+            );
+        }
+    }
+    let (_, stats) = crate::support::get_json(server.addr, "/api/stats").await;
+    assert_eq!(stats["closes"], json!({}), "no session was closed");
+    assert_eq!(stats["filterErrors"], 2);
 }
 
 #[actix_web::test]

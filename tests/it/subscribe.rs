@@ -1,4 +1,4 @@
-//! ArcGIS server mode (seed 003, PROTOCOL.md §2–3, §5–6): URL parameters validated before the
+//! ArcGIS server mode (seed 003, docs/protocol.md §2–3, §5–6): URL parameters validated before the
 //! upgrade, one feature per frame, outSR, filter messages and their replies.
 
 use std::collections::HashMap;

@@ -4,8 +4,7 @@
 //!
 //! Excluded from generation, because SQLite does not share ArcGIS's meaning for them:
 //! comparisons across types (SQLite orders any number before any text instead of refusing),
-//! `TRUE`/`FALSE` compared with booleans (SQLite stores booleans as integers: we generate
-//! `b1 = 1` and bare `b1`), and date literals (SQLite has no date type: we generate
+//! and date literals (SQLite has no date type: we generate
 //! `TIMESTAMP '...'` for featurestream and the same instant as integer milliseconds for SQLite).
 
 use std::sync::Arc;
@@ -293,23 +292,59 @@ fn predicate(rng: &mut StdRng) -> Clause {
                 ),
             )
         }
-        9 => {
-            let target = field(rng, "b1");
-            if rng.random_bool(0.5) {
-                both(target.ours, target.sqlite)
-            } else {
-                let value = rng.random_range(0..2);
-                both(
-                    format!("{} = {value}", target.ours),
-                    format!("{} = {value}", target.sqlite),
-                )
-            }
-        }
+        9 => small_integer_predicate(rng),
         _ => {
             let (left, right) = (pick(rng, &INTS), pick(rng, &INTS));
             both(format!("{left} = {right}"), format!("{left} = {right}"))
         }
     }
+}
+
+/// A predicate on the boolean field `b1`, which the metadata advertises as a small integer
+/// (0 or 1): every operator a client may use on a small integer, with integer, decimal and
+/// TRUE/FALSE operands (SQLite reads TRUE and FALSE as 1 and 0).
+fn small_integer_predicate(rng: &mut StdRng) -> Clause {
+    let target = field(rng, "b1");
+    let value = |rng: &mut StdRng| -> String {
+        match rng.random_range(0..4) {
+            0 => pick(rng, &["TRUE", "FALSE"]).to_owned(),
+            1 => format!("{:?}", pick(rng, &DOUBLES)),
+            _ => pick(rng, &[0, 1, 2, -1]).to_string(),
+        }
+    };
+    let (ours, sqlite) = match rng.random_range(0..5) {
+        0 => (String::new(), String::new()),
+        1 => {
+            let (op, right) = (compare_op(rng), value(rng));
+            (format!(" {op} {right}"), format!(" {op} {right}"))
+        }
+        2 => {
+            let count = rng.random_range(1..4);
+            let mut items: Vec<String> = (0..count).map(|_| value(rng)).collect();
+            if rng.random_bool(0.2) {
+                items.push("NULL".into());
+            }
+            let list = format!(" {}IN ({})", not_kw(rng), items.join(", "));
+            (list.clone(), list)
+        }
+        3 => {
+            let (low, high) = (value(rng), value(rng));
+            let between = format!(" {}BETWEEN {low} AND {high}", not_kw(rng));
+            (between.clone(), between)
+        }
+        _ => {
+            // A number field on the other side.
+            let (op, other) = (compare_op(rng), number_field(rng));
+            (
+                format!(" {op} {}", other.ours),
+                format!(" {op} {}", other.sqlite),
+            )
+        }
+    };
+    both(
+        format!("{}{ours}", target.ours),
+        format!("{}{sqlite}", target.sqlite),
+    )
 }
 
 /// A random clause of up to `depth` levels of AND/OR/NOT/parentheses.

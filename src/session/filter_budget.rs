@@ -1,0 +1,90 @@
+//! `FilterBudget`: the per-session rate of filter messages, the same for every transport
+//! (a WebSocket filter message, an SSE filter POST). Past the rate a message is refused with a
+//! filter reply; a flood that goes on past a full second's worth of refusals ends the session.
+
+use std::time::Instant;
+
+use crate::filter::FilterError;
+use crate::http::admission::TokenBucket;
+
+/// What a session does with one filter message.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Apply it.
+    Allowed,
+    /// Refuse it with this error in the reply; the session goes on.
+    Refused(FilterError),
+    /// Refuse it with this error in the reply, then end the session (1008 "too many filter
+    /// messages").
+    Flood(FilterError),
+}
+
+/// A session's filter-message budget: `rate` per second, bursts of twice that.
+pub struct FilterBudget {
+    bucket: Option<TokenBucket>,
+    rate: f64,
+    refusals: u32,
+}
+
+impl FilterBudget {
+    /// A budget of `rate` messages per second; `None` is unlimited.
+    pub fn new(rate: Option<f64>) -> FilterBudget {
+        FilterBudget {
+            bucket: rate.map(|rate| TokenBucket::new(rate, rate * 2.0)),
+            rate: rate.unwrap_or_default(),
+            refusals: 0,
+        }
+    }
+
+    /// Takes one message from the budget.
+    pub fn take(&mut self, now: Instant) -> Verdict {
+        let Some(bucket) = &mut self.bucket else {
+            return Verdict::Allowed;
+        };
+        if bucket.take(now) {
+            self.refusals = 0;
+            return Verdict::Allowed;
+        }
+        self.refusals += 1;
+        let error = FilterError::Malformed(format!(
+            "too many filter messages; at most {} per second.",
+            self.rate
+        ));
+        let limit = (self.rate * 2.0).ceil() as u32 + 10;
+        if self.refusals > limit {
+            Verdict::Flood(error)
+        } else {
+            Verdict::Refused(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_refused_then_a_flood_ends_the_session() {
+        let mut budget = FilterBudget::new(Some(1.0));
+        let now = Instant::now();
+        assert!(matches!(budget.take(now), Verdict::Allowed));
+        assert!(matches!(budget.take(now), Verdict::Allowed));
+        let verdicts: Vec<Verdict> = (0..13).map(|_| budget.take(now)).collect();
+        assert!(
+            verdicts[..12]
+                .iter()
+                .all(|verdict| matches!(verdict, Verdict::Refused(_)))
+        );
+        assert!(matches!(verdicts[12], Verdict::Flood(_)));
+        // A second later the bucket has a token again.
+        let later = now + std::time::Duration::from_secs(1);
+        assert!(matches!(budget.take(later), Verdict::Allowed));
+    }
+
+    #[test]
+    fn without_a_rate_everything_is_allowed() {
+        let mut budget = FilterBudget::new(None);
+        let now = Instant::now();
+        assert!((0..1000).all(|_| matches!(budget.take(now), Verdict::Allowed)));
+    }
+}
