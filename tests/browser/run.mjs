@@ -204,6 +204,27 @@ async function runSdk(browser, pageOrigin, server, sdk) {
       await close(id);
     });
 
+    if (mode === "custom") {
+      // docs/protocol.md §4.1: the SDK sends the definitionExpression in every handshake and
+      // reconnects at once after a close, so a refused filter must keep the session.
+      await scenario(`${tag}: a refused handshake filter keeps the layer connected, its error in message-received, no reconnects`, async () => {
+        const before = await server.stats();
+        const id = await open({ mode, definitionExpression: "no_such_field_xyz > 1" });
+        const replied = await waitFor(page, (id) => window.fs.messages(id).some((m) => m && Array.isArray(m.error) && m.error.join(" ").includes("no_such_field_xyz")), id, 15000);
+        check(replied, `${tag}: the filter reply naming no_such_field_xyz reached message-received`);
+        check(await waitFor(page, (id) => window.fs.receivedCount(id) > 0, id), `${tag}: the stream flows under the filter in force (none)`);
+        await sleep(5000);
+        const after = await server.stats();
+        const accepted = after.connections.accepted - before.connections.accepted;
+        check(accepted === 1, `${tag}: one socket in 5 s, no reconnects (${accepted})`);
+        const status = await page.evaluate((id) => window.fs.status(id), id);
+        check(status === "connected", `${tag}: still connected (${status})`);
+        const drawn = await page.evaluate((id) => window.fs.drawn(id), id);
+        check(drawn > 0, `${tag}: draws what the applied state selects (${drawn})`);
+        await close(id);
+      });
+    }
+
     if (mode === "server") {
       await scenario(`${tag}: invalid definitionExpression surfaces as connectionError, features keep flowing`, async () => {
         const id = await open({ mode, definitionExpression: "speed > 0" });
