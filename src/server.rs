@@ -158,9 +158,21 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                 let factory = upgrade_app().into_factory();
                 async move {
                     let service = Rc::new(factory.new_service(app_config()).await?);
-                    Ok::<_, ()>(fn_service(move |(req, framed)| {
-                        crate::session::socket::serve(service.clone(), req, framed)
-                    }))
+                    Ok::<_, ()>(fn_service(
+                        move |(req, framed): (actix_http::Request, _)| {
+                            let service = service.clone();
+                            async move {
+                                // Only WebSocket endpoints take the upgrade path: any other
+                                // handler would wait for a body fed only after a 101.
+                                if http::is_websocket_route(req.path()) {
+                                    crate::session::socket::serve(service, req, framed).await
+                                } else {
+                                    let refusal = http::upgrade_refusal();
+                                    crate::session::socket::answer(framed, refusal).await
+                                }
+                            }
+                        },
+                    ))
                 }
             });
             HttpService::build()

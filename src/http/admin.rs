@@ -12,6 +12,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::body;
+use super::error::BodyError;
+
+/// Largest admin request body.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 use crate::auth::{AuthDecision, Role};
 use crate::protocol::metadata::error_body;
 use crate::session::registry::{Audience, ServerMessage};
@@ -28,6 +33,9 @@ pub enum AdminError {
     /// The token is valid but not an admin's, or invalid.
     #[error("Not an admin token")]
     NotAdmin,
+    /// The body is too large or too slow.
+    #[error("{0}")]
+    Body(#[from] BodyError),
     /// The body is not JSON.
     #[error("The body is not JSON: {0}")]
     NotJson(String),
@@ -45,6 +53,7 @@ impl ResponseError for AdminError {
             AdminError::NotLoopback | AdminError::NotAdmin => StatusCode::FORBIDDEN,
             AdminError::TokenRequired => StatusCode::UNAUTHORIZED,
             AdminError::NotJson(_) => StatusCode::BAD_REQUEST,
+            AdminError::Body(error) => error.status(),
             AdminError::UnknownService(_) | AdminError::NoSuchSession => StatusCode::NOT_FOUND,
         }
     }
@@ -93,10 +102,11 @@ fn message(body: &[u8]) -> Result<ServerMessage, AdminError> {
 pub async fn to_browser_session(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     check_admin(&req, &state)?;
+    let body = body::read(payload, MAX_MESSAGE_BYTES).await?;
     let message = message(&body)?;
     match state
         .registry
@@ -110,10 +120,11 @@ pub async fn to_browser_session(
 /// `POST /api/messages` with `{"message": .., "service": optional}`: broadcast.
 pub async fn broadcast(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     check_admin(&req, &state)?;
+    let body = body::read(payload, MAX_MESSAGE_BYTES).await?;
     let service = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|value| {

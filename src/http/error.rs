@@ -37,16 +37,53 @@ pub enum HttpError {
     /// No SSE session of this service holds that handle (or it has ended).
     #[error("SSE session not found")]
     SseSessionNotFound,
+    /// `Upgrade: websocket` on a route that is not a WebSocket endpoint.
+    #[error("WebSocket upgrades are accepted on WebSocket endpoints only")]
+    UpgradeNotAllowed,
+    /// The request body is too large, or did not arrive in time.
+    #[error("{0}")]
+    Body(#[from] BodyError),
     /// A plain request to a WebSocket-only endpoint.
     #[error("This endpoint accepts WebSocket connections only ({0})")]
     NotWebSocket(String),
+}
+
+/// Why a request body could not be read.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Over the endpoint's limit.
+    #[error("The request body is larger than {max_bytes} bytes")]
+    TooLarge {
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// Not all of it arrived within the body timeout.
+    #[error("The request body did not arrive in time")]
+    Timeout,
+    /// The connection broke or the body was malformed.
+    #[error("The request body is incomplete")]
+    Incomplete,
+}
+
+impl BodyError {
+    /// The status answering it.
+    pub fn status(self) -> StatusCode {
+        match self {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Incomplete => StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
             HttpError::UnknownService(_) | HttpError::SseSessionNotFound => StatusCode::NOT_FOUND,
-            HttpError::InvalidParameters(_) | HttpError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
+            HttpError::InvalidParameters(_)
+            | HttpError::NotWebSocket(_)
+            | HttpError::UpgradeNotAllowed => StatusCode::BAD_REQUEST,
+            HttpError::Body(error) => error.status(),
             HttpError::ShuttingDown | HttpError::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             HttpError::OriginRefused(_) | HttpError::TokenForbidden(_) => StatusCode::FORBIDDEN,

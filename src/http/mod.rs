@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod body;
 pub mod cookie;
 pub mod debug_page;
 pub mod error;
@@ -95,7 +96,11 @@ impl AppState {
     pub fn count_attempt<T>(&self, outcome: &Result<T, error::HttpError>) {
         let counter = match outcome {
             // Not an upgrade attempt.
-            Err(error::HttpError::SseSessionNotFound) => return,
+            Err(
+                error::HttpError::SseSessionNotFound
+                | error::HttpError::UpgradeNotAllowed
+                | error::HttpError::Body(_),
+            ) => return,
             Ok(_) => &self.connections.accepted,
             Err(error::HttpError::UnknownService(_)) => &self.connections.unknown_service,
             Err(error::HttpError::InvalidParameters(_)) => &self.connections.invalid_parameters,
@@ -217,6 +222,29 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/api/services/{name}/events/{handle}/filter",
             web::post().to(sse::filter),
         );
+}
+
+/// Whether `path` is a WebSocket endpoint: only these may take the upgrade path (`server`
+/// answers an `Upgrade: websocket` request for any other route with
+/// [`error::HttpError::UpgradeNotAllowed`]).
+pub fn is_websocket_route(path: &str) -> bool {
+    if path == "/" {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/arcgis/ws/services/") else {
+        return false;
+    };
+    match rest.split_once('/') {
+        Some((name, tail)) => {
+            !name.is_empty() && (tail == "custom" || tail == "StreamServer/subscribe")
+        }
+        None => false,
+    }
+}
+
+/// The answer to an `Upgrade: websocket` request for a route that is not a WebSocket.
+pub fn upgrade_refusal() -> HttpResponse {
+    actix_web::ResponseError::error_response(&error::HttpError::UpgradeNotAllowed)
 }
 
 /// `GET /api/stats`: sessions and counters per service.

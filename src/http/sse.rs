@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::admission::Admitted;
+use super::body;
 use super::error::HttpError;
 use super::subscribe::{SubscribeQuery, lookup, peer, validate};
 use crate::session::SessionParts;
@@ -92,12 +93,15 @@ pub async fn events(
 pub async fn filter(
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: String,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let (name, handle) = path.into_inner();
     let runtime = lookup(&state, &name)?;
     state.check_token(&req, &runtime.service.name)?;
+    let body = body::read(payload, state.config.session.max_frame_bytes).await?;
+    // Not UTF-8: answered like any undecodable filter message.
+    let body = String::from_utf8_lossy(&body).into_owned();
     let address = state
         .sse_sessions
         .find(&runtime.service.name, &SseHandle::from_client(&handle))

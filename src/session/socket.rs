@@ -7,6 +7,9 @@
 //!   payload, which the session decodes as before;
 //! - any other response (404, 400, 401, 503, ...) is written whole and the connection closed.
 //!
+//! Only requests for a WebSocket endpoint get here (`server` answers the others with
+//! [`answer`]): on any other route the request body would wait for a 101 that never comes.
+//!
 //! An idle connection holds no read or write buffer: reads allocate only once the socket is
 //! readable, and writes come from the queue's frames.
 
@@ -68,7 +71,7 @@ where
         ..
     } = framed.into_parts();
     let upgraded = response.extensions().get::<Upgraded>().cloned();
-    let (mut head, body) = response.into_parts();
+    let (head, body) = response.into_parts();
     match upgraded {
         Some(Upgraded(queue)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
             queue.adopt();
@@ -103,26 +106,48 @@ where
         }
         _ => {
             drop(inbound);
-            let bytes = actix_http::body::to_bytes_limited(body, MAX_REFUSAL_BODY)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            head.head_mut().set_connection_type(ConnectionType::Close);
-            let mut out = BytesMut::with_capacity(256 + bytes.len());
-            codec.encode(
-                actix_http::h1::Message::Item((
-                    head.drop_body(),
-                    BodySize::Sized(bytes.len() as u64),
-                )),
-                &mut out,
-            )?;
-            out.extend_from_slice(&bytes);
-            let mut io = io;
-            if io.write_all(&out).await.is_ok() {
-                let _ = io.shutdown().await;
-            }
+            write_and_close(io, codec, head, body).await?;
         }
+    }
+    Ok(())
+}
+
+/// Answers a request that must not be upgraded with `response` and closes the connection.
+pub async fn answer(
+    framed: Framed<TcpStream, h1::Codec>,
+    response: actix_web::HttpResponse,
+) -> Result<(), actix_web::Error> {
+    let actix_codec::FramedParts { io, codec, .. } = framed.into_parts();
+    let (head, body) = Response::from(response).into_parts();
+    write_and_close(io, codec, head, body).await
+}
+
+/// Writes a refusal (its body read up to a bound, never a stream) and closes.
+async fn write_and_close<B: MessageBody>(
+    mut io: TcpStream,
+    mut codec: h1::Codec,
+    mut head: Response<()>,
+    body: B,
+) -> Result<(), actix_web::Error> {
+    let bytes = if matches!(body.size(), BodySize::Sized(_)) {
+        actix_http::body::to_bytes_limited(body, MAX_REFUSAL_BODY)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    } else {
+        // A streaming body (server-sent events) never ends: not on this path.
+        Bytes::new()
+    };
+    head.head_mut().set_connection_type(ConnectionType::Close);
+    let mut out = BytesMut::with_capacity(256 + bytes.len());
+    codec.encode(
+        actix_http::h1::Message::Item((head.drop_body(), BodySize::Sized(bytes.len() as u64))),
+        &mut out,
+    )?;
+    out.extend_from_slice(&bytes);
+    if io.write_all(&out).await.is_ok() {
+        let _ = io.shutdown().await;
     }
     Ok(())
 }

@@ -360,3 +360,99 @@ async fn a_request_head_finished_after_6_s_is_still_upgraded_by_default() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+/// `Upgrade: websocket` on a route that is not a WebSocket endpoint is answered as plain
+/// HTTP (400) at once: before, the handler waited for a body that only a 101 would feed, and
+/// the socket (and on the SSE endpoint a session slot) was held forever.
+#[actix_web::test]
+async fn upgrade_headers_on_plain_endpoints_get_400_and_hold_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = Config::for_tests(5, 20.0);
+    config.admission.max_connections = 3;
+    let server = TestServer::start(config);
+    // Both workers up (their runtimes hold descriptors of their own) before the baseline.
+    for _ in 0..4 {
+        get_json(server.addr, "/api/stats").await;
+    }
+    let baseline = open_descriptors();
+    for path in [
+        "/api/messages",
+        "/api/services/vehicles/events",
+        "/healthz",
+        "/arcgis/rest/services/vehicles/StreamServer?f=json",
+    ] {
+        for _ in 0..20 {
+            let mut stream = tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("connect");
+            let method = if path == "/api/messages" {
+                "POST"
+            } else {
+                "GET"
+            };
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+                 Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+            );
+            stream.write_all(request.as_bytes()).await.expect("send");
+            let mut answer = Vec::new();
+            tokio::time::timeout(crate::support::WAIT, stream.read_to_end(&mut answer))
+                .await
+                .expect("answered and closed at once")
+                .expect("read");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+            assert!(
+                answer.contains("WebSocket upgrades are accepted on WebSocket endpoints only"),
+                "{answer}"
+            );
+        }
+    }
+    let (_, stats) = get_json(server.addr, "/api/stats").await;
+    assert_eq!(stats["activeConnections"], 0, "no session slot is held");
+    // The server side of those 80 connections is gone (polled, bounded).
+    let mut released = false;
+    for _ in 0..100 {
+        if open_descriptors() <= baseline + 4 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        released,
+        "{} descriptors, {baseline} before",
+        open_descriptors()
+    );
+    // Real viewers still get in, up to the cap.
+    for _ in 0..3 {
+        connect(&server.ws_url(SUBSCRIBE)).await;
+    }
+}
+
+/// A body announced and not sent is answered 408 after the body timeout, not held forever.
+#[actix_web::test]
+async fn a_request_body_that_never_arrives_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::simulated(5);
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /api/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"mess",
+        )
+        .await
+        .expect("send part of the body");
+    let mut answer = Vec::new();
+    let wait = featurestream::http::body::BODY_TIMEOUT + crate::support::WAIT;
+    tokio::time::timeout(wait, stream.read_to_end(&mut answer))
+        .await
+        .expect("answered within the body timeout")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive in time"), "{answer}");
+}
