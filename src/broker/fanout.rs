@@ -104,14 +104,22 @@ impl Fanout {
 
     /// Switches a session to a new subscription and queues its filter reply first, so that
     /// every later frame of this session follows the new filter (docs/protocol.md §3.3).
-    pub fn update(&mut self, id: SessionId, subscription: Subscription, reply: Bytes) {
-        let Some(subscriber) = self.remove(id) else {
-            return;
-        };
-        if subscriber.queue.push_control(reply) == Push::Closed {
-            return;
+    /// Returns the session when the reply did not fit its queue: the broker ends it.
+    pub fn update(
+        &mut self,
+        id: SessionId,
+        subscription: Subscription,
+        reply: Bytes,
+    ) -> Option<Subscriber> {
+        let subscriber = self.remove(id)?;
+        match subscriber.queue.push_control(reply) {
+            Push::Closed => None,
+            Push::Full => Some(subscriber),
+            Push::Queued | Push::Conflated => {
+                self.subscribe(subscriber, subscription);
+                None
+            }
         }
-        self.subscribe(subscriber, subscription);
     }
 
     /// Removes a session; returns its handle if it was present.
@@ -241,7 +249,7 @@ impl Fanout {
                             ended_ids.push(member.id);
                         }
                     }
-                    Push::Closed => gone_ids.push(member.id),
+                    Push::Closed | Push::Full => gone_ids.push(member.id),
                 }
             }
         }

@@ -71,8 +71,12 @@ impl Handler<UpdateSubscription> for BrokerActor {
     type Result = ();
 
     fn handle(&mut self, message: UpdateSubscription, _: &mut Context<BrokerActor>) {
-        self.fanout
-            .update(message.id, message.subscription, message.reply);
+        if let Some(subscriber) =
+            self.fanout
+                .update(message.id, message.subscription, message.reply)
+        {
+            end(&subscriber, CloseCause::SlowConsumer);
+        }
     }
 }
 

@@ -157,6 +157,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "Filter messages per second per session, burst twice that (0: no limit)",
     },
     Setting {
+        var: "FEATURESTREAM_MESSAGE_RATE",
+        flag: "message-rate",
+        default: "50",
+        help: "Inbound messages of any kind (frames, pings, SSE filter POSTs) per second per session, burst twice that; past it 1008 (0: no limit)",
+    },
+    Setting {
         var: "FEATURESTREAM_TOKENS",
         flag: "tokens",
         default: "",
@@ -260,6 +266,8 @@ pub struct AdmissionSettings {
 pub struct SessionSettings {
     /// Filter messages per second; `None`: no limit.
     pub filter_rate: Option<f64>,
+    /// Inbound messages of any kind per second; `None`: no limit.
+    pub message_rate: Option<f64>,
     /// Outbound byte bound.
     pub queue_bytes: usize,
     /// Time behind before a slow consumer is closed.
@@ -573,6 +581,7 @@ impl Raw {
         };
         let session = SessionSettings {
             filter_rate: rate("FEATURESTREAM_FILTER_RATE")?,
+            message_rate: rate("FEATURESTREAM_MESSAGE_RATE")?,
             queue_bytes: self.ranged("FEATURESTREAM_QUEUE_BYTES", 4096, 1 << 30)? as usize,
             slow_consumer_after: Duration::from_secs(self.ranged(
                 "FEATURESTREAM_SLOW_CONSUMER_SECS",

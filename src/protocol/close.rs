@@ -16,6 +16,8 @@ pub enum CloseCause {
     SlowConsumer,
     /// 1008: too many filter messages.
     FilterFlood,
+    /// 1008: too many inbound messages of any kind.
+    MessageFlood,
     /// 1009: an inbound frame over the size limit.
     FrameTooLarge {
         /// The limit in bytes.
@@ -37,7 +39,7 @@ impl CloseCause {
             CloseCause::ShuttingDown | CloseCause::HeartbeatTimeout => 1001,
             CloseCause::ProtocolError => 1002,
             CloseCause::BinaryFrame => 1003,
-            CloseCause::SlowConsumer | CloseCause::FilterFlood => 1008,
+            CloseCause::SlowConsumer | CloseCause::FilterFlood | CloseCause::MessageFlood => 1008,
             CloseCause::FrameTooLarge { .. } => 1009,
             CloseCause::TryAgainLater => 1013,
             CloseCause::BadHandshake(_) => 4400,
@@ -53,6 +55,7 @@ impl CloseCause {
             CloseCause::BinaryFrame => "binary frames are not supported; send JSON text".to_owned(),
             CloseCause::SlowConsumer => "slow consumer".to_owned(),
             CloseCause::FilterFlood => "too many filter messages".to_owned(),
+            CloseCause::MessageFlood => "too many messages".to_owned(),
             CloseCause::FrameTooLarge { max_bytes } => {
                 format!("frame larger than {max_bytes} bytes")
             }

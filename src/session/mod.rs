@@ -3,7 +3,7 @@
 //! every filter message with the `{"filter": .., "error": ..}` reply, runs the heartbeat, and
 //! ends the session through one function that sends a close code and reason.
 
-pub mod filter_budget;
+pub mod budget;
 pub mod registry;
 pub mod socket;
 pub mod sse_stream;
@@ -28,9 +28,9 @@ use crate::protocol::close::CloseCause;
 use crate::protocol::filter_message::{self, ClientMessage};
 use crate::protocol::{handshake, ws_frame};
 use crate::server::ServiceRuntime;
-use filter_budget::{FilterBudget, Verdict};
+use budget::{FilterBudget, MessageBudget, Verdict};
 use subscription::{Subscription, WireMode};
-use transport::OutboundQueue;
+use transport::{OutboundQueue, Push};
 
 /// Where a session is in its life.
 enum Phase {
@@ -54,6 +54,7 @@ pub struct SessionActor {
     last_heard: Instant,
     peer: String,
     filter_budget: FilterBudget,
+    message_budget: MessageBudget,
     cookie: Option<String>,
     registry: Arc<registry::Registry>,
     /// Held for the session's life; dropping it frees a place under the connection cap.
@@ -98,6 +99,7 @@ impl SessionActor {
 
     fn new(parts: SessionParts, mode: WireMode, phase: Phase, state: FilterState) -> SessionActor {
         let filter_budget = FilterBudget::new(parts.settings.filter_rate);
+        let message_budget = MessageBudget::new(parts.settings.message_rate);
         SessionActor {
             id: parts.id,
             mode,
@@ -109,6 +111,7 @@ impl SessionActor {
             last_heard: Instant::now(),
             peer: parts.peer,
             filter_budget,
+            message_budget,
             cookie: parts.cookie,
             registry: parts.registry,
             _slot: parts.slot,
@@ -142,15 +145,22 @@ impl SessionActor {
         ctx.stop();
     }
 
-    fn send_text(&self, text: &str) {
-        self.queue
-            .push_control(ws_frame::text_frame(text.as_bytes()));
+    /// Queues a reply or control frame; a client that does not read what it provokes past
+    /// the queue's allowance is a slow consumer.
+    fn send_control(&mut self, ctx: &mut Context<SessionActor>, frame: Bytes) {
+        if self.queue.push_control(frame) == Push::Full {
+            self.close(ctx, CloseCause::SlowConsumer);
+        }
+    }
+
+    fn send_text(&mut self, ctx: &mut Context<SessionActor>, text: &str) {
+        self.send_control(ctx, ws_frame::text_frame(text.as_bytes()));
     }
 
     fn on_text(&mut self, ctx: &mut Context<SessionActor>, text: &str) {
         // Seed 001: plain clients send `ping` and get `pong`, in any phase.
         if text.trim().eq_ignore_ascii_case("ping") {
-            self.send_text("pong");
+            self.send_text(ctx, "pong");
             return;
         }
         match self.phase {
@@ -193,7 +203,7 @@ impl SessionActor {
         }
         self.state = state;
         self.phase = Phase::Streaming(handshake.out_sr);
-        self.send_text(&handshake::encode_echo(&handshake));
+        self.send_text(ctx, &handshake::encode_echo(&handshake));
         if let Some(errors) = refused {
             log::debug!(
                 "session {} handshake filter refused: {}",
@@ -201,7 +211,7 @@ impl SessionActor {
                 join_errors(&errors)
             );
             self.registry.count_filter_error();
-            self.send_text(&filter_message::encode_reply(&self.state, &errors));
+            self.send_text(ctx, &filter_message::encode_reply(&self.state, &errors));
         }
         let subscriber = self.subscriber(ctx);
         let subscription = self.subscription(handshake.out_sr);
@@ -216,22 +226,22 @@ impl SessionActor {
             ClientMessage::Filter(update) => match self.filter_budget.take(Instant::now()) {
                 Verdict::Allowed => update,
                 Verdict::Refused(err) => {
-                    self.send_text(&filter_message::encode_reply(&self.state, &[err]));
+                    self.send_text(ctx, &filter_message::encode_reply(&self.state, &[err]));
                     return;
                 }
                 Verdict::Flood(err) => {
-                    self.send_text(&filter_message::encode_reply(&self.state, &[err]));
+                    self.send_text(ctx, &filter_message::encode_reply(&self.state, &[err]));
                     self.close(ctx, CloseCause::FilterFlood);
                     return;
                 }
             },
             ClientMessage::Ping => {
-                self.send_text("pong");
+                self.send_text(ctx, "pong");
                 return;
             }
             ClientMessage::Unrecognized(err) => {
                 self.registry.count_filter_error();
-                self.send_text(&filter_message::encode_reply(&self.state, &[err]));
+                self.send_text(ctx, &filter_message::encode_reply(&self.state, &[err]));
                 return;
             }
         };
@@ -261,7 +271,7 @@ impl SessionActor {
                     join_errors(&errors)
                 );
                 self.registry.count_filter_error();
-                self.send_text(&filter_message::encode_reply(&self.state, &errors));
+                self.send_text(ctx, &filter_message::encode_reply(&self.state, &errors));
             }
         }
     }
@@ -271,7 +281,7 @@ impl SessionActor {
             self.close(ctx, CloseCause::HeartbeatTimeout);
             return;
         }
-        self.queue.push_control(transport::ping_frame());
+        self.send_control(ctx, transport::ping_frame());
     }
 }
 
@@ -323,8 +333,11 @@ impl Actor for SessionActor {
 
 impl StreamHandler<Result<Frame, ProtocolError>> for SessionActor {
     fn handle(&mut self, frame: Result<Frame, ProtocolError>, ctx: &mut Context<SessionActor>) {
-        self.last_heard = Instant::now();
         if matches!(self.phase, Phase::Closing) {
+            return;
+        }
+        if !self.message_budget.take(Instant::now()) {
+            self.close(ctx, CloseCause::MessageFlood);
             return;
         }
         match frame {
@@ -335,10 +348,9 @@ impl StreamHandler<Result<Frame, ProtocolError>> for SessionActor {
             Ok(Frame::Binary(_) | Frame::Continuation(_)) => {
                 self.close(ctx, CloseCause::BinaryFrame)
             }
-            Ok(Frame::Ping(payload)) => {
-                self.queue.push_control(transport::pong_frame(&payload));
-            }
-            Ok(Frame::Pong(_)) => {}
+            Ok(Frame::Ping(payload)) => self.send_control(ctx, transport::pong_frame(&payload)),
+            // Only a pong proves the client is there and reading: other frames do not.
+            Ok(Frame::Pong(_)) => self.last_heard = Instant::now(),
             Ok(Frame::Close(reason)) => {
                 let code = reason
                     .as_ref()
@@ -400,10 +412,10 @@ impl Handler<SessionEnded> for SessionActor {
 impl Handler<registry::ServerMessage> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, message: registry::ServerMessage, _: &mut Context<SessionActor>) {
+    fn handle(&mut self, message: registry::ServerMessage, ctx: &mut Context<SessionActor>) {
         // Custom mode before its handshake must see the echo first (docs/protocol.md §4.1).
-        if !matches!(self.phase, Phase::AwaitingHandshake) {
-            self.queue.push_control(ws_frame::text_frame(&message.json));
+        if matches!(self.phase, Phase::Streaming(_)) {
+            self.send_control(ctx, ws_frame::text_frame(&message.json));
         }
     }
 }

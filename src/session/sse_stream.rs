@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
 use super::SessionParts;
-use super::filter_budget::{FilterBudget, Verdict};
+use super::budget::{FilterBudget, MessageBudget, Verdict};
 use crate::broker::{SessionEnded, Subscribe, Subscriber, Unsubscribe, UpdateSubscription};
 use crate::filter::{FilterError, FilterState};
 use crate::geometry::Wkid;
@@ -59,6 +59,7 @@ pub struct SseSessionActor {
     out_sr: Wkid,
     state: FilterState,
     filter_budget: FilterBudget,
+    message_budget: MessageBudget,
     ended: bool,
     on_stop: Option<OnStop>,
 }
@@ -73,12 +74,14 @@ impl SseSessionActor {
         on_stop: OnStop,
     ) -> SseSessionActor {
         let filter_budget = FilterBudget::new(parts.settings.filter_rate);
+        let message_budget = MessageBudget::new(parts.settings.message_rate);
         SseSessionActor {
             parts,
             handle,
             out_sr,
             state,
             filter_budget,
+            message_budget,
             ended: false,
             on_stop: Some(on_stop),
         }
@@ -93,12 +96,14 @@ impl SseSessionActor {
         )
     }
 
-    /// Queues a filter reply as a `filter` event and returns its JSON.
-    fn reply(&self, errors: &[FilterError]) -> String {
+    /// Queues a filter reply as a `filter` event and returns its JSON. A client that does not
+    /// read the stream its POSTs fill is a slow consumer.
+    fn reply(&mut self, ctx: &mut Context<SseSessionActor>, errors: &[FilterError]) -> String {
         let reply = filter_message::encode_reply(&self.state, errors);
-        self.parts
-            .queue
-            .push_control(sse::event("filter", reply.as_bytes()));
+        let event = sse::event("filter", reply.as_bytes());
+        if self.parts.queue.push_control(event) == Push::Full {
+            self.end(ctx, CloseCause::SlowConsumer);
+        }
         reply
     }
 
@@ -150,8 +155,10 @@ impl Actor for SseSessionActor {
             subscription,
         });
         ctx.run_interval(SSE_HEARTBEAT, |session, ctx| {
-            if session.parts.queue.push_control(sse::heartbeat()) == Push::Closed {
-                ctx.stop();
+            match session.parts.queue.push_control(sse::heartbeat()) {
+                Push::Closed => ctx.stop(),
+                Push::Full => session.end(ctx, CloseCause::SlowConsumer),
+                Push::Queued | Push::Conflated => {}
             }
         });
     }
@@ -197,17 +204,26 @@ impl Handler<ApplyFilter> for SseSessionActor {
             reply,
             rate_limited: false,
         };
+        if !self.message_budget.take(Instant::now()) {
+            let error = FilterError::Malformed("too many messages; the session is closed.".into());
+            let reply = filter_message::encode_reply(&self.state, &[error]);
+            self.end(ctx, CloseCause::MessageFlood);
+            return actix::MessageResult(FilterAnswer {
+                reply,
+                rate_limited: true,
+            });
+        }
         let update = match filter_message::decode(&message.text) {
             ClientMessage::Filter(update) => match self.filter_budget.take(Instant::now()) {
                 Verdict::Allowed => update,
                 Verdict::Refused(err) => {
                     return actix::MessageResult(FilterAnswer {
-                        reply: self.reply(&[err]),
+                        reply: self.reply(ctx, &[err]),
                         rate_limited: true,
                     });
                 }
                 Verdict::Flood(err) => {
-                    let reply = self.reply(&[err]);
+                    let reply = self.reply(ctx, &[err]);
                     self.end(ctx, CloseCause::FilterFlood);
                     return actix::MessageResult(FilterAnswer {
                         reply,
@@ -218,7 +234,7 @@ impl Handler<ApplyFilter> for SseSessionActor {
             ClientMessage::Ping => return actix::MessageResult(answer("pong".to_owned())),
             ClientMessage::Unrecognized(err) => {
                 self.parts.registry.count_filter_error();
-                return actix::MessageResult(answer(self.reply(&[err])));
+                return actix::MessageResult(answer(self.reply(ctx, &[err])));
             }
         };
         let mut next = self.state.clone();
@@ -242,7 +258,7 @@ impl Handler<ApplyFilter> for SseSessionActor {
             }
             Err(errors) => {
                 self.parts.registry.count_filter_error();
-                self.reply(&errors)
+                self.reply(ctx, &errors)
             }
         }))
     }

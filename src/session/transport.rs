@@ -31,9 +31,16 @@ pub enum Push {
     /// The queue holds its byte limit (the client reads too slowly): the frame replaced the
     /// previous conflated one and is sent when the queue drains.
     Conflated,
+    /// Refused: a reply or control frame past the queue's limit and its allowance for them
+    /// (the client does not read what it provokes); the session must end (1008).
+    Full,
     /// Refused: the session is closing or gone.
     Closed,
 }
+
+/// Bytes of replies and control frames a queue takes past its data limit: data never fills
+/// this room, so a slow but reading client still gets the replies it asks for.
+pub const CONTROL_ALLOWANCE: usize = 256 * 1024;
 
 #[derive(Default)]
 struct QueueState {
@@ -124,12 +131,18 @@ impl OutboundQueue {
         Push::Queued
     }
 
-    /// Queues a reply or control frame regardless of the limit: they are small and few, and
-    /// must keep their order relative to data (a filter reply precedes further data).
+    /// Queues a reply or control frame in order with the data (a filter reply precedes
+    /// further data), within the limit plus [`CONTROL_ALLOWANCE`]: every byte queued counts,
+    /// so a client that provokes replies and never reads them cannot grow the queue.
     pub fn push_control(&self, frame: Bytes) -> Push {
         let mut state = self.lock();
         if state.closed {
             return Push::Closed;
+        }
+        if state.queued_bytes > 0
+            && state.queued_bytes + frame.len() > self.max_bytes + CONTROL_ALLOWANCE
+        {
+            return Push::Full;
         }
         Self::enqueue(&mut state, frame);
         Push::Queued
@@ -360,6 +373,22 @@ pub fn pong_frame(payload: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_frames_get_an_allowance_past_the_limit_and_no_more() {
+        let queue = OutboundQueue::new(10);
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"123456789")),
+            Push::Queued
+        );
+        let reply = Bytes::from(vec![b'r'; 1024]);
+        let fitting = CONTROL_ALLOWANCE / reply.len();
+        for _ in 0..fitting {
+            assert_eq!(queue.push_control(reply.clone()), Push::Queued);
+        }
+        assert_eq!(queue.push_control(reply), Push::Full);
+        assert!(queue.queued_bytes() <= 10 + CONTROL_ALLOWANCE);
+    }
 
     #[test]
     fn queue_refuses_data_past_its_byte_limit_but_not_control_frames() {

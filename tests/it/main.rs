@@ -2,6 +2,7 @@
 
 mod support;
 
+mod abuse;
 mod admin;
 mod admission;
 mod auth;

@@ -332,3 +332,42 @@ async fn an_sse_client_that_never_reads_gets_a_slow_consumer_close_event() {
         &text[text.len().saturating_sub(200)..]
     );
 }
+
+/// Filter POSTs whose replies fill a stream nobody reads: the replies count against the
+/// session's queue, so the session ends as a slow consumer instead of growing memory.
+#[actix_web::test]
+async fn filter_replies_to_an_sse_stream_nobody_reads_are_bounded() {
+    let mut config = Config::for_tests(5, 1.0);
+    config.session.queue_bytes = 64 * 1024;
+    config.session.filter_rate = None;
+    config.session.message_rate = None;
+    let server = TestServer::start(config);
+    let clause = (0..600)
+        .map(|n| format!("speed < -{n}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let (_, mut events) =
+        EventStream::open(&server, "/api/services/vehicles/events?outSR=4326").await;
+    let session = handle(&mut events).await;
+    let (status, _) = post_filter(
+        &server,
+        &session,
+        &json!({"filter": {"where": clause}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut ended = false;
+    // Bounded: each refused filter's reply carries the ~11 KB clause in force.
+    for _ in 0..5000 {
+        let (status, _) =
+            post_filter(&server, &session, r#"{"filter":{"where":"nope = 1"}}"#).await;
+        if status == 404 {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the session ended");
+    let (_, stats) = get_json(server.addr, "/api/stats").await;
+    assert_eq!(stats["closes"], json!({"1008": 1}));
+    drop(events);
+}

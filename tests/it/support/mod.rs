@@ -282,7 +282,7 @@ pub async fn raw_upgrade_head(
 }
 
 /// Reads raw frames until a close frame; returns its code. Data frames are skipped.
-pub async fn raw_read_close(stream: &mut tokio::net::TcpStream) -> u16 {
+pub async fn raw_read_close<R: tokio::io::AsyncRead + Unpin>(stream: &mut R) -> u16 {
     let mut buffer = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -379,4 +379,29 @@ pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> (Socket, Vec<(
         })
         .collect();
     (socket, headers)
+}
+
+/// A client frame (masked, as RFC 6455 requires of clients), final, with this opcode.
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        length @ 0..=125 => frame.push(0x80 | length as u8),
+        length @ 126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(
+        payload
+            .iter()
+            .enumerate()
+            .map(|(index, byte)| byte ^ mask[index % 4]),
+    );
+    frame
 }

@@ -1,6 +1,8 @@
-//! `FilterBudget`: the per-session rate of filter messages, the same for every transport
-//! (a WebSocket filter message, an SSE filter POST). Past the rate a message is refused with a
-//! filter reply; a flood that goes on past a full second's worth of refusals ends the session.
+//! Per-session budgets, the same for every transport. `FilterBudget`: filter messages (a
+//! WebSocket filter message, an SSE filter POST); past the rate a message is refused with a
+//! filter reply, and a flood that goes on past a full second's worth of refusals ends the
+//! session. `MessageBudget`: inbound messages of every kind (frames of any opcode, SSE POSTs);
+//! past it the session ends at once, since nothing a client needs comes that fast.
 
 use std::time::Instant;
 
@@ -59,6 +61,21 @@ impl FilterBudget {
     }
 }
 
+/// A session's budget of inbound messages of any kind: `rate` per second, bursts of twice that.
+pub struct MessageBudget(Option<TokenBucket>);
+
+impl MessageBudget {
+    /// A budget of `rate` messages per second; `None` is unlimited.
+    pub fn new(rate: Option<f64>) -> MessageBudget {
+        MessageBudget(rate.map(|rate| TokenBucket::new(rate, rate * 2.0)))
+    }
+
+    /// Takes one message; `false` when the client sends faster than its budget.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.0.as_mut().is_none_or(|bucket| bucket.take(now))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +103,16 @@ mod tests {
         let mut budget = FilterBudget::new(None);
         let now = Instant::now();
         assert!((0..1000).all(|_| matches!(budget.take(now), Verdict::Allowed)));
+    }
+
+    #[test]
+    fn messages_past_the_burst_are_refused_until_the_bucket_refills() {
+        let mut budget = MessageBudget::new(Some(5.0));
+        let now = Instant::now();
+        assert!((0..10).all(|_| budget.take(now)));
+        assert!(!budget.take(now));
+        assert!(budget.take(now + std::time::Duration::from_millis(200)));
+        let mut unlimited = MessageBudget::new(None);
+        assert!((0..10_000).all(|_| unlimited.take(now)));
     }
 }
