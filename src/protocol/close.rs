@@ -8,7 +8,7 @@ pub enum CloseCause {
     Normal,
     /// 1001: the server is shutting down or the service stopped (seed 003).
     ShuttingDown,
-    /// 1003: a binary frame; this service speaks JSON text frames only.
+    /// 1003: a binary message; this service speaks JSON text only.
     BinaryFrame,
     /// 1002: the client broke the WebSocket protocol.
     ProtocolError,

@@ -1,4 +1,5 @@
-//! Server-to-client WebSocket frame headers (RFC 6455 §5.2). Server frames are unmasked, so a
+//! WebSocket frame headers (RFC 6455 §5.2): the payload length a client frame declares, read
+//! as soon as its header has arrived, and server-to-client headers. Server frames are unmasked, so a
 //! frame's bytes are identical for every recipient: frames are built once and shared as
 //! `Bytes`. The header is written here, before the payload, so that a payload assembled from
 //! fragments is copied once.
@@ -7,6 +8,25 @@ use bytes::{BufMut, BytesMut};
 
 /// Opcode of a text frame with FIN set.
 const FIN_TEXT: u8 = 0x81;
+
+/// The payload length the frame at the start of `buffer` declares, once enough of its header
+/// has arrived (2, 4 or 10 bytes); `None` before. A length with the top bit set (not allowed
+/// by the protocol) reads as `u64::MAX`.
+pub fn declared_payload_length(buffer: &[u8]) -> Option<u64> {
+    let short = buffer.get(1)? & 0x7F;
+    match short {
+        126 => Some(u64::from(u16::from_be_bytes([
+            *buffer.get(2)?,
+            *buffer.get(3)?,
+        ]))),
+        127 => {
+            let bytes: [u8; 8] = buffer.get(2..10)?.try_into().ok()?;
+            let length = u64::from_be_bytes(bytes);
+            Some(if length >> 63 == 1 { u64::MAX } else { length })
+        }
+        short => Some(u64::from(short)),
+    }
+}
 
 /// Bytes of header a text frame of `payload_len` bytes needs.
 pub fn header_len(payload_len: usize) -> usize {
@@ -45,6 +65,37 @@ pub fn text_frame(payload: &[u8]) -> bytes::Bytes {
 mod tests {
     use super::*;
     use actix_http::ws::{OpCode, Parser};
+
+    #[test]
+    fn declared_lengths_are_read_from_the_header_alone() {
+        assert_eq!(declared_payload_length(&[0x81]), None);
+        assert_eq!(declared_payload_length(&[0x81, 0x85]), Some(5));
+        assert_eq!(declared_payload_length(&[0x81, 0xFE, 0x01]), None);
+        assert_eq!(
+            declared_payload_length(&[0x81, 0xFE, 0x01, 0x00]),
+            Some(256)
+        );
+        let mut huge = vec![0x81, 0xFF];
+        huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        assert_eq!(declared_payload_length(&huge[..9]), None);
+        assert_eq!(declared_payload_length(&huge), Some(1 << 40));
+        let mut top_bit = vec![0x81, 0xFF];
+        top_bit.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(declared_payload_length(&top_bit), Some(u64::MAX));
+    }
+
+    proptest::proptest! {
+        /// Whenever actix-http decodes a whole client frame from some bytes, its payload has
+        /// the length the header alone declared.
+        #[test]
+        fn declared_lengths_agree_with_actix_http(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let declared = declared_payload_length(&data);
+            let mut buffer = bytes::BytesMut::from(&data[..]);
+            if let Ok(Some((_, _, payload))) = Parser::parse(&mut buffer, true, usize::MAX) {
+                proptest::prop_assert_eq!(declared, Some(payload.map_or(0, |payload| payload.len()) as u64));
+            }
+        }
+    }
 
     #[test]
     fn headers_match_actix_http_for_every_length_class() {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
-use actix_http::ws::{CloseCode, CloseReason, Frame, ProtocolError};
-use bytes::Bytes;
+use actix_http::ws::{CloseCode, CloseReason, Frame, Item, ProtocolError};
+use bytes::{Bytes, BytesMut};
 
 use crate::broker::{
     SessionEnded, SessionId, Subscribe, Subscriber, Unsubscribe, UpdateSubscription,
@@ -55,6 +55,8 @@ pub struct SessionActor {
     peer: String,
     filter_budget: FilterBudget,
     message_budget: MessageBudget,
+    /// A fragmented text message being reassembled (at most `max_frame_bytes`).
+    fragments: Option<BytesMut>,
     cookie: Option<String>,
     registry: Arc<registry::Registry>,
     /// Held for the session's life; dropping it frees a place under the connection cap.
@@ -112,6 +114,7 @@ impl SessionActor {
             peer: parts.peer,
             filter_budget,
             message_budget,
+            fragments: None,
             cookie: parts.cookie,
             registry: parts.registry,
             _slot: parts.slot,
@@ -155,6 +158,39 @@ impl SessionActor {
 
     fn send_text(&mut self, ctx: &mut Context<SessionActor>, text: &str) {
         self.send_control(ctx, ws_frame::text_frame(text.as_bytes()));
+    }
+
+    fn on_text_bytes(&mut self, ctx: &mut Context<SessionActor>, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.on_text(ctx, text),
+            Err(_) => self.close(ctx, CloseCause::ProtocolError),
+        }
+    }
+
+    /// A fragment of a message: text messages are reassembled within the frame limit (what a
+    /// fragmented message accumulates is capped like a single frame); binary ones refused.
+    fn on_fragment(&mut self, ctx: &mut Context<SessionActor>, item: Item) {
+        let (chunk, last) = match item {
+            Item::FirstText(chunk) => {
+                self.fragments = Some(BytesMut::new());
+                (chunk, false)
+            }
+            Item::FirstBinary(_) => return self.close(ctx, CloseCause::BinaryFrame),
+            Item::Continue(chunk) => (chunk, false),
+            Item::Last(chunk) => (chunk, true),
+        };
+        let Some(message) = &mut self.fragments else {
+            // actix-http's codec refuses a continuation without a first fragment.
+            return self.close(ctx, CloseCause::ProtocolError);
+        };
+        if message.len() + chunk.len() > self.settings.max_frame_bytes {
+            let max_bytes = self.settings.max_frame_bytes;
+            return self.close(ctx, CloseCause::FrameTooLarge { max_bytes });
+        }
+        message.extend_from_slice(&chunk);
+        if last && let Some(message) = self.fragments.take() {
+            self.on_text_bytes(ctx, &message);
+        }
     }
 
     fn on_text(&mut self, ctx: &mut Context<SessionActor>, text: &str) {
@@ -341,13 +377,9 @@ impl StreamHandler<Result<Frame, ProtocolError>> for SessionActor {
             return;
         }
         match frame {
-            Ok(Frame::Text(bytes)) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.on_text(ctx, text),
-                Err(_) => self.close(ctx, CloseCause::ProtocolError),
-            },
-            Ok(Frame::Binary(_) | Frame::Continuation(_)) => {
-                self.close(ctx, CloseCause::BinaryFrame)
-            }
+            Ok(Frame::Text(bytes)) => self.on_text_bytes(ctx, &bytes),
+            Ok(Frame::Continuation(item)) => self.on_fragment(ctx, item),
+            Ok(Frame::Binary(_)) => self.close(ctx, CloseCause::BinaryFrame),
             Ok(Frame::Ping(payload)) => self.send_control(ctx, transport::pong_frame(&payload)),
             // Only a pong proves the client is there and reading: other frames do not.
             Ok(Frame::Pong(_)) => self.last_heard = Instant::now(),

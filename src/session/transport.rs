@@ -18,6 +18,8 @@ use actix_http::ws::{Codec, Frame, ProtocolError, hash_key};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
+
+use crate::protocol::ws_frame;
 use futures_util::{Stream, StreamExt};
 
 /// Largest slice handed to the HTTP layer at once.
@@ -331,17 +333,26 @@ pub fn switching_protocols(req: &HttpRequest, queue: Arc<OutboundQueue>) -> Http
 }
 
 /// Inbound frames decoded from the request payload, which keeps flowing after the upgrade.
-/// Frames over `max_frame_bytes` end the stream with `ProtocolError::Overflow`.
+/// A frame declaring more than `max_frame_bytes` ends the stream with
+/// `ProtocolError::Overflow` as soon as its header has arrived.
 pub fn inbound_frames(
     payload: web::Payload,
     max_frame_bytes: usize,
 ) -> impl Stream<Item = Result<Frame, ProtocolError>> {
     let codec = Codec::new().max_size(max_frame_bytes);
+    let max_declared = max_frame_bytes as u64;
     futures_util::stream::unfold(
         Some((payload, BytesMut::new(), codec)),
-        |state| async move {
+        move |state| async move {
             let (mut payload, mut buffer, mut codec) = state?;
             loop {
+                // actix-http checks the limit only once the whole frame has arrived: refuse
+                // as soon as the header declares too much, before buffering any of it.
+                if ws_frame::declared_payload_length(&buffer)
+                    .is_some_and(|length| length > max_declared)
+                {
+                    return Some((Err(ProtocolError::Overflow), None));
+                }
                 match codec.decode(&mut buffer) {
                     Ok(Some(frame)) => return Some((Ok(frame), Some((payload, buffer, codec)))),
                     Ok(None) => {}

@@ -102,6 +102,65 @@ async fn frames_over_64_kib_close_with_1009_and_others_are_untouched() {
     }
 }
 
+/// The limit is enforced on the header: a frame declaring 2^40 bytes (or 2^63 - 1) is closed
+/// with 1009 before any of its payload is buffered (before: RSS grew with the bytes).
+#[actix_web::test]
+async fn a_frame_declaring_more_than_the_limit_is_closed_1009_on_its_header() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::simulated(5);
+    for declared in [1u64 << 40, (1u64 << 63) - 1, 64 * 1024 + 1] {
+        let (status, mut stream) = crate::support::raw_upgrade(server.addr, SUBSCRIBE, &[]).await;
+        assert_eq!(status, 101);
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend_from_slice(&declared.to_be_bytes());
+        header.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+        header.extend_from_slice(&[b'x'; 1000]);
+        stream.write_all(&header).await.expect("send the header");
+        assert_eq!(
+            crate::support::raw_read_close(&mut stream).await,
+            1009,
+            "{declared}"
+        );
+    }
+}
+
+/// A fragmented text message is reassembled; what its fragments accumulate is capped like
+/// a single frame (1009).
+#[actix_web::test]
+async fn fragmented_text_messages_are_reassembled_within_the_frame_limit() {
+    use crate::support::{masked_fragment, raw_read_close, raw_upgrade};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::simulated(5);
+    let (status, mut stream) = raw_upgrade(server.addr, SUBSCRIBE, &[]).await;
+    assert_eq!(status, 101);
+    let mut message = masked_fragment(false, 0x1, br#"{"filter":{"whe"#);
+    message.extend(masked_fragment(false, 0x0, br#"re":"speed > "#));
+    message.extend(masked_fragment(true, 0x0, br#"1234"}}"#));
+    stream.write_all(&message).await.expect("send");
+    let expected = br#"{"filter":{"where":"speed > 1234"},"error":null}"#;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    while !seen
+        .windows(expected.len())
+        .any(|window| window == expected)
+    {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("the reply arrives")
+            .expect("read");
+        assert!(read > 0, "closed before the reply");
+        seen.extend_from_slice(&chunk[..read]);
+    }
+    let (status, mut stream) = raw_upgrade(server.addr, SUBSCRIBE, &[]).await;
+    assert_eq!(status, 101);
+    let piece = vec![b' '; 60 * 1024];
+    let mut message = masked_fragment(false, 0x1, &piece);
+    message.extend(masked_fragment(false, 0x0, &piece));
+    stream.write_all(&message).await.expect("send");
+    assert_eq!(raw_read_close(&mut stream).await, 1009);
+}
+
 #[actix_web::test]
 async fn a_client_close_is_echoed() {
     let server = TestServer::simulated(5);

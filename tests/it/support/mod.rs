@@ -383,8 +383,13 @@ pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> (Socket, Vec<(
 
 /// A client frame (masked, as RFC 6455 requires of clients), final, with this opcode.
 pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    masked_fragment(true, opcode, payload)
+}
+
+/// A client frame, final (`fin`) or not: opcode 0 continues a fragmented message.
+pub fn masked_fragment(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut frame = vec![0x80 | opcode];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
     match payload.len() {
         length @ 0..=125 => frame.push(0x80 | length as u8),
         length @ 126..=65535 => {
