@@ -21,6 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::broker::{BrokerActor, CloseAll};
 use crate::config::Config;
+use crate::filter::WhereLedger;
 use crate::http::{self, AppState};
 use crate::protocol::close::CloseCause;
 use crate::service::Service;
@@ -35,6 +36,8 @@ pub struct ServiceRuntime {
     pub service: Service,
     /// Its broker.
     pub broker: Addr<BrokerActor>,
+    /// What its distinct where clauses cost per feature, against its budget.
+    pub where_ledger: Arc<WhereLedger>,
 }
 
 /// A started server.
@@ -111,9 +114,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
         let slow_consumer_after = config.session.slow_consumer_after;
         // Each broker gets its own thread: fan-out never competes with socket writes.
         let arbiter = Arbiter::new().handle();
-        let broker = BrokerActor::start_in_arbiter(&arbiter, move |_| {
-            BrokerActor::new(schema, slow_consumer_after)
-        });
+        let (broker, sink) = BrokerActor::start(&arbiter, schema, slow_consumer_after);
         arbiters.push(arbiter);
         if let Some(settings) = &service.simulator {
             let fleet = Fleet::new(
@@ -123,13 +124,14 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                 settings.trail_vertices,
             );
             let interval = Duration::from_secs_f64(1.0 / settings.hz);
-            SimulatorActor::new(fleet, interval, broker.clone()).start();
+            SimulatorActor::new(fleet, interval, sink).start();
         }
         runtimes.insert(
             service.name.clone(),
             Arc::new(ServiceRuntime {
                 service: service.clone(),
                 broker,
+                where_ledger: WhereLedger::new(config.session.max_service_where_nodes),
             }),
         );
     }

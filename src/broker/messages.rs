@@ -8,7 +8,6 @@ use bytes::Bytes;
 use crate::protocol::close::CloseCause;
 use crate::session::subscription::Subscription;
 use crate::session::transport::OutboundQueue;
-use crate::simulator::Batch;
 
 /// A session's id, from a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,14 +22,6 @@ pub struct Subscriber {
     pub queue: Arc<OutboundQueue>,
     /// Told when the broker ends the session (slow consumer, shutdown).
     pub control: Recipient<SessionEnded>,
-}
-
-/// Sent by the simulator (or ingest) with each tick's features.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FeatureBatch {
-    /// The observations, shared.
-    pub batch: Arc<Batch>,
 }
 
 /// Sent by a session when it is ready for data (server mode: at once; custom mode: after the

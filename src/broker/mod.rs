@@ -4,32 +4,76 @@
 
 mod envelope_index;
 mod fanout;
+mod inbox;
 pub mod messages;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, Context, Handler, MessageResult};
+use actix::{Actor, Addr, ArbiterHandle, Context, Handler, Message, MessageResult};
 
 pub use fanout::{Fanout, FanoutStats};
+pub use inbox::BatchInbox;
 pub use messages::{
-    CloseAll, FeatureBatch, SessionEnded, SessionId, Subscribe, Subscriber, Unsubscribe,
-    UpdateSubscription,
+    CloseAll, SessionEnded, SessionId, Subscribe, Subscriber, Unsubscribe, UpdateSubscription,
 };
 
 use crate::feature::Schema;
 use crate::protocol::close::CloseCause;
+use crate::simulator::Batch;
 
 /// The broker of one service.
 pub struct BrokerActor {
     fanout: Fanout,
+    inbox: Arc<BatchInbox>,
+    /// Batches merged into a later one because they arrived while the broker was busy.
+    batches_merged: u64,
+    /// From the newest observation's time to the start of its fan-out, last batch.
+    lag_ms: u64,
 }
 
-impl BrokerActor {
-    /// A broker for a service's schema.
-    pub fn new(schema: Schema, slow_consumer_after: Duration) -> BrokerActor {
-        BrokerActor {
-            fanout: Fanout::new(schema, slow_consumer_after),
+/// Where sources hand a service's broker their batches (see [`BatchInbox`]).
+#[derive(Clone)]
+pub struct BatchSink {
+    inbox: Arc<BatchInbox>,
+    broker: Addr<BrokerActor>,
+}
+
+impl BatchSink {
+    /// Leaves a batch for the broker, merged with any it has not taken yet.
+    pub fn publish(&self, batch: Batch) {
+        if self.inbox.push(batch) {
+            self.broker.do_send(BatchReady);
         }
+    }
+}
+
+/// Tells the broker its inbox has a batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BatchReady;
+
+impl BrokerActor {
+    /// Starts a broker for a service's schema on `arbiter`; returns its address and the sink
+    /// its sources publish to.
+    pub fn start(
+        arbiter: &ArbiterHandle,
+        schema: Schema,
+        slow_consumer_after: Duration,
+    ) -> (Addr<BrokerActor>, BatchSink) {
+        let inbox = Arc::new(BatchInbox::new(schema.track_id_field()));
+        let broker_inbox = inbox.clone();
+        let broker = BrokerActor::start_in_arbiter(arbiter, move |_| BrokerActor {
+            fanout: Fanout::new(schema, slow_consumer_after),
+            inbox: broker_inbox,
+            batches_merged: 0,
+            lag_ms: 0,
+        });
+        let sink = BatchSink {
+            inbox,
+            broker: broker.clone(),
+        };
+        (broker, sink)
     }
 }
 
@@ -43,11 +87,19 @@ fn end(subscriber: &Subscriber, cause: CloseCause) {
     subscriber.control.do_send(SessionEnded { cause });
 }
 
-impl Handler<FeatureBatch> for BrokerActor {
+impl Handler<BatchReady> for BrokerActor {
     type Result = ();
 
-    fn handle(&mut self, message: FeatureBatch, _: &mut Context<BrokerActor>) {
-        for (subscriber, cause) in self.fanout.publish(&message.batch) {
+    fn handle(&mut self, _: BatchReady, _: &mut Context<BrokerActor>) {
+        let Some(taken) = self.inbox.take() else {
+            return;
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as i64);
+        self.lag_ms = now_ms.saturating_sub(taken.batch.observed_ms).max(0) as u64;
+        self.batches_merged += taken.batches - 1;
+        for (subscriber, cause) in self.fanout.publish(&taken.batch) {
             log::info!(
                 "session {} closed by the broker: {}",
                 subscriber.id.0,
@@ -112,6 +164,10 @@ pub struct BrokerStats {
     pub groups: usize,
     /// Counters since start.
     pub fanout: FanoutStats,
+    /// Batches merged into a later one because the broker was busy, since start.
+    pub batches_merged: u64,
+    /// From the newest observation's time to the start of its fan-out, last batch (ms).
+    pub lag_ms: u64,
 }
 
 impl Handler<GetStats> for BrokerActor {
@@ -122,6 +178,8 @@ impl Handler<GetStats> for BrokerActor {
             sessions: self.fanout.session_count(),
             groups: self.fanout.group_count(),
             fanout: self.fanout.stats(),
+            batches_merged: self.batches_merged,
+            lag_ms: self.lag_ms,
         })
     }
 }

@@ -198,6 +198,18 @@ pub const SETTINGS: &[Setting] = &[
         default: "1000",
         help: "Longest IN list in a where clause",
     },
+    Setting {
+        var: "FEATURESTREAM_MAX_WHERE_NODES",
+        flag: "max-where-nodes",
+        default: "512",
+        help: "Most conditions one where clause may evaluate per feature, after simplification",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_SERVICE_WHERE_NODES",
+        flag: "max-service-where-nodes",
+        default: "8192",
+        help: "Most conditions per feature a service evaluates over all its distinct where clauses; past it a new distinct clause is refused",
+    },
 ];
 
 /// A setting that cannot be used. `main` prints it and exits non-zero.
@@ -278,6 +290,8 @@ pub struct SessionSettings {
     pub heartbeat_interval: Duration,
     /// Delay before closing a bad custom-mode handshake.
     pub handshake_reject_delay: Duration,
+    /// Most conditions per feature a service evaluates over its distinct where clauses.
+    pub max_service_where_nodes: usize,
     /// Where-clause limits.
     pub filter_limits: FilterLimits,
 }
@@ -604,7 +618,13 @@ impl Raw {
                     as usize,
                 max_depth: self.ranged("FEATURESTREAM_MAX_WHERE_DEPTH", 1, 1000)? as usize,
                 max_in_items: self.ranged("FEATURESTREAM_MAX_IN_ITEMS", 1, 100_000)? as usize,
+                max_nodes: self.ranged("FEATURESTREAM_MAX_WHERE_NODES", 1, 100_000)? as usize,
             },
+            max_service_where_nodes: self.ranged(
+                "FEATURESTREAM_MAX_SERVICE_WHERE_NODES",
+                1,
+                100_000_000,
+            )? as usize,
         };
         Ok(Config {
             bind,

@@ -78,6 +78,24 @@ pub enum FilterError {
         /// Byte offset where the limit was passed.
         position: usize,
     },
+    /// More predicates than a clause may evaluate per feature.
+    #[error(
+        "Invalid where clause: {nodes} conditions after simplification; at most {max_nodes} are allowed (use IN for lists of values)."
+    )]
+    TooComplex {
+        /// Predicates in the simplified clause.
+        nodes: usize,
+        /// The limit.
+        max_nodes: usize,
+    },
+    /// A new distinct where clause would take the service past its filter budget.
+    #[error(
+        "Invalid filter: this service already evaluates as many distinct where clauses as it can ({max_nodes} conditions in all); use a clause other viewers use, or try again later."
+    )]
+    ServiceBusy {
+        /// The service's budget.
+        max_nodes: usize,
+    },
     /// An IN list longer than the configured limit.
     #[error("Invalid where clause: IN list longer than {max_items} items at position {position}.")]
     InListTooLong {

@@ -15,14 +15,17 @@ mod compile;
 mod date;
 mod error;
 mod eval;
+mod ledger;
 mod lexer;
 mod out_fields;
 mod parser;
+mod simplify;
 mod state;
 
 pub use ast::{FieldRef, InItems, InList, LikePattern, LikeToken, Literal, Operand, Predicate};
 pub use error::FilterError;
 pub use eval::Truth;
+pub use ledger::{WhereLedger, WherePermit};
 pub use lexer::CompareOp;
 pub use out_fields::OutFields;
 pub use state::{FilterState, FilterUpdate, GeometryInput, OutFieldsInput, Patch};
@@ -39,6 +42,9 @@ pub struct FilterLimits {
     pub max_depth: usize,
     /// Longest IN list (default 1,000).
     pub max_in_items: usize,
+    /// Most predicates a clause may evaluate per feature, after simplification (default
+    /// 512): bounds what one clause costs the broker.
+    pub max_nodes: usize,
 }
 
 impl Default for FilterLimits {
@@ -47,6 +53,7 @@ impl Default for FilterLimits {
             max_clause_bytes: 16 * 1024,
             max_depth: 64,
             max_in_items: 1000,
+            max_nodes: 512,
         }
     }
 }
@@ -90,7 +97,14 @@ impl WhereClause {
         let syntax = parser::Parser::new(&tokens, limits.max_depth, limits.max_in_items)
             .parse_clause()
             .map_err(|err| vec![err])?;
-        let predicate = compile::Compiler::new(schema).compile(syntax)?;
+        let predicate = compile::Compiler::new(schema).compile(syntax)?.simplified();
+        let nodes = predicate.node_count();
+        if nodes > limits.max_nodes {
+            return Err(vec![FilterError::TooComplex {
+                nodes,
+                max_nodes: limits.max_nodes,
+            }]);
+        }
         let canonical = predicate.to_string();
         Ok(WhereClause {
             text: text.to_owned(),

@@ -379,7 +379,19 @@ fn canonical_form_table() {
             "observed = TIMESTAMP '2024-01-01 00:00:00.500'",
         ),
         ("1=1", "1 = 1"),
-        ("not not active", "NOT (NOT (active))"),
+        // Simplified: what costs nothing to rewrite is rewritten, so that clauses meaning the
+        // same share one canonical form (and one group).
+        ("not not active", "active"),
+        ("NOT NOT NOT active", "NOT (active)"),
+        ("NOT (status IS NULL)", "status IS NOT NULL"),
+        ("NOT name IN ('a')", "name NOT IN ('a')"),
+        ("NOT (name NOT LIKE 'a%')", "name LIKE 'a%'"),
+        ("NOT speed BETWEEN 1 AND 2", "speed NOT BETWEEN 1 AND 2"),
+        ("NOT (speed > 1)", "NOT (speed > 1)"),
+        (
+            "(speed > 1 OR (speed < 0 OR count = 1)) AND (active AND parked)",
+            "((speed > 1) OR (speed < 0) OR (count = 1)) AND (active) AND (parked)",
+        ),
     ];
     for (clause, expected) in cases {
         let clause = clause
@@ -537,10 +549,29 @@ fn limits_give_clear_errors() {
     );
     let items: Vec<String> = (0..1000).map(|value| value.to_string()).collect();
     assert!(compile(&format!("count IN ({})", items.join(","))).is_ok());
-    // A long flat chain is not nesting: it stays within the length limit and compiles.
+    // A long flat chain is not nesting, but each link is a condition evaluated per feature:
+    // past the node limit it is refused, with the count.
     let chain = vec!["active"; 1400].join(" AND ");
     assert!(chain.len() < limits.max_clause_bytes);
+    assert_eq!(
+        error_messages(&chain),
+        vec!["Invalid where clause: 1401 conditions after simplification; at most 512 are allowed (use IN for lists of values).".to_owned()]
+    );
+    let chain = vec!["active"; 511].join(" AND ");
     assert!(compile(&chain).unwrap().matches(&attributes(0)));
+    // The attack clause of 62 ORed comparisons under 30 NOTs each costs 63 conditions, the
+    // same as without the NOTs, and shares its canonical form.
+    let attack = (1..=62)
+        .map(|n| format!("{}speed < -{n}", "NOT ".repeat(30)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let plain = (1..=62)
+        .map(|n| format!("speed < -{n}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let (attack, plain) = (compile(&attack).unwrap(), compile(&plain).unwrap());
+    assert_eq!(attack.predicate().node_count(), 63);
+    assert_eq!(attack.canonical(), plain.canonical());
     // Unclosed parentheses at the depth limit do not overflow the stack either.
     assert!(compile(&"(".repeat(10_000)).is_err());
     assert!(compile(&"NOT ".repeat(4000)).is_err());

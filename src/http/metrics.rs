@@ -23,6 +23,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let features_in = Family::<Labels, Counter>::default();
     let features_out = Family::<Labels, Counter>::default();
     let conflated = Family::<Labels, Counter>::default();
+    let merged = Family::<Labels, Counter>::default();
+    let lag = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let conditions = Family::<Labels, Gauge>::default();
     for (name, runtime) in &state.services {
         let Ok(stats) = runtime.broker.send(GetStats).await else {
             continue;
@@ -39,6 +42,11 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         conflated
             .get_or_create(&labels)
             .inc_by(stats.fanout.frames_conflated);
+        merged.get_or_create(&labels).inc_by(stats.batches_merged);
+        lag.get_or_create(&labels).set(stats.lag_ms as f64 / 1000.0);
+        conditions
+            .get_or_create(&labels)
+            .set(runtime.where_ledger.usage().0 as i64);
     }
     let attempts = Family::<Labels, Counter>::default();
     let connections = &state.connections;
@@ -78,6 +86,21 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "frames_conflated",
         "Frames conflated for slow consumers, by service",
         conflated,
+    );
+    registry.register(
+        "batches_merged",
+        "Batches merged into a later one because the broker was still busy, by service",
+        merged,
+    );
+    registry.register(
+        "broker_lag_seconds",
+        "From the newest observation of the last batch to the start of its fan-out, by service",
+        lag,
+    );
+    registry.register(
+        "where_conditions",
+        "Conditions per feature over the distinct where clauses in use, by service",
+        conditions,
     );
     registry.register(
         "connection_attempts",

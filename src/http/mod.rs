@@ -263,6 +263,9 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
                 "featuresIn": stats.fanout.features_in,
                 "featuresOut": stats.fanout.features_out,
                 "framesConflated": stats.fanout.frames_conflated,
+                "batchesMerged": stats.batches_merged,
+                "lagMs": stats.lag_ms,
+                "whereConditions": runtime.where_ledger.usage().0,
             }),
         );
     }

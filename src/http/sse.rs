@@ -55,7 +55,7 @@ pub async fn events(
     let runtime = lookup(&state, &path)?;
     state.check_token(&req, &runtime.service.name)?;
     let query = SubscribeQuery::parse(req.query_string())?;
-    let (out_sr, filter_state) = validate(&query, &runtime, &state)?;
+    let (out_sr, filter_state, permit) = validate(&query, &runtime, &state)?;
     let Admitted::Slot(slot) = state.admission.acquire()? else {
         return Err(HttpError::OverCapacity);
     };
@@ -79,8 +79,15 @@ pub async fn events(
             registry.lock().remove(handle);
         })
     };
-    let address =
-        SseSessionActor::new(parts, handle.clone(), out_sr, filter_state, unregister).start();
+    let address = SseSessionActor::new(
+        parts,
+        handle.clone(),
+        out_sr,
+        filter_state,
+        permit,
+        unregister,
+    )
+    .start();
     state
         .sse_sessions
         .lock()

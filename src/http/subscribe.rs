@@ -11,6 +11,7 @@ use super::AppState;
 use super::admission::Admitted;
 use super::cookie::{browser_session, remember};
 use super::error::HttpError;
+use crate::filter::WherePermit;
 use crate::filter::{FilterError, FilterState, FilterUpdate, OutFields, OutFieldsInput, Patch};
 use crate::geometry::{SUPPORTED_WKIDS, SpatialRel, Wkid};
 use crate::protocol::close::CloseCause;
@@ -50,7 +51,7 @@ pub(crate) fn validate(
     query: &SubscribeQuery,
     runtime: &ServiceRuntime,
     state: &AppState,
-) -> Result<(Wkid, FilterState), HttpError> {
+) -> Result<(Wkid, FilterState, Option<WherePermit>), HttpError> {
     let schema = &runtime.service.schema;
     let limits = state.config.session.filter_limits;
     let mut problems = Vec::new();
@@ -144,7 +145,9 @@ pub(crate) fn validate(
         .map_err(|errors| {
             HttpError::InvalidParameters(errors.iter().map(ToString::to_string).collect())
         })?;
-    Ok((out_sr, filter_state))
+    let permit = crate::session::admit(runtime, &filter_state)
+        .map_err(|err| HttpError::InvalidParameters(vec![format!("where: {err}")]))?;
+    Ok((out_sr, filter_state, permit))
 }
 
 fn only_where(text: &str) -> FilterUpdate {
@@ -195,7 +198,7 @@ fn accept_subscribe(
     let runtime = lookup(state, &path)?;
     state.check_token(&req, &runtime.service.name)?;
     let query = SubscribeQuery::parse(req.query_string())?;
-    let (out_sr, filter_state) = validate(&query, &runtime, state)?;
+    let (out_sr, filter_state, permit) = validate(&query, &runtime, state)?;
     if let Some(err) = transport::upgrade_error(&req) {
         return Err(HttpError::NotWebSocket(err));
     }
@@ -204,14 +207,14 @@ fn accept_subscribe(
         payload,
         state,
         runtime,
-        Start::Server(out_sr, Box::new(filter_state)),
+        Start::Server(out_sr, Box::new(filter_state), permit),
     )
 }
 
 /// How a new WebSocket session begins.
 enum Start {
     /// Server mode: URL parameters already validated.
-    Server(Wkid, Box<FilterState>),
+    Server(Wkid, Box<FilterState>, Option<WherePermit>),
     /// Custom mode: waits for the handshake.
     Custom,
 }
@@ -245,7 +248,9 @@ fn start_session(
         registry: state.registry.clone(),
     };
     let session = match start {
-        Start::Server(out_sr, filter_state) => SessionActor::server(parts, out_sr, *filter_state),
+        Start::Server(out_sr, filter_state, permit) => {
+            SessionActor::server(parts, out_sr, *filter_state, permit)
+        }
         Start::Custom => SessionActor::custom(parts),
     };
     SessionActor::create(|ctx| {

@@ -21,7 +21,7 @@ use crate::broker::{
     SessionEnded, SessionId, Subscribe, Subscriber, Unsubscribe, UpdateSubscription,
 };
 use crate::config::SessionSettings;
-use crate::filter::{FilterError, FilterState, FilterUpdate};
+use crate::filter::{FilterError, FilterState, FilterUpdate, WherePermit};
 use crate::geometry::Wkid;
 use crate::http::admission::ConnectionSlot;
 use crate::protocol::close::CloseCause;
@@ -51,6 +51,8 @@ pub struct SessionActor {
     queue: Arc<OutboundQueue>,
     phase: Phase,
     state: FilterState,
+    /// The state's share of the service's filter budget.
+    where_permit: Option<WherePermit>,
     last_heard: Instant,
     peer: String,
     filter_budget: FilterBudget,
@@ -94,9 +96,18 @@ impl SessionActor {
         )
     }
 
-    /// A server-mode session whose URL parameters were validated before the upgrade.
-    pub fn server(parts: SessionParts, out_sr: Wkid, state: FilterState) -> SessionActor {
-        SessionActor::new(parts, WireMode::Server, Phase::Streaming(out_sr), state)
+    /// A server-mode session whose URL parameters were validated (and its where clause
+    /// admitted) before the upgrade.
+    pub fn server(
+        parts: SessionParts,
+        out_sr: Wkid,
+        state: FilterState,
+        where_permit: Option<WherePermit>,
+    ) -> SessionActor {
+        let mut session =
+            SessionActor::new(parts, WireMode::Server, Phase::Streaming(out_sr), state);
+        session.where_permit = where_permit;
+        session
     }
 
     fn new(parts: SessionParts, mode: WireMode, phase: Phase, state: FilterState) -> SessionActor {
@@ -110,6 +121,7 @@ impl SessionActor {
             queue: parts.queue,
             phase,
             state,
+            where_permit: None,
             last_heard: Instant::now(),
             peer: parts.peer,
             filter_budget,
@@ -224,19 +236,26 @@ impl SessionActor {
         // force, the next frame is the filter reply naming the problem, and the stream
         // carries what the applied state (everything) selects.
         let mut state = FilterState::default();
-        let refused = state
+        let applied = state
             .apply(
                 handshake.update.clone(),
                 &self.service.service.schema,
                 handshake.out_sr,
                 self.settings.filter_limits,
             )
-            .err();
-        if refused.is_some() {
-            state = FilterState::default();
-            handshake.filter_echo = serde_json::Value::Null;
-            handshake.out_fields_echo = serde_json::Value::Null;
-        }
+            .and_then(|()| admit(&self.service, &state).map_err(|err| vec![err]));
+        let refused = match applied {
+            Ok(permit) => {
+                self.where_permit = permit;
+                None
+            }
+            Err(errors) => {
+                state = FilterState::default();
+                handshake.filter_echo = serde_json::Value::Null;
+                handshake.out_fields_echo = serde_json::Value::Null;
+                Some(errors)
+            }
+        };
         self.state = state;
         self.phase = Phase::Streaming(handshake.out_sr);
         self.send_text(ctx, &handshake::encode_echo(&handshake));
@@ -282,14 +301,18 @@ impl SessionActor {
             }
         };
         let mut next = self.state.clone();
-        match next.apply(
-            update,
-            &self.service.service.schema,
-            out_sr,
-            self.settings.filter_limits,
-        ) {
-            Ok(()) => {
+        let applied = next
+            .apply(
+                update,
+                &self.service.service.schema,
+                out_sr,
+                self.settings.filter_limits,
+            )
+            .and_then(|()| admit(&self.service, &next).map_err(|err| vec![err]));
+        match applied {
+            Ok(permit) => {
                 self.state = next;
+                self.where_permit = permit;
                 let reply =
                     ws_frame::text_frame(filter_message::encode_reply(&self.state, &[]).as_bytes());
                 let subscription = self.subscription(out_sr);
@@ -319,6 +342,19 @@ impl SessionActor {
         }
         self.send_control(ctx, transport::ping_frame());
     }
+}
+
+/// Takes `state`'s share of the service's filter budget (none without a where clause).
+pub fn admit(
+    service: &ServiceRuntime,
+    state: &FilterState,
+) -> Result<Option<WherePermit>, FilterError> {
+    state
+        .filter
+        .where_clause
+        .as_ref()
+        .map(|clause| service.where_ledger.admit(clause))
+        .transpose()
 }
 
 fn join_errors(errors: &[FilterError]) -> String {

@@ -16,7 +16,7 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use super::SessionParts;
 use super::budget::{FilterBudget, MessageBudget, Verdict};
 use crate::broker::{SessionEnded, Subscribe, Subscriber, Unsubscribe, UpdateSubscription};
-use crate::filter::{FilterError, FilterState};
+use crate::filter::{FilterError, FilterState, WherePermit};
 use crate::geometry::Wkid;
 use crate::protocol::close::CloseCause;
 use crate::protocol::filter_message::{self, ClientMessage};
@@ -58,6 +58,7 @@ pub struct SseSessionActor {
     handle: SseHandle,
     out_sr: Wkid,
     state: FilterState,
+    where_permit: Option<WherePermit>,
     filter_budget: FilterBudget,
     message_budget: MessageBudget,
     ended: bool,
@@ -71,6 +72,7 @@ impl SseSessionActor {
         handle: SseHandle,
         out_sr: Wkid,
         state: FilterState,
+        where_permit: Option<WherePermit>,
         on_stop: OnStop,
     ) -> SseSessionActor {
         let filter_budget = FilterBudget::new(parts.settings.filter_rate);
@@ -80,6 +82,7 @@ impl SseSessionActor {
             handle,
             out_sr,
             state,
+            where_permit,
             filter_budget,
             message_budget,
             ended: false,
@@ -238,15 +241,18 @@ impl Handler<ApplyFilter> for SseSessionActor {
             }
         };
         let mut next = self.state.clone();
-        let applied = next.apply(
-            update,
-            &self.parts.service.service.schema,
-            self.out_sr,
-            self.parts.settings.filter_limits,
-        );
+        let applied = next
+            .apply(
+                update,
+                &self.parts.service.service.schema,
+                self.out_sr,
+                self.parts.settings.filter_limits,
+            )
+            .and_then(|()| super::admit(&self.parts.service, &next).map_err(|err| vec![err]));
         actix::MessageResult(answer(match applied {
-            Ok(()) => {
+            Ok(permit) => {
                 self.state = next;
+                self.where_permit = permit;
                 let reply = filter_message::encode_reply(&self.state, &[]);
                 // The broker queues the event before any data of the new subscription.
                 self.parts.service.broker.do_send(UpdateSubscription {

@@ -4,24 +4,23 @@
 mod fleet;
 mod routes;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, Addr, AsyncContext, Context};
+use actix::{Actor, AsyncContext, Context};
 
-use crate::broker::{BrokerActor, FeatureBatch};
+use crate::broker::BatchSink;
 pub use fleet::{Batch, Fleet};
 
 /// Ticks a fleet and publishes each batch.
 pub struct SimulatorActor {
     fleet: Fleet,
     interval: Duration,
-    broker: Addr<BrokerActor>,
+    broker: BatchSink,
 }
 
 impl SimulatorActor {
     /// A simulator ticking every `interval`.
-    pub fn new(fleet: Fleet, interval: Duration, broker: Addr<BrokerActor>) -> SimulatorActor {
+    pub fn new(fleet: Fleet, interval: Duration, broker: BatchSink) -> SimulatorActor {
         SimulatorActor {
             fleet,
             interval,
@@ -34,9 +33,7 @@ impl SimulatorActor {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as i64);
         let batch = self.fleet.step(self.interval.as_secs_f64(), observed_ms);
-        self.broker.do_send(FeatureBatch {
-            batch: Arc::new(batch),
-        });
+        self.broker.publish(batch);
     }
 }
 

@@ -67,7 +67,7 @@ async fn error_replies_a_client_provokes_and_never_reads_are_bounded() {
     config.session.queue_bytes = 64 * 1024;
     config.session.message_rate = None;
     let server = TestServer::start(config);
-    let clause = (0..600)
+    let clause = (0..500)
         .map(|n| format!("speed < -{n}"))
         .collect::<Vec<_>>()
         .join(" OR ");
@@ -125,4 +125,72 @@ async fn frames_that_are_not_pongs_do_not_keep_a_silent_client_alive() {
     });
     assert_eq!(raw_read_close(&mut reader).await, 1001);
     chatter.abort();
+}
+
+/// A service evaluates at most its budget of conditions per feature over its distinct where
+/// clauses: a new distinct clause past it is refused with a filter reply (the old filter stays),
+/// a clause already in use costs nothing more, and the budget frees when sessions leave. The
+/// same holds for clauses on the subscribe URL (400 before the upgrade).
+#[actix_web::test]
+async fn distinct_where_clauses_past_the_service_budget_are_refused_with_a_reply() {
+    use crate::support::{connect, next_reply, send, try_connect};
+    let mut config = Config::for_tests(5, 20.0);
+    config.session.max_service_where_nodes = 5;
+    let server = TestServer::start(config);
+    let three = "speed > 1 OR speed > 2";
+    let mut first = connect(&server.ws_url(SUBSCRIBE)).await;
+    send(&mut first, &json!({"filter": {"where": three}}).to_string()).await;
+    assert_eq!(next_reply(&mut first).await.0["error"], Value::Null);
+    let mut second = connect(&server.ws_url(SUBSCRIBE)).await;
+    send(
+        &mut second,
+        r#"{"filter":{"where":"speed > 5 OR speed < 1"}}"#,
+    )
+    .await;
+    let (reply, _) = next_reply(&mut second).await;
+    assert_eq!(reply["filter"], json!({}), "the old filter stays");
+    assert!(
+        reply["error"][0].as_str().is_some_and(|error| error
+            .contains("as many distinct where clauses as it can (5 conditions in all)")),
+        "{reply}"
+    );
+    // The same clause, however written, shares the cost.
+    let same = "NOT NOT (speed > 1 OR speed > 2)";
+    send(&mut second, &json!({"filter": {"where": same}}).to_string()).await;
+    assert_eq!(next_reply(&mut second).await.0["error"], Value::Null);
+    let url = format!(
+        "{SUBSCRIBE}&where={}",
+        percent_encode("speed > 7 OR speed < 0")
+    );
+    let (status, body) = try_connect(&server.ws_url(&url))
+        .await
+        .expect_err("refused");
+    assert_eq!(status, 400, "{body}");
+    let (_, stats) = get_json(server.addr, "/api/stats").await;
+    assert_eq!(stats["services"]["vehicles"]["whereConditions"], 3);
+    drop((first, second));
+    let mut freed = false;
+    for _ in 0..100 {
+        if try_connect(&server.ws_url(&url)).await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the budget frees when the sessions leave");
+}
+
+/// The broker's lag and the batches it merged while busy are in `/metrics`.
+#[actix_web::test]
+async fn the_broker_lag_is_in_metrics() {
+    let server = TestServer::simulated(5);
+    let (status, _, text) = crate::support::http(server.addr, "GET", "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    for name in [
+        "featurestream_broker_lag_seconds{service=\"vehicles\"}",
+        "featurestream_batches_merged_total{service=\"vehicles\"}",
+        "featurestream_where_conditions{service=\"vehicles\"}",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
 }

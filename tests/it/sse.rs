@@ -342,7 +342,7 @@ async fn filter_replies_to_an_sse_stream_nobody_reads_are_bounded() {
     config.session.filter_rate = None;
     config.session.message_rate = None;
     let server = TestServer::start(config);
-    let clause = (0..600)
+    let clause = (0..500)
         .map(|n| format!("speed < -{n}"))
         .collect::<Vec<_>>()
         .join(" OR ");

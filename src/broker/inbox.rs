@@ -1,0 +1,154 @@
+//! `BatchInbox`: where a source leaves batches for its broker. Batches that arrive while the
+//! broker is still fanning out an earlier one are merged, the newest observation of each
+//! track winning, so that a broker slowed down (by expensive filters, a burst of ingest)
+//! falls back at most one batch instead of further and further behind: its viewers see the
+//! current state late by one fan-out, never a growing backlog.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::feature::{Feature, FieldValue};
+use crate::simulator::Batch;
+
+/// A track id as a map key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum TrackKey {
+    Integer(i64),
+    Text(Arc<str>),
+    /// Doubles, dates, booleans, NULL: keyed by their text.
+    Other(String),
+}
+
+impl TrackKey {
+    fn of(value: &FieldValue) -> TrackKey {
+        match value {
+            FieldValue::Integer(id) => TrackKey::Integer(*id),
+            FieldValue::String(id) => TrackKey::Text(id.clone()),
+            other => TrackKey::Other(format!("{other:?}")),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    features: Vec<Feature>,
+    by_track: HashMap<TrackKey, usize>,
+    observed_ms: i64,
+    /// Batches merged into this one (1 when none was).
+    batches: u64,
+}
+
+/// A service's inbox.
+pub struct BatchInbox {
+    track_field: usize,
+    pending: Mutex<Option<Pending>>,
+}
+
+/// What the broker takes from the inbox.
+pub struct Taken {
+    /// The merged batch.
+    pub batch: Batch,
+    /// How many batches it merges (more than 1 when the broker was behind).
+    pub batches: u64,
+}
+
+impl BatchInbox {
+    /// An inbox merging by the attribute at `track_field`.
+    pub fn new(track_field: usize) -> BatchInbox {
+        BatchInbox {
+            track_field,
+            pending: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Leaves a batch; `true` when the inbox was empty (the broker must be told).
+    pub fn push(&self, batch: Batch) -> bool {
+        let mut pending = self.lock();
+        let was_empty = pending.is_none();
+        let merged = pending.get_or_insert_with(Pending::default);
+        merged.batches += 1;
+        merged.observed_ms = merged.observed_ms.max(batch.observed_ms);
+        for feature in batch.features {
+            let key = feature
+                .attributes
+                .get(self.track_field)
+                .map_or(TrackKey::Other(String::new()), TrackKey::of);
+            match merged.by_track.get(&key) {
+                Some(&index) => merged.features[index] = feature,
+                None => {
+                    merged.by_track.insert(key, merged.features.len());
+                    merged.features.push(feature);
+                }
+            }
+        }
+        was_empty
+    }
+
+    /// Takes everything left since the last take.
+    pub fn take(&self) -> Option<Taken> {
+        let pending = self.lock().take()?;
+        Some(Taken {
+            batch: Batch {
+                features: pending.features,
+                observed_ms: pending.observed_ms,
+            },
+            batches: pending.batches,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Geometry;
+
+    fn observation(track: i64, object_id: i64) -> Feature {
+        Feature {
+            attributes: vec![FieldValue::Integer(object_id), FieldValue::Integer(track)],
+            geometry: Geometry::Point { x: 0.0, y: 0.0 },
+        }
+    }
+
+    #[test]
+    fn batches_left_while_the_broker_is_busy_merge_with_the_newest_per_track() {
+        let inbox = BatchInbox::new(1);
+        let first = Batch {
+            features: vec![observation(1, 10), observation(2, 11)],
+            observed_ms: 1000,
+        };
+        let second = Batch {
+            features: vec![observation(2, 12), observation(3, 13)],
+            observed_ms: 2000,
+        };
+        assert!(inbox.push(first), "the broker is told once");
+        assert!(!inbox.push(second), "not again while the first is pending");
+        let taken = inbox.take().expect("a batch");
+        assert_eq!(taken.batches, 2);
+        assert_eq!(taken.batch.observed_ms, 2000);
+        let ids: Vec<&FieldValue> = taken
+            .batch
+            .features
+            .iter()
+            .map(|feature| &feature.attributes[0])
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                &FieldValue::Integer(10),
+                &FieldValue::Integer(12),
+                &FieldValue::Integer(13)
+            ]
+        );
+        assert!(inbox.take().is_none());
+        assert!(inbox.push(Batch {
+            features: vec![],
+            observed_ms: 3000
+        }));
+    }
+}
