@@ -146,7 +146,12 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     // actix-web's HttpServer, plus an upgrade service: every WebSocket upgrade is answered
     // by the same application, then its connection is driven by `session::socket`, which
     // writes the shared frames to the socket without copying them (README, "Transport").
-    let app = move || App::new().app_data(state.clone()).configure(http::routes);
+    let app = move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(http::check_host))
+            .configure(http::routes)
+    };
     // actix-web's public default: its host and address are placeholders this server never
     // reads (`http::metadata::websocket_base` falls back to the listening address itself).
     let app_config = AppConfig::default;

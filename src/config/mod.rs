@@ -151,6 +151,24 @@ pub const SETTINGS: &[Setting] = &[
         help: "Browser origins allowed to connect, comma-separated; * for any; unset: localhost and the same host",
     },
     Setting {
+        var: "FEATURESTREAM_ALLOWED_HOSTS",
+        flag: "allowed-hosts",
+        default: "",
+        help: "Host names requests may name, comma-separated; * for any; unset: localhost, 127.0.0.1 and ::1 when bound to loopback (against DNS rebinding), any otherwise",
+    },
+    Setting {
+        var: "FEATURESTREAM_TRUSTED_PROXIES",
+        flag: "trusted-proxies",
+        default: "",
+        help: "Addresses of reverse proxies whose Forwarded / X-Forwarded-* headers are honoured, comma-separated; unset: none",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_CONNECTIONS_PER_IP",
+        flag: "max-connections-per-ip",
+        default: "1024",
+        help: "Most open connections from one address (loopback exempt); past it 429 and close (0: no limit)",
+    },
+    Setting {
         var: "FEATURESTREAM_FILTER_RATE",
         flag: "filter-rate",
         default: "10",
@@ -271,6 +289,15 @@ pub struct AdmissionSettings {
     pub rate_limit_loopback: bool,
     /// Allowed origins.
     pub origins: OriginPolicy,
+    /// Host names requests may name (`None`: any).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Proxies whose forwarding headers are honoured.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Most open connections from one address; `None`: no limit.
+    pub max_connections_per_ip: Option<usize>,
+    /// Most open connections in all (set from the open-file limit less a reserve, so that
+    /// health checks and admin calls from loopback always get a descriptor); `None`: no limit.
+    pub max_open_connections: Option<usize>,
 }
 
 /// Per-session settings.
@@ -475,7 +502,7 @@ impl Raw {
     }
 
     fn validate(&self) -> Result<Config, ConfigError> {
-        let bind = self.parse(
+        let bind: IpAddr = self.parse(
             "FEATURESTREAM_BIND",
             "an IP address such as 127.0.0.1 or 0.0.0.0",
         )?;
@@ -586,12 +613,46 @@ impl Raw {
             value: key_path.clone(),
             reason,
         })?;
+        let (_, hosts) = self.get("FEATURESTREAM_ALLOWED_HOSTS");
+        let allowed_hosts = match hosts.trim() {
+            "*" => None,
+            "" if bind.is_loopback() => Some(
+                ["localhost", "127.0.0.1", "::1"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ),
+            "" => None,
+            list => Some(
+                list.split(',')
+                    .map(|host| host.trim().trim_matches(['[', ']']).to_ascii_lowercase())
+                    .filter(|host| !host.is_empty())
+                    .collect(),
+            ),
+        };
+        let (proxies_var, proxies) = self.get("FEATURESTREAM_TRUSTED_PROXIES");
+        let trusted_proxies = proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|proxy| !proxy.is_empty())
+            .map(|proxy| {
+                proxy.parse::<IpAddr>().map_err(|_| ConfigError::Invalid {
+                    var: proxies_var.clone(),
+                    value: proxy.to_owned(),
+                    reason: "not an IP address".to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let per_ip = self.ranged("FEATURESTREAM_MAX_CONNECTIONS_PER_IP", 0, 10_000_000)? as usize;
         let admission = AdmissionSettings {
             max_connections: self.ranged("FEATURESTREAM_MAX_CONNECTIONS", 1, 10_000_000)? as usize,
             over_cap,
             connect_rate: rate("FEATURESTREAM_CONNECT_RATE")?,
             rate_limit_loopback,
             origins,
+            allowed_hosts,
+            trusted_proxies,
+            max_connections_per_ip: (per_ip > 0).then_some(per_ip),
+            max_open_connections: None,
         };
         let session = SessionSettings {
             filter_rate: rate("FEATURESTREAM_FILTER_RATE")?,

@@ -3,7 +3,8 @@
 //! `POST /api/messages` to everyone or one service. Delivered as
 //! `{"type":"message","message":<body>}`, a frame both SDK modes pass to `message-received`
 //! without disturbing the stream (docs/protocol.md §3.2, §4.2). Needs an admin token when auth is
-//! on, and a loopback caller when it is off.
+//! on, and a caller on this machine reaching it directly when it is off; cross-site browser
+//! requests are refused either way.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::body;
+use super::client::Client;
 use super::error::BodyError;
 
 /// Largest admin request body.
@@ -24,6 +26,9 @@ use crate::session::registry::{Audience, ServerMessage};
 /// Why an admin request is refused; each maps to one status and message.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// A browser page of another site (Origin, Sec-Fetch-Site) calls the admin API.
+    #[error("Cross-site requests to the admin API are refused")]
+    CrossSite,
     /// Auth is off and the caller is not on this machine.
     #[error("The admin API needs auth configured, or a loopback caller")]
     NotLoopback,
@@ -50,7 +55,9 @@ pub enum AdminError {
 impl ResponseError for AdminError {
     fn status_code(&self) -> StatusCode {
         match self {
-            AdminError::NotLoopback | AdminError::NotAdmin => StatusCode::FORBIDDEN,
+            AdminError::NotLoopback | AdminError::NotAdmin | AdminError::CrossSite => {
+                StatusCode::FORBIDDEN
+            }
             AdminError::TokenRequired => StatusCode::UNAUTHORIZED,
             AdminError::NotJson(_) => StatusCode::BAD_REQUEST,
             AdminError::Body(error) => error.status(),
@@ -64,11 +71,37 @@ impl ResponseError for AdminError {
     }
 }
 
+/// A browser says where a request comes from: any page open in a browser on this machine
+/// could otherwise post to a loopback admin API (a `text/plain` form needs no preflight).
+/// Non-browser callers send neither header.
+fn check_same_site(req: &HttpRequest, client: &Client) -> Result<(), AdminError> {
+    let header_text = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(site) = header_text("sec-fetch-site")
+        && !site.eq_ignore_ascii_case("same-origin")
+        && !site.eq_ignore_ascii_case("none")
+    {
+        return Err(AdminError::CrossSite);
+    }
+    if let Some(origin) = header_text("origin") {
+        let own = format!("{}://{}", client.scheme, client.host);
+        if !origin.eq_ignore_ascii_case(&own) {
+            return Err(AdminError::CrossSite);
+        }
+    }
+    Ok(())
+}
+
 /// The admin check: 401 without a token, 403 with a token that is not an admin's.
 fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
+    let client = state.client(req);
+    check_same_site(req, &client)?;
     if !state.config.auth.is_enabled() {
-        let local = req.peer_addr().is_some_and(|addr| addr.ip().is_loopback());
-        return if local {
+        return if client.local {
             Ok(())
         } else {
             Err(AdminError::NotLoopback)

@@ -12,6 +12,7 @@ use std::time::Instant;
 use actix_web::HttpRequest;
 use actix_web::http::header;
 
+use super::client::Client;
 use super::error::HttpError;
 use crate::config::{AdmissionSettings, OriginPolicy, OverCap};
 
@@ -98,10 +99,10 @@ impl Admission {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Checks the Origin and the peer's attempt rate (every attempt counts, good or bad).
-    pub fn screen(&self, req: &HttpRequest) -> Result<(), HttpError> {
-        self.check_origin(req)?;
-        self.check_rate(req)
+    /// Checks the Origin and the client's attempt rate (every attempt counts, good or bad).
+    pub fn screen(&self, req: &HttpRequest, client: &Client) -> Result<(), HttpError> {
+        self.check_origin(req, client)?;
+        self.check_rate(client)
     }
 
     /// Takes a connection slot, or decides what to do over the cap.
@@ -120,14 +121,15 @@ impl Admission {
         Ok(Admitted::Slot(slot))
     }
 
-    fn check_rate(&self, req: &HttpRequest) -> Result<(), HttpError> {
+    fn check_rate(&self, client: &Client) -> Result<(), HttpError> {
         let Some(rate) = self.settings.connect_rate else {
             return Ok(());
         };
-        let Some(ip) = req.peer_addr().map(|addr| addr.ip()) else {
+        let Some(ip) = client.ip else {
             return Ok(());
         };
-        if ip.is_loopback() && !self.settings.rate_limit_loopback {
+        // Exempt: a caller on this machine reaching the server directly (not a proxy here).
+        if client.local && !self.settings.rate_limit_loopback {
             return Ok(());
         }
         let now = Instant::now();
@@ -148,7 +150,7 @@ impl Admission {
         }
     }
 
-    fn check_origin(&self, req: &HttpRequest) -> Result<(), HttpError> {
+    fn check_origin(&self, req: &HttpRequest, client: &Client) -> Result<(), HttpError> {
         let Some(origin) = req
             .headers()
             .get(header::ORIGIN)
@@ -170,7 +172,7 @@ impl Admission {
                     .trim_matches(['[', ']']);
                 let local = hostname == "localhost"
                     || hostname.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-                let same_host = req.connection_info().host().eq_ignore_ascii_case(host);
+                let same_host = client.host.eq_ignore_ascii_case(host);
                 local || same_host
             }
         };

@@ -42,7 +42,7 @@ pub async fn index(
     {
         let outcome = state
             .check_accepting()
-            .and_then(|()| state.admission.screen(&req))
+            .and_then(|()| state.admission.screen(&req, &state.client(&req)))
             .and_then(|()| state.check_token(&req, &runtime.service.name));
         return match outcome.and_then(|()| admit_custom(req, payload, &state, runtime)) {
             Ok(response) => response,

@@ -37,6 +37,9 @@ pub enum HttpError {
     /// No SSE session of this service holds that handle (or it has ended).
     #[error("SSE session not found")]
     SseSessionNotFound,
+    /// The request names a host this server does not serve (DNS rebinding, a stray name).
+    #[error("Host \"{0}\" is not served here (see FEATURESTREAM_ALLOWED_HOSTS)")]
+    HostNotAllowed(String),
     /// `Upgrade: websocket` on a route that is not a WebSocket endpoint.
     #[error("WebSocket upgrades are accepted on WebSocket endpoints only")]
     UpgradeNotAllowed,
@@ -86,7 +89,9 @@ impl ResponseError for HttpError {
             HttpError::Body(error) => error.status(),
             HttpError::ShuttingDown | HttpError::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            HttpError::OriginRefused(_) | HttpError::TokenForbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::OriginRefused(_)
+            | HttpError::TokenForbidden(_)
+            | HttpError::HostNotAllowed(_) => StatusCode::FORBIDDEN,
             HttpError::TokenRequired => StatusCode::UNAUTHORIZED,
         }
     }

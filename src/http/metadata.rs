@@ -1,11 +1,11 @@
 //! REST endpoints: the catalog and a stream service's metadata. `streamUrls` is built from the
-//! request's host and scheme (honouring `Forwarded` / `X-Forwarded-*` behind a proxy), so the
-//! SDK opens the socket where it reached the metadata.
+//! request's host and scheme (honouring `Forwarded` / `X-Forwarded-*` from trusted proxies),
+//! so the SDK opens the socket where it reached the metadata.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
+use super::client::Client;
 use super::error::HttpError;
 use crate::auth::AuthDecision;
 use crate::protocol::metadata;
@@ -29,7 +29,7 @@ pub async fn stream_server(
         .ok_or_else(|| HttpError::UnknownService(path.chars().take(64).collect()))?;
     let stream_url = format!(
         "{}/arcgis/ws/services/{}/StreamServer",
-        websocket_base(&req, state.local_addr),
+        websocket_base(&state.client(&req)),
         runtime.service.name
     );
     // ArcGIS REST convention: token errors are a JSON body with HTTP 200 (499 required,
@@ -57,25 +57,13 @@ pub async fn stream_server(
     )))
 }
 
-/// `ws://host` or `wss://host` as the client reached this server: the host the request names
-/// (`Forwarded`, `X-Forwarded-Host`, `Host` or the request target), else the listening address.
-pub fn websocket_base(req: &HttpRequest, local_addr: std::net::SocketAddr) -> String {
-    let info = req.connection_info();
-    let scheme = if info.scheme().eq_ignore_ascii_case("https") {
+/// `ws://host` or `wss://host` as the client reached this server: the host it named, or the
+/// one a trusted proxy forwarded (`http::client`).
+pub fn websocket_base(client: &Client) -> String {
+    let scheme = if client.scheme == "https" {
         "wss"
     } else {
         "ws"
     };
-    let headers = req.headers();
-    let named = req.uri().authority().is_some()
-        || [header::HOST, header::FORWARDED]
-            .iter()
-            .any(|name| headers.contains_key(name))
-        || headers.contains_key("x-forwarded-host");
-    if named {
-        format!("{scheme}://{}", info.host())
-    } else {
-        // An HTTP/1.0 request without a Host header: actix would answer its own placeholder.
-        format!("{scheme}://{local_addr}")
-    }
+    format!("{scheme}://{}", client.host)
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admission;
 pub mod body;
+pub mod client;
 pub mod cookie;
 pub mod debug_page;
 pub mod error;
@@ -18,8 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use actix_cors::Cors;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, ResponseError, web};
 
 use crate::broker::{GetStats, SessionId};
 use crate::config::Config;
@@ -98,6 +102,7 @@ impl AppState {
             // Not an upgrade attempt.
             Err(
                 error::HttpError::SseSessionNotFound
+                | error::HttpError::HostNotAllowed(_)
                 | error::HttpError::UpgradeNotAllowed
                 | error::HttpError::Body(_),
             ) => return,
@@ -153,6 +158,11 @@ impl AppState {
         } else {
             Ok(())
         }
+    }
+
+    /// The request's client, trusting forwarding headers from configured proxies only.
+    pub fn client(&self, req: &actix_web::HttpRequest) -> client::Client {
+        client::Client::of(req, &self.config.admission.trusted_proxies, self.local_addr)
     }
 
     /// A new session id.
@@ -222,6 +232,31 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/api/services/{name}/events/{handle}/filter",
             web::post().to(sse::filter),
         );
+}
+
+/// Refuses requests naming a host that is not allowed (against DNS rebinding: a page of
+/// `rebind.attacker.example` resolved to 127.0.0.1 names its own host). Wraps every route.
+pub async fn check_host(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let refused = req.app_data::<web::Data<AppState>>().and_then(|state| {
+        let allowed = state.config.admission.allowed_hosts.as_ref()?;
+        let client = state.client(req.request());
+        let hostname = client.hostname();
+        (!allowed.contains(&hostname)).then_some(hostname)
+    });
+    match refused {
+        None => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body),
+        Some(host) => {
+            let host: String = host.chars().take(100).collect();
+            let response = error::HttpError::HostNotAllowed(host).error_response();
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
 }
 
 /// Whether `path` is a WebSocket endpoint: only these may take the upgrade path (`server`

@@ -51,7 +51,7 @@ pub async fn events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     state.check_accepting()?;
-    state.admission.screen(&req)?;
+    state.admission.screen(&req, &state.client(&req))?;
     let runtime = lookup(&state, &path)?;
     state.check_token(&req, &runtime.service.name)?;
     let query = SubscribeQuery::parse(req.query_string())?;

@@ -194,7 +194,7 @@ fn accept_subscribe(
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
     state.check_accepting()?;
-    state.admission.screen(&req)?;
+    state.admission.screen(&req, &state.client(&req))?;
     let runtime = lookup(state, &path)?;
     state.check_token(&req, &runtime.service.name)?;
     let query = SubscribeQuery::parse(req.query_string())?;
@@ -282,7 +282,7 @@ pub async fn custom(
 ) -> Result<HttpResponse, HttpError> {
     let outcome = state
         .check_accepting()
-        .and_then(|()| state.admission.screen(&req))
+        .and_then(|()| state.admission.screen(&req, &state.client(&req)))
         .and_then(|()| lookup(&state, &path))
         .and_then(|runtime| {
             state

@@ -125,3 +125,44 @@ async fn the_admin_api_needs_an_admin_token_when_auth_is_on() {
     .await;
     assert_eq!((status, reply), (200, json!({"delivered": 0})));
 }
+
+/// A page of another site open in a browser on this machine cannot use the loopback admin
+/// API: a cross-site `text/plain` POST is refused (before: delivered to every viewer).
+#[actix_web::test]
+async fn cross_site_browser_requests_to_the_admin_api_are_refused() {
+    let server = TestServer::simulated(3);
+    let body = r#"{"message":"hi"}"#;
+    let own_origin = format!("http://{}", server.addr);
+    for (headers, expected) in [
+        (vec![("Origin", "https://evil.example")], 403),
+        (vec![("Sec-Fetch-Site", "cross-site")], 403),
+        (vec![("Sec-Fetch-Site", "same-site")], 403),
+        (vec![("Origin", "null")], 403),
+        (
+            vec![
+                ("Origin", own_origin.as_str()),
+                ("Sec-Fetch-Site", "same-origin"),
+            ],
+            200,
+        ),
+        (vec![], 200),
+    ] {
+        let (status, reply) = post_json(server.addr, "/api/messages", &headers, body).await;
+        assert_eq!(status, expected, "{headers:?}: {reply}");
+        if expected == 403 {
+            assert_eq!(
+                reply["error"]["message"],
+                "Cross-site requests to the admin API are refused"
+            );
+        }
+    }
+    // A loopback peer forwarding for someone else is a proxy on this host, not a local admin.
+    let (status, reply) = post_json(
+        server.addr,
+        "/api/messages",
+        &[("X-Forwarded-For", "203.0.113.7")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 403, "{reply}");
+}

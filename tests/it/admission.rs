@@ -325,7 +325,7 @@ async fn a_request_head_that_never_ends_gets_408() {
         .await
         .expect("connect");
     stream
-        .write_all(format!("GET {SUBSCRIBE} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .write_all(format!("GET {SUBSCRIBE} HTTP/1.1\r\nHost: 127.0.0.1\r\n").as_bytes())
         .await
         .expect("send half a request head");
     let mut answer = Vec::new();
@@ -347,7 +347,7 @@ async fn a_request_head_finished_after_6_s_is_still_upgraded_by_default() {
         .await
         .expect("connect");
     stream
-        .write_all(format!("GET {SUBSCRIBE} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .write_all(format!("GET {SUBSCRIBE} HTTP/1.1\r\nHost: 127.0.0.1\r\n").as_bytes())
         .await
         .expect("send half a request head");
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -401,7 +401,7 @@ async fn upgrade_headers_on_plain_endpoints_get_400_and_hold_nothing() {
                 "GET"
             };
             let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
                  Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
             );
@@ -451,7 +451,7 @@ async fn a_request_body_that_never_arrives_gets_408() {
         .expect("connect");
     stream
         .write_all(
-            b"POST /api/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            b"POST /api/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
               Content-Length: 100\r\n\r\n{\"mess",
         )
         .await
@@ -465,4 +465,45 @@ async fn a_request_body_that_never_arrives_gets_408() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("did not arrive in time"), "{answer}");
+}
+
+/// Bound to loopback, only local host names are served: a DNS-rebinding page (its own name
+/// resolved to 127.0.0.1, so Host and Origin agree) gets 403 on every endpoint; untrusted
+/// forwarding headers change nothing.
+#[actix_web::test]
+async fn dns_rebinding_and_untrusted_forwarding_headers_are_refused() {
+    let server = TestServer::simulated(5);
+    let rebind = [
+        ("Host", "rebind.attacker.example"),
+        ("Origin", "http://rebind.attacker.example"),
+    ];
+    let (status, head, _) = crate::support::raw_upgrade_head(server.addr, SUBSCRIBE, &rebind).await;
+    assert_eq!(status, 403, "{head}");
+    for path in [
+        "/",
+        "/api/stats",
+        "/arcgis/rest/services/vehicles/StreamServer?f=json",
+    ] {
+        let (status, _, body) = crate::support::http(
+            server.addr,
+            "GET",
+            path,
+            &[("Host", "rebind.attacker.example:8000")],
+        )
+        .await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("is not served here"), "{body}");
+    }
+    for host in ["localhost:8000", "127.0.0.1", "[::1]:8000"] {
+        let (status, _, _) =
+            crate::support::http(server.addr, "GET", "/healthz", &[("Host", host)]).await;
+        assert_eq!(status, 200, "{host}");
+    }
+    // An Origin matching a forwarded host is not same-host unless the proxy is trusted.
+    let forged = [
+        ("X-Forwarded-Host", "evil.example"),
+        ("Origin", "https://evil.example"),
+    ];
+    let (status, _) = raw_upgrade(server.addr, SUBSCRIBE, &forged).await;
+    assert_eq!(status, 403);
 }

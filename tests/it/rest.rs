@@ -66,7 +66,22 @@ async fn metadata_has_what_the_sdk_needs_and_stream_urls_follow_the_host() {
         ("X-Forwarded-Proto", "https"),
         ("X-Forwarded-Host", "maps.example.com"),
     ];
+    // From a peer that is not a configured proxy, forwarding headers are ignored.
     let (_, _, body) = http(server.addr, "GET", path, &proxied).await;
+    let metadata: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        metadata["streamUrls"][0]["urls"][0],
+        format!(
+            "ws://{}/arcgis/ws/services/vehicles/StreamServer",
+            server.addr
+        )
+    );
+    // Behind a trusted proxy (here on 127.0.0.1) they give the host and scheme clients use.
+    let mut config = featurestream::config::Config::for_tests(5, 20.0);
+    config.admission.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+    config.admission.allowed_hosts = Some(vec!["maps.example.com".into()]);
+    let behind_proxy = TestServer::start(config);
+    let (_, _, body) = http(behind_proxy.addr, "GET", path, &proxied).await;
     let metadata: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(
         metadata["streamUrls"][0]["urls"][0],
