@@ -19,15 +19,25 @@ fn main() -> ExitCode {
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }
-    let config = loaded.config;
-    // Each session is a socket: raise this process's soft open-file limit to the hard one
-    // (commonly 1,024 soft against 500,000 hard), as the connection cap expects.
+    let mut config = loaded.config;
+    // Each connection is a socket: raise this process's soft open-file limit to the hard one
+    // (commonly 1,024 soft against 500,000 hard), then keep a reserve of descriptors that
+    // connections from the network cannot take, so that health checks and admin calls from
+    // this machine always get in (`http::gate`).
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if (limit as usize) < config.admission.max_connections => log::warn!(
-            "the open-file limit ({limit}) is below the connection cap ({}): raise it (ulimit -Hn) or lower FEATURESTREAM_MAX_CONNECTIONS",
-            config.admission.max_connections
-        ),
-        Ok(_) => {}
+        Ok(limit) => {
+            let limit = limit as usize;
+            let reserve = (limit / 100).max(256);
+            let open = limit.saturating_sub(reserve).max(1);
+            config.admission.max_open_connections = Some(open);
+            if config.admission.max_connections > open {
+                log::warn!(
+                    "the open-file limit ({limit}, {reserve} kept in reserve) is below the connection cap ({}): sessions are capped at {open}; raise it (ulimit -Hn) or lower FEATURESTREAM_MAX_CONNECTIONS",
+                    config.admission.max_connections
+                );
+                config.admission.max_connections = open;
+            }
+        }
         Err(err) => log::warn!("cannot raise the open-file limit: {err}"),
     }
     let listener = match server::listen((config.bind, config.port).into(), config.backlog) {

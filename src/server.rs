@@ -13,15 +13,18 @@ use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use actix_http::HttpService;
 use actix_server::ServerHandle;
 use actix_service::{
-    IntoServiceFactory, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service, map_config,
+    IntoServiceFactory, Service as _, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service,
+    map_config,
 };
 use actix_web::dev::AppConfig;
 use actix_web::{App, web};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpStream;
 
 use crate::broker::{BrokerActor, CloseAll};
 use crate::config::Config;
 use crate::filter::WhereLedger;
+use crate::http::gate::ConnectionGate;
 use crate::http::{self, AppState};
 use crate::protocol::close::CloseCause;
 use crate::service::Service;
@@ -91,6 +94,49 @@ impl Stopper {
     }
 }
 
+/// The HTTP service behind the connection gate (`http::gate`): each accepted connection takes
+/// a place for its whole life (the upgraded WebSocket included), or is answered 429/503 and
+/// closed before any of its request is read.
+fn gated<S>(
+    http: S,
+    gate: Arc<ConnectionGate>,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = S::Error, InitError = S::InitError>
+where
+    S: ServiceFactory<
+            (TcpStream, actix_http::Protocol, Option<SocketAddr>),
+            Config = (),
+            Response = (),
+        > + 'static,
+    S::Service: 'static,
+{
+    let http = Rc::new(http);
+    fn_factory(move || {
+        let (http, gate) = (http.clone(), gate.clone());
+        async move {
+            let service = Rc::new(http.new_service(()).await?);
+            Ok(fn_service(move |mut io: TcpStream| {
+                let (service, gate) = (service.clone(), gate.clone());
+                async move {
+                    let peer = io.peer_addr().ok();
+                    let pass = match gate.enter(peer.map(|peer| peer.ip())) {
+                        Ok(pass) => pass,
+                        Err(refusal) => {
+                            use tokio::io::AsyncWriteExt;
+                            if io.write_all(refusal.response()).await.is_ok() {
+                                let _ = io.shutdown().await;
+                            }
+                            return Ok(());
+                        }
+                    };
+                    let served = service.call((io, actix_http::Protocol::Http1, peer)).await;
+                    drop(pass);
+                    served
+                }
+            }))
+        }
+    })
+}
+
 /// A listening socket on `addr` whose kernel queue holds `backlog` connections not yet
 /// accepted (the kernel caps it at `net.core.somaxconn`). `std::net::TcpListener::bind` asks
 /// for 128: when thousands of viewers connect at once (a ramp, a reconnect after a restart),
@@ -146,6 +192,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     // actix-web's HttpServer, plus an upgrade service: every WebSocket upgrade is answered
     // by the same application, then its connection is driven by `session::socket`, which
     // writes the shared frames to the socket without copying them (README, "Transport").
+    let gate = state.admission.gate();
     let app = move || {
         App::new()
             .app_data(state.clone())
@@ -182,7 +229,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                     ))
                 }
             });
-            HttpService::build()
+            let http = HttpService::build()
                 .client_request_timeout(request_timeout)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(addr)
@@ -190,8 +237,8 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                 .finish(map_config(
                     app().into_factory().map_err(|err| err.error_response()),
                     move |()| app_config(),
-                ))
-                .tcp()
+                ));
+            gated(http, gate.clone())
         })?;
     if config.workers > 0 {
         builder = builder.workers(config.workers);

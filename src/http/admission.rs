@@ -14,6 +14,7 @@ use actix_web::http::header;
 
 use super::client::Client;
 use super::error::HttpError;
+use super::gate::ConnectionGate;
 use crate::config::{AdmissionSettings, OriginPolicy, OverCap};
 
 /// A held connection slot; dropping it frees the slot.
@@ -77,6 +78,7 @@ impl TokenBucket {
 /// Admission state shared by every worker.
 pub struct Admission {
     settings: AdmissionSettings,
+    gate: Arc<ConnectionGate>,
     active: Arc<AtomicUsize>,
     buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
@@ -88,10 +90,20 @@ impl Admission {
     /// Admission with the configured limits.
     pub fn new(settings: AdmissionSettings) -> Admission {
         Admission {
+            gate: ConnectionGate::new(
+                settings.max_connections_per_ip,
+                settings.max_open_connections,
+                settings.rate_limit_loopback,
+            ),
             settings,
             active: Arc::new(AtomicUsize::new(0)),
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The TCP connection gate.
+    pub fn gate(&self) -> Arc<ConnectionGate> {
+        self.gate.clone()
     }
 
     /// Sessions now.

@@ -66,6 +66,15 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
             .inc_by(counter.load(Ordering::Relaxed));
     }
+    let (open, per_address, full) = state.admission.gate().counts();
+    let refused = Family::<Labels, Counter>::default();
+    for (reason, count) in [("per_address", per_address), ("full", full)] {
+        refused
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc_by(count);
+    }
+    let open_connections = Gauge::<i64>::default();
+    open_connections.set(open as i64);
     let active = Gauge::<i64>::default();
     active.set(state.admission.active() as i64);
 
@@ -106,6 +115,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "connection_attempts",
         "Session attempts, by outcome",
         attempts,
+    );
+    registry.register(
+        "tcp_connections_refused",
+        "TCP connections refused before any request was read, by reason",
+        refused,
+    );
+    registry.register(
+        "tcp_connections_open",
+        "TCP connections open (sessions, requests, idle heads)",
+        open_connections,
     );
     registry.register(
         "connections_active",

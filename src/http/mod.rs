@@ -8,6 +8,7 @@ pub mod client;
 pub mod cookie;
 pub mod debug_page;
 pub mod error;
+pub mod gate;
 pub mod metadata;
 pub mod metrics;
 pub mod sse;
@@ -311,6 +312,7 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
         "closes": state.registry.closes().into_iter().map(|(code, count)| (code.to_string(), count)).collect::<BTreeMap<String, u64>>(),
         "filterErrors": state.registry.filter_errors(),
         "activeConnections": state.admission.active(),
+        "openConnections": state.admission.gate().counts().0,
         "connections": {
             "accepted": load(&connections.accepted),
             "refused": {
@@ -322,6 +324,8 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
                 "rateLimited": load(&connections.rate_limited),
                 "originRefused": load(&connections.origin_refused),
                 "tokenRefused": load(&connections.token_refused),
+                "tooManyFromAddress": state.admission.gate().counts().1,
+                "serverFull": state.admission.gate().counts().2,
             },
         },
     }))
