@@ -130,6 +130,8 @@ impl Auth {
         for (key, algorithm) in &self.jwt {
             let mut validation = Validation::new(*algorithm);
             validation.set_required_spec_claims(&["exp"]);
+            // A token not valid yet is refused like an expired one.
+            validation.validate_nbf = true;
             validation.validate_aud = false;
             match decode::<Claims>(token, key, &validation) {
                 Ok(data) => {

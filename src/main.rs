@@ -1,5 +1,6 @@
-//! featurestream: `Config::from_env` -> env_logger -> open-file limit -> `server::start`; logs the URLs to use and
-//! shuts down gracefully on SIGINT or SIGTERM.
+//! featurestream: `Config::from_env` -> env_logger -> open-file limit -> `server::start`; logs
+//! the URLs to use and shuts down gracefully on SIGINT, SIGTERM or SIGHUP (a second signal
+//! exits at once).
 
 use std::process::ExitCode;
 
@@ -15,7 +16,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // actix-http logs every malformed request at ERROR: a client's mistake (or a scan) is not
+    // the server's error, and would flood the log; the client gets its 400 either way.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,actix_http::h1::dispatcher=off"),
+    )
+    .init();
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }
@@ -31,7 +37,13 @@ fn main() -> ExitCode {
             let open = limit.saturating_sub(reserve).max(1);
             config.admission.max_open_connections = Some(open);
             if config.admission.max_connections > open {
-                log::warn!(
+                let level = if config.admission.max_connections > limit {
+                    log::Level::Warn
+                } else {
+                    log::Level::Info
+                };
+                log::log!(
+                    level,
                     "the open-file limit ({limit}, {reserve} kept in reserve) is below the connection cap ({}): sessions are capped at {open}; raise it (ulimit -Hn) or lower FEATURESTREAM_MAX_CONNECTIONS",
                     config.admission.max_connections
                 );
@@ -59,7 +71,14 @@ fn main() -> ExitCode {
         let stopper = running.stopper;
         actix_web::rt::spawn(async move {
             shutdown_signal().await;
-            log::info!("shutting down: closing every session with 1001");
+            log::info!(
+                "shutting down: closing every session with 1001 (signal again to exit at once)"
+            );
+            actix_web::rt::spawn(async {
+                shutdown_signal().await;
+                log::warn!("second signal: exiting without waiting for the drain");
+                std::process::exit(1);
+            });
             stopper.shutdown().await;
         });
         running.server.await
@@ -90,21 +109,24 @@ fn log_urls(addr: std::net::SocketAddr, services: &[String]) {
     log::info!("custom mode of the default service: ws://{host}/");
 }
 
+/// SIGINT, SIGTERM or SIGHUP (a closed terminal, or a supervisor's stop): each ends the
+/// server gracefully, with the 1001 close the SDK needs to come back.
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut terminate), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = interrupt.await;
+            return;
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
         }
     }
     #[cfg(not(unix))]

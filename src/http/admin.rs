@@ -7,7 +7,6 @@
 //! requests are refused either way.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -97,7 +96,7 @@ fn check_same_site(req: &HttpRequest, client: &Client) -> Result<(), AdminError>
 }
 
 /// The admin check: 401 without a token, 403 with a token that is not an admin's.
-fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
+pub fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
     let client = state.client(req);
     check_same_site(req, &client)?;
     if !state.config.auth.is_enabled() {
@@ -107,14 +106,11 @@ fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
             Err(AdminError::NotLoopback)
         };
     }
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let token = bearer.or_else(|| AppState::token(req));
-    match state.config.auth.check(token.as_deref(), None) {
+    match state
+        .config
+        .auth
+        .check(AppState::token(req).as_deref(), None)
+    {
         AuthDecision::Allowed(Role::Admin) => Ok(()),
         AuthDecision::Missing => Err(AdminError::TokenRequired),
         _ => Err(AdminError::NotAdmin),

@@ -17,7 +17,11 @@ use crate::broker::GetStats;
 type Labels = Vec<(String, String)>;
 
 /// `GET /metrics`.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, super::admin::AdminError> {
+    state.check_operator(&req)?;
     let sessions = Family::<Labels, Gauge>::default();
     let groups = Family::<Labels, Gauge>::default();
     let features_in = Family::<Labels, Counter>::default();
@@ -133,9 +137,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
-        return HttpResponse::InternalServerError().finish();
+        return Ok(HttpResponse::InternalServerError().finish());
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(text)
+        .body(text))
 }

@@ -122,15 +122,25 @@ impl AppState {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The request's `token` query parameter (ArcGIS puts tokens there, docs/protocol.md §7).
+    /// The request's token: the `token` query parameter (where ArcGIS puts it,
+    /// docs/protocol.md §7), else `Authorization: Bearer ..` or `X-Esri-Authorization: Bearer ..`
+    /// (the scheme in any case). Every endpoint that takes a token reads it here.
     pub fn token(req: &actix_web::HttpRequest) -> Option<String> {
-        let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).ok()?;
-        query
-            .into_inner()
-            .into_iter()
-            .rev()
-            .find(|(key, _)| key.eq_ignore_ascii_case("token"))
-            .map(|(_, value)| value)
+        let from_query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .ok()
+            .and_then(|query| {
+                query
+                    .into_inner()
+                    .into_iter()
+                    .rev()
+                    .find(|(key, _)| key.eq_ignore_ascii_case("token"))
+                    .map(|(_, value)| value)
+            });
+        from_query.or_else(|| {
+            [header::AUTHORIZATION.as_str(), "x-esri-authorization"]
+                .iter()
+                .find_map(|name| bearer(req.headers().get(*name)?.to_str().ok()?))
+        })
     }
 
     /// Checks the request's token for a service before the upgrade: 401 or 403.
@@ -166,6 +176,15 @@ impl AppState {
         client::Client::of(req, &self.config.admission.trusted_proxies, self.local_addr)
     }
 
+    /// The operator endpoints (`/api/stats`, `/metrics`): open when auth is off; with auth on
+    /// they tell who is connected and how much, so they need an admin token.
+    pub fn check_operator(&self, req: &actix_web::HttpRequest) -> Result<(), admin::AdminError> {
+        if self.config.auth.is_enabled() {
+            admin::check_admin(req, self)?;
+        }
+        Ok(())
+    }
+
     /// A new session id.
     pub fn next_session_id(&self) -> SessionId {
         SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
@@ -178,6 +197,13 @@ impl AppState {
             .or_else(|| self.services.values().next())
             .cloned()
     }
+}
+
+/// The credentials of `Bearer <token>`, the scheme matched in any case (RFC 9110).
+fn bearer(value: &str) -> Option<String> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
 
 /// CORS for the REST endpoints the SDK reads from another origin (docs/protocol.md §2.1).
@@ -284,7 +310,11 @@ pub fn upgrade_refusal() -> HttpResponse {
 }
 
 /// `GET /api/stats`: sessions and counters per service.
-async fn stats(state: web::Data<AppState>) -> HttpResponse {
+async fn stats(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, admin::AdminError> {
+    state.check_operator(&req)?;
     let mut services = serde_json::Map::new();
     for (name, runtime) in &state.services {
         let Ok(stats) = runtime.broker.send(GetStats).await else {
@@ -307,7 +337,7 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
     }
     let connections = &state.connections;
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    HttpResponse::Ok().json(serde_json::json!({
+    Ok(HttpResponse::Ok().json(serde_json::json!({
         "services": services,
         "closes": state.registry.closes().into_iter().map(|(code, count)| (code.to_string(), count)).collect::<BTreeMap<String, u64>>(),
         "filterErrors": state.registry.filter_errors(),
@@ -328,5 +358,5 @@ async fn stats(state: web::Data<AppState>) -> HttpResponse {
                 "serverFull": state.admission.gate().counts().2,
             },
         },
-    }))
+    })))
 }

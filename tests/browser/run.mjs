@@ -44,7 +44,7 @@ async function freePort() {
   });
 }
 
-async function startServer(port, features = 40, extra = []) {
+async function startServer(port, features = 40, extra = [], adminToken = null) {
   port = port || (await freePort());
   const args = ["--port", String(port), "--features", String(features), "--hz", "5", ...extra];
   const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
@@ -64,7 +64,9 @@ async function startServer(port, features = 40, extra = []) {
     origin,
     child,
     async stats() {
-      return (await fetch(`${origin}/api/stats`)).json();
+      // With auth on, the operator endpoints need an admin token.
+      const headers = adminToken ? { authorization: `Bearer ${adminToken}` } : {};
+      return (await fetch(`${origin}/api/stats`, { headers })).json();
     },
     async stop() {
       child.kill("SIGTERM");
@@ -365,7 +367,7 @@ async function runExample(browser, pageOrigin, server, sdk) {
 // A protected service: the token in customParameters is accepted in both modes; without it
 // server mode fails to load (ArcGIS 499) and custom mode backs off (401), no storm.
 async function runProtected(browser, pageOrigin, sdk) {
-  const server = await startServer(0, 10, ["--tokens", "browser-token-1=vehicles"]);
+  const server = await startServer(0, 10, ["--tokens", "browser-token-1=vehicles,browser-admin-1=*:admin"], "browser-admin-1");
   const { page } = await openPage(browser, pageOrigin, sdk);
   const tag = `${sdk} ${VERSIONS[sdk]} protected`;
   await scenario(`${tag}: token accepted, missing token refused without a storm (20 s)`, async () => {

@@ -120,3 +120,88 @@ async fn without_configured_tokens_auth_is_off() {
     .await;
     assert!(metadata["streamUrls"][0].get("token").is_none());
 }
+
+/// A JWT whose `nbf` is still ahead is refused like an expired one (before: accepted).
+#[actix_web::test]
+async fn a_jwt_not_valid_yet_is_refused() {
+    let server = protected();
+    let subscribe = "/arcgis/ws/services/vehicles/StreamServer/subscribe?outSR=4326";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock")
+        .as_secs() as i64;
+    let later = jwt(json!({"exp": now + 7200, "nbf": now + 3600, "services": "*"}));
+    let already = jwt(json!({"exp": now + 7200, "nbf": now - 60, "services": "*"}));
+    assert_eq!(
+        status(&server, &format!("{subscribe}&token={later}")).await,
+        403
+    );
+    assert_eq!(
+        status(&server, &format!("{subscribe}&token={already}")).await,
+        101
+    );
+}
+
+/// `Authorization: Bearer` (the scheme in any case) works wherever a token does; with auth on
+/// the operator endpoints need an admin token, the catalog and health stay open.
+#[actix_web::test]
+async fn bearer_tokens_are_accepted_everywhere_and_operator_endpoints_need_an_admin() {
+    let mut config = Config::for_tests(5, 20.0);
+    let tokens = parse_static_tokens("subscriber-1=vehicles,operator-1=*:admin").expect("tokens");
+    config.auth = Auth::new(tokens, None, None).expect("auth");
+    let server = TestServer::start(config);
+    let subscribe = "/arcgis/ws/services/vehicles/StreamServer/subscribe?outSR=4326";
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let value = format!("{scheme} subscriber-1");
+        let (status, _) =
+            crate::support::raw_upgrade(server.addr, subscribe, &[("Authorization", &value)]).await;
+        assert_eq!(status, 101, "{scheme}");
+    }
+    let (status, _) = crate::support::raw_upgrade(
+        server.addr,
+        subscribe,
+        &[("X-Esri-Authorization", "Bearer subscriber-1")],
+    )
+    .await;
+    assert_eq!(status, 101);
+    let (_, _, metadata) = crate::support::http(
+        server.addr,
+        "GET",
+        "/arcgis/rest/services/vehicles/StreamServer?f=json",
+        &[("Authorization", "bearer subscriber-1")],
+    )
+    .await;
+    assert!(metadata.contains("streamUrls"), "{metadata}");
+    for path in ["/api/stats", "/metrics"] {
+        let (status, _, _) = crate::support::http(server.addr, "GET", path, &[]).await;
+        assert_eq!(status, 401, "{path}");
+        let (status, _, _) = crate::support::http(
+            server.addr,
+            "GET",
+            path,
+            &[("Authorization", "Bearer subscriber-1")],
+        )
+        .await;
+        assert_eq!(status, 403, "{path}: not an admin");
+        let (status, _, _) = crate::support::http(
+            server.addr,
+            "GET",
+            path,
+            &[("Authorization", "bearer operator-1")],
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+    }
+    for path in ["/healthz", "/arcgis/rest/services?f=json"] {
+        let (status, _, _) = crate::support::http(server.addr, "GET", path, &[]).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, reply) = crate::support::post_json(
+        server.addr,
+        "/api/messages",
+        &[("authorization", "BEARER operator-1")],
+        r#"{"message":"hi"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+}

@@ -4,7 +4,7 @@
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{TestServer, connect, expect_close, next_json};
+use crate::support::{Socket, TestServer, connect, expect_close, next_json};
 
 const SUBSCRIBE: &str = "/arcgis/ws/services/vehicles/StreamServer/subscribe?outSR=4326";
 
@@ -191,15 +191,15 @@ async fn stats_count_closes_by_code_and_filter_errors() {
     assert!(counted, "closes by code and filter errors are counted");
 }
 
-#[actix_web::test]
-async fn sigterm_closes_sessions_with_1001_and_the_binary_exits_0() {
-    // Started with a low soft open-file limit, as many shells give: the server raises it.
+/// The release-like binary on a free port, started with a low soft open-file limit, as many
+/// shells give; returns it with a session that has received data.
+async fn start_binary() -> (tokio::process::Child, Socket) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port();
-    let mut child = tokio::process::Command::new("sh")
+    let child = tokio::process::Command::new("sh")
         .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
         .arg(env!("CARGO_BIN_EXE_featurestream"))
         .args(["--port", &port.to_string(), "--features", "5", "--hz", "20"])
@@ -219,6 +219,30 @@ async fn sigterm_closes_sessions_with_1001_and_the_binary_exits_0() {
     }
     let mut socket = socket.expect("the server accepts sessions");
     next_json(&mut socket).await;
+    (child, socket)
+}
+
+async fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("pid").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+}
+
+async fn exit_code(child: &mut tokio::process::Child) -> Option<i32> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .expect("wait")
+        .code()
+}
+
+#[actix_web::test]
+async fn sigterm_closes_sessions_with_1001_and_the_binary_exits_0() {
+    let (mut child, mut socket) = start_binary().await;
     let pid = child.id().expect("pid").to_string();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
     let open_files: Vec<&str> = limits
@@ -234,19 +258,90 @@ async fn sigterm_closes_sessions_with_1001_and_the_binary_exits_0() {
         open_files.get(1),
         "the soft open-file limit is raised to the hard one: {open_files:?}"
     );
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
+    signal(&child, "TERM").await;
     assert_eq!(
         expect_close(&mut socket).await,
         (1001, "server shutting down".to_owned())
     );
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+    assert_eq!(exit_code(&mut child).await, Some(0));
+}
+
+/// SIGHUP (a closed terminal, a supervisor) is a graceful shutdown too, with the 1001 close
+/// the SDK needs (before: the process died without it).
+#[actix_web::test]
+async fn sighup_closes_sessions_with_1001_and_the_binary_exits_0() {
+    let (mut child, mut socket) = start_binary().await;
+    signal(&child, "HUP").await;
+    assert_eq!(
+        expect_close(&mut socket).await,
+        (1001, "server shutting down".to_owned())
+    );
+    assert_eq!(exit_code(&mut child).await, Some(0));
+}
+
+/// A second signal during the drain exits at once, with status 1.
+#[actix_web::test]
+async fn a_second_signal_exits_without_waiting_for_the_drain() {
+    let (mut child, mut socket) = start_binary().await;
+    signal(&child, "INT").await;
+    assert_eq!(expect_close(&mut socket).await.0, 1001);
+    signal(&child, "INT").await;
+    assert_eq!(exit_code(&mut child).await, Some(1));
+}
+
+/// Malformed requests are answered 400 and do not write ERROR lines to the default log (a
+/// scan would flood it).
+#[actix_web::test]
+async fn malformed_requests_write_no_error_lines_by_default() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_featurestream"))
+        .args(["--port", &port.to_string(), "--features", "5"])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server binary starts");
+    let mut answered = 0;
+    for _ in 0..100 {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        tokio::time::timeout(crate::support::WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("answered")
+            .expect("read");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        answered += 1;
+        if answered == 5 {
+            break;
+        }
+    }
+    assert_eq!(answered, 5);
+    signal(&child, "TERM").await;
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
         .await
-        .expect("exits within the grace period")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+        .expect("read the log");
+    assert_eq!(exit_code(&mut child).await, Some(0));
+    assert!(log.contains("featurestream listening on"), "{log}");
+    assert!(!log.contains(" ERROR "), "{log}");
 }
