@@ -193,6 +193,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     // by the same application, then its connection is driven by `session::socket`, which
     // writes the shared frames to the socket without copying them (README, "Transport").
     let gate = state.admission.gate();
+    let teardown = state.teardown.clone();
     let app = move || {
         App::new()
             .app_data(state.clone())
@@ -208,18 +209,21 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
         .disable_signals()
         .listen("featurestream", listener, move || {
             let upgrade_app = app.clone();
+            let teardown = teardown.clone();
             let upgrade = fn_factory(move || {
                 let factory = upgrade_app().into_factory();
+                let teardown = teardown.clone();
                 async move {
                     let service = Rc::new(factory.new_service(app_config()).await?);
                     Ok::<_, ()>(fn_service(
                         move |(req, framed): (actix_http::Request, _)| {
-                            let service = service.clone();
+                            let (service, teardown) = (service.clone(), teardown.clone());
                             async move {
                                 // Only WebSocket endpoints take the upgrade path: any other
                                 // handler would wait for a body fed only after a 101.
                                 if http::is_websocket_route(req.path()) {
-                                    crate::session::socket::serve(service, req, framed).await
+                                    crate::session::socket::serve(service, req, framed, teardown)
+                                        .await
                                 } else {
                                     let refusal = http::upgrade_refusal();
                                     crate::session::socket::answer(framed, refusal).await

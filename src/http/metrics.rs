@@ -77,6 +77,8 @@ pub async fn metrics(
             .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
             .inc_by(count);
     }
+    let reset = Counter::<u64>::default();
+    reset.inc_by(state.teardown.reset.load(Ordering::Relaxed));
     let open_connections = Gauge::<i64>::default();
     open_connections.set(open as i64);
     let active = Gauge::<i64>::default();
@@ -124,6 +126,11 @@ pub async fn metrics(
         "tcp_connections_refused",
         "TCP connections refused before any request was read, by reason",
         refused,
+    );
+    registry.register(
+        "connections_reset",
+        "Connections reset (SO_LINGER 0) because the client did not read its last frames",
+        reset,
     );
     registry.register(
         "tcp_connections_open",

@@ -72,6 +72,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// The listening address (the host a request that names none reached).
     pub local_addr: SocketAddr,
+    /// Upgraded connections reset because their client did not read its last frames.
+    pub teardown: Arc<crate::session::socket::TeardownStats>,
     next_session: AtomicU64,
 }
 
@@ -93,6 +95,7 @@ impl AppState {
             sse_sessions: sse::SseRegistry::default(),
             draining,
             local_addr,
+            teardown: Arc::default(),
             next_session: AtomicU64::new(1),
         }
     }
@@ -343,6 +346,7 @@ async fn stats(
         "filterErrors": state.registry.filter_errors(),
         "activeConnections": state.admission.active(),
         "openConnections": state.admission.gate().counts().0,
+        "connectionsReset": state.teardown.reset.load(Ordering::Relaxed),
         "connections": {
             "accepted": load(&connections.accepted),
             "refused": {

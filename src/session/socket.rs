@@ -20,6 +20,7 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use actix_codec::{Encoder, Framed};
@@ -46,6 +47,11 @@ const MAX_REFUSAL_BODY: usize = 64 * 1024;
 /// How long a closed session's last frames may wait for a client that does not read before
 /// the connection is dropped.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the server waits for the client's side of the close after its own.
+const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most bytes read and discarded while waiting for it (the time bounds it first on any real
+/// network).
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 /// Inbound bytes buffered for the session before reading pauses.
 const MAX_INBOUND_BYTES: usize = 64 * 1024;
 
@@ -54,6 +60,7 @@ pub async fn serve<S, B>(
     app: Rc<S>,
     mut req: Request,
     framed: Framed<TcpStream, h1::Codec>,
+    stats: Arc<TeardownStats>,
 ) -> Result<(), actix_web::Error>
 where
     S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
@@ -99,7 +106,7 @@ where
                 linger: None,
             };
             if written.is_ok() {
-                connection.run().await;
+                connection.run(&stats).await;
             }
             // The connection is gone or done: the broker unregisters the session.
             queue.close(None);
@@ -164,25 +171,54 @@ struct Connection {
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
+/// How a connection's writing ended.
+enum Ended {
+    /// Everything queued until the close was written.
+    Written,
+    /// The socket failed.
+    Failed,
+    /// The client did not take its last frames within the linger period.
+    GaveUp,
+}
+
+/// Connections the server gave up on and reset, for `/metrics`.
+#[derive(Default)]
+pub struct TeardownStats {
+    /// Connections reset (`SO_LINGER` 0) because the client did not read its last frames.
+    pub reset: AtomicU64,
+}
+
 impl Connection {
     /// Runs until the queue is closed and written, or the socket fails.
-    async fn run(mut self) {
-        let finished_writing = poll_fn(|cx| self.poll_io(cx)).await;
-        if finished_writing {
-            let _ = self.io.shutdown().await;
+    async fn run(mut self, stats: &TeardownStats) {
+        match poll_fn(|cx| self.poll_io(cx)).await {
+            Ended::Written => {
+                // RFC 6455 §7.1.1: after its Close the server lets the client answer, reading
+                // and discarding what it still sends. Closing with unread bytes would make the
+                // kernel send a reset, and the client's kernel drop the close frame with it.
+                let _ = self.io.shutdown().await;
+                self.inbound.borrow_mut().end();
+                drain(&mut self.io).await;
+            }
+            Ended::Failed => self.inbound.borrow_mut().end(),
+            Ended::GaveUp => {
+                // As nginx's `reset_timedout_connection`: a reset frees the bytes the kernel
+                // still holds for a client that does not read (FIN-WAIT-1 keeps them for
+                // minutes against a zero window).
+                let _ = self.io.set_zero_linger();
+                stats.reset.fetch_add(1, Ordering::Relaxed);
+                self.inbound.borrow_mut().end();
+            }
         }
-        self.inbound.borrow_mut().end();
     }
 
-    /// Ready(true) when everything queued until the close was written; Ready(false) when
-    /// the socket failed.
-    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         self.poll_read(cx);
         loop {
             if self.pending.is_empty() {
                 match self.queue.poll_drain(cx, &mut self.pending, WRITE_BUDGET) {
                     Poll::Ready(true) => {}
-                    Poll::Ready(false) => return Poll::Ready(true),
+                    Poll::Ready(false) => return Poll::Ready(Ended::Written),
                     Poll::Pending => return Poll::Pending,
                 }
             }
@@ -193,7 +229,7 @@ impl Connection {
                 *slice = IoSlice::new(frame);
             }
             match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ended::Failed),
                 Poll::Ready(Ok(written)) => self.advance(written),
                 Poll::Pending => {
                     // A client that stops reading must not hold its connection forever once
@@ -203,7 +239,7 @@ impl Connection {
                             .linger
                             .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                         if linger.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(false);
+                            return Poll::Ready(Ended::GaveUp);
                         }
                     }
                     return Poll::Pending;
@@ -247,6 +283,23 @@ impl Connection {
             }
         }
     }
+}
+
+/// Reads and discards what the client still sends after the server's close, until it closes
+/// its side, for at most [`CLOSE_DRAIN`] and [`MAX_DRAIN_BYTES`].
+async fn drain(io: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut scratch = [0u8; READ_BYTES];
+    let mut drained = 0;
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        while drained < MAX_DRAIN_BYTES {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => drained += read,
+            }
+        }
+    })
+    .await;
 }
 
 /// Bytes the client sent, waiting for the session. Both ends live on the connection's

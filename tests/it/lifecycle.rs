@@ -282,11 +282,24 @@ async fn sighup_closes_sessions_with_1001_and_the_binary_exits_0() {
 /// A second signal during the drain exits at once, with status 1.
 #[actix_web::test]
 async fn a_second_signal_exits_without_waiting_for_the_drain() {
+    use tokio::io::AsyncWriteExt;
     let (mut child, mut socket) = start_binary().await;
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_ref() else {
+        panic!("a plain connection")
+    };
+    let addr = tcp.peer_addr().expect("the server's address");
+    // A request head still arriving keeps the graceful stop waiting (up to its 5 s timeout
+    // after the 1.5 s drain): the second signal comes well within that.
+    let mut pending = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    pending
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .expect("half a request head");
     signal(&child, "INT").await;
     assert_eq!(expect_close(&mut socket).await.0, 1001);
     signal(&child, "INT").await;
     assert_eq!(exit_code(&mut child).await, Some(1));
+    drop(pending);
 }
 
 /// Malformed requests are answered 400 and do not write ERROR lines to the default log (a
@@ -344,4 +357,90 @@ async fn malformed_requests_write_no_error_lines_by_default() {
     assert_eq!(exit_code(&mut child).await, Some(0));
     assert!(log.contains("featurestream listening on"), "{log}");
     assert!(!log.contains(" ERROR "), "{log}");
+}
+
+/// The close code reaches a client that is still sending when the server closes: the server
+/// reads and discards until the client's side closes (RFC 6455 §7.1.1) instead of closing with
+/// unread bytes, which makes the kernel reset the connection and lose the close frame (the
+/// client saw 1006 instead of 1008).
+#[actix_web::test]
+async fn a_client_still_sending_after_the_close_gets_the_close_code() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::simulated(5);
+    let (status, stream) = crate::support::raw_upgrade(server.addr, SUBSCRIBE, &[]).await;
+    assert_eq!(status, 101);
+    let (mut reader, mut writer) = stream.into_split();
+    let flood = actix_web::rt::spawn(async move {
+        let filters = crate::support::masked_frame(0x1, br#"{"filter":{}}"#).repeat(1000);
+        // Bounded: 4 MB, far past the close (which comes after a second's burst of filters).
+        for _ in 0..200 {
+            if writer.write_all(&filters).await.is_err() {
+                break;
+            }
+        }
+        writer
+    });
+    // The client is busy sending: it reads only once its flood is written (or refused).
+    let writer = flood.await.expect("the flood ends");
+    // And it is slow to come back to reading: by then the server has long closed.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(crate::support::raw_read_close(&mut reader).await, 1008);
+    drop(writer);
+}
+
+/// The server's socket states toward `peer`, from `/proc/net/tcp` (hex `XX` states).
+fn server_socket_states(server: std::net::SocketAddr, peer: std::net::SocketAddr) -> Vec<String> {
+    let hex = |addr: std::net::SocketAddr| match addr {
+        std::net::SocketAddr::V4(v4) => {
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )
+        }
+        std::net::SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(server), hex(peer));
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+                .then(|| fields[3].to_owned())
+        })
+        .collect()
+}
+
+/// When the server gives up on a client that does not read (after the linger period), it
+/// resets the connection: no socket is left holding unsent bytes in the kernel (before: each
+/// sat in FIN-WAIT-1 with up to the send buffer queued), and the reset is counted.
+#[actix_web::test]
+async fn a_client_that_never_reads_leaves_no_socket_behind() {
+    let mut config = featurestream::config::Config::for_tests(200, 20.0);
+    config.session.queue_bytes = 64 * 1024;
+    config.session.slow_consumer_after = std::time::Duration::from_secs(1);
+    let server = TestServer::start(config);
+    let (status, stalled) = crate::support::raw_upgrade(server.addr, SUBSCRIBE, &[]).await;
+    assert_eq!(status, 101);
+    let peer = stalled.local_addr().expect("the client's address");
+    assert!(!server_socket_states(server.addr, peer).is_empty());
+    let mut gone = false;
+    // Bounded: filling the buffers, a second behind, the 5 s linger, well within 60 s.
+    for _ in 0..600 {
+        if server_socket_states(server.addr, peer).is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "the server's socket is still there: {:?}",
+        server_socket_states(server.addr, peer)
+    );
+    let (_, stats) = crate::support::get_json(server.addr, "/api/stats").await;
+    assert_eq!(stats["connectionsReset"], 1);
+    assert_eq!(stats["closes"]["1008"], 1);
+    drop(stalled);
 }
