@@ -13,10 +13,9 @@ use super::AppState;
 use super::admission::Admitted;
 use super::body;
 use super::error::HttpError;
-use super::subscribe::{SubscribeQuery, lookup, peer, validate};
-use crate::session::SessionParts;
+use super::subscribe::{SubscribeQuery, lookup, session_parts, validate};
 use crate::session::sse_stream::{ApplyFilter, SseHandle, SseSessionActor};
-use crate::session::transport::{self, OutboundQueue};
+use crate::session::transport;
 
 /// A live SSE session: the service it streams and its actor.
 struct SseEntry {
@@ -59,19 +58,9 @@ pub async fn events(
     let Admitted::Slot(slot) = state.admission.acquire()? else {
         return Err(HttpError::OverCapacity);
     };
-    let settings = state.config.session.clone();
-    let queue = OutboundQueue::new(settings.queue_bytes);
     let service = runtime.service.name.clone();
-    let parts = SessionParts {
-        id: state.next_session_id(),
-        service: runtime,
-        settings,
-        queue: queue.clone(),
-        peer: peer(&req),
-        slot,
-        cookie: None,
-        registry: state.registry.clone(),
-    };
+    let parts = session_parts(&req, &state, runtime, slot, None);
+    let queue = parts.queue.clone();
     let handle = SseHandle::random();
     let unregister = {
         let registry = state.sse_sessions.clone();

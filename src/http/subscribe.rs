@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::admission::Admitted;
+use super::admission::ConnectionSlot;
 use super::cookie::{browser_session, remember};
 use super::error::HttpError;
 use crate::filter::WherePermit;
@@ -167,7 +168,28 @@ pub(crate) fn lookup(state: &AppState, name: &str) -> Result<Arc<ServiceRuntime>
         .ok_or_else(|| HttpError::UnknownService(name.chars().take(64).collect()))
 }
 
-pub(crate) fn peer(req: &HttpRequest) -> String {
+/// What every new session starts with, WebSocket or SSE: an id, its bounded queue, limits.
+pub(crate) fn session_parts(
+    req: &HttpRequest,
+    state: &AppState,
+    runtime: Arc<ServiceRuntime>,
+    slot: ConnectionSlot,
+    cookie: Option<String>,
+) -> SessionParts {
+    let settings = state.config.session.clone();
+    SessionParts {
+        id: state.next_session_id(),
+        service: runtime,
+        queue: OutboundQueue::new(settings.queue_bytes),
+        settings,
+        peer: peer(req),
+        slot,
+        cookie,
+        registry: state.registry.clone(),
+    }
+}
+
+fn peer(req: &HttpRequest) -> String {
     req.peer_addr()
         .map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string())
 }
@@ -233,20 +255,10 @@ fn start_session(
         Admitted::CloseOverCap => return Ok(close_over_cap(&req, state)),
     };
     state.connections.accepted.fetch_add(1, Ordering::Relaxed);
-    let settings = state.config.session.clone();
-    let queue = OutboundQueue::new(settings.queue_bytes);
-    let frames = transport::inbound_frames(payload, settings.max_frame_bytes);
+    let frames = transport::inbound_frames(payload, state.config.session.max_frame_bytes);
     let browser = browser_session(&req);
-    let parts = SessionParts {
-        id: state.next_session_id(),
-        service: runtime,
-        settings,
-        queue: queue.clone(),
-        peer: peer(&req),
-        slot,
-        cookie: Some(browser.id.clone()),
-        registry: state.registry.clone(),
-    };
+    let parts = session_parts(&req, state, runtime, slot, Some(browser.id.clone()));
+    let queue = parts.queue.clone();
     let session = match start {
         Start::Server(out_sr, filter_state, permit) => {
             SessionActor::server(parts, out_sr, *filter_state, permit)

@@ -67,10 +67,7 @@ async fn error_replies_a_client_provokes_and_never_reads_are_bounded() {
     config.session.queue_bytes = 64 * 1024;
     config.session.message_rate = None;
     let server = TestServer::start(config);
-    let clause = (0..500)
-        .map(|n| format!("speed < -{n}"))
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let clause = crate::support::clause_selecting_nothing(500);
     let path = format!("{SUBSCRIBE}&where={}", percent_encode(&clause));
     let (status, mut stream) = raw_upgrade(server.addr, &path, &[]).await;
     assert_eq!(status, 101);

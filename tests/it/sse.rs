@@ -342,10 +342,7 @@ async fn filter_replies_to_an_sse_stream_nobody_reads_are_bounded() {
     config.session.filter_rate = None;
     config.session.message_rate = None;
     let server = TestServer::start(config);
-    let clause = (0..500)
-        .map(|n| format!("speed < -{n}"))
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let clause = crate::support::clause_selecting_nothing(500);
     let (_, mut events) =
         EventStream::open(&server, "/api/services/vehicles/events?outSR=4326").await;
     let session = handle(&mut events).await;

@@ -422,3 +422,12 @@ pub fn masked_fragment(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     );
     frame
 }
+
+/// A valid where clause of `conditions` ORed comparisons that selects nothing (a large,
+/// expensive filter, echoed in every reply).
+pub fn clause_selecting_nothing(conditions: usize) -> String {
+    (0..conditions)
+        .map(|n| format!("speed < -{n}"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
