@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler};
 use criterion::{Criterion, criterion_group, criterion_main};
+use featurestream::broker::queue::OutboundQueue;
+use featurestream::broker::subscription::{Subscription, WireMode};
 use featurestream::broker::{Fanout, SessionEnded, SessionId, Subscriber};
 use featurestream::feature::GeometryType;
 use featurestream::filter::{FilterLimits, FilterState, FilterUpdate, OutFields, Patch};
 use featurestream::geometry::{EnvelopeInput, Wkid};
 use featurestream::protocol::feature_result::{FeatureEncoder, View};
 use featurestream::service::vehicles_schema;
-use featurestream::session::subscription::{Subscription, WireMode};
-use featurestream::session::transport::OutboundQueue;
-use featurestream::simulator::{Batch, Fleet};
+use featurestream::simulator::Fleet;
+use featurestream::source::Batch;
 
 struct Sink;
 impl Actor for Sink {

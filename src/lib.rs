@@ -2,12 +2,16 @@
 //! services (the `StreamLayer` of the ArcGIS Maps SDK for JavaScript, 4.x and 5.x).
 //!
 //! The modules in the order the data flows (docs/architecture.md):
-//! - [`simulator`]: a source: moves a service's fleet and publishes a batch per tick through
-//!   the broker's `BatchSink`.
-//! - [`broker`]: one per service: the inbox that merges batches a busy broker has not taken,
-//!   groups of identical subscriptions, frames encoded once per batch and shared as `Bytes`.
+//! - [`source`]: the contract every source hands a broker (a `Batch` of observations in the
+//!   service's schema); [`simulator`] is one source, publishing a batch per tick through the
+//!   broker's `BatchSink`.
+//! - [`broker`]: one per service (`ServiceRuntime`): the inbox that merges batches a busy
+//!   broker has not taken, subscriptions grouped when identical, frames encoded once per batch
+//!   and pushed as shared `Bytes` into each subscriber's bounded `queue`. It knows subscribers
+//!   and the bytes it gives them, never a transport.
 //! - [`session`]: the transports: a WebSocket session (server and custom mode) or an SSE
-//!   session per client, its bounded outbound queue, budgets, and the upgraded socket.
+//!   session per client, its budgets, and the upgraded socket; each says "session ended,
+//!   because X" in its own bytes.
 //! - [`http`]: the only code that knows URLs: endpoints, admission (connection gate, origins,
 //!   hosts, trusted proxies), auth checks, metrics.
 //! - [`server`]: wires services, brokers, simulators and the HTTP server together.
@@ -31,3 +35,4 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod simulator;
+pub mod source;

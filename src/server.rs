@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use std::rc::Rc;
 
-use actix::{Actor, Addr, Arbiter, ArbiterHandle};
+use actix::{Actor, Arbiter, ArbiterHandle};
 use actix_http::HttpService;
 use actix_server::ServerHandle;
 use actix_service::{
@@ -21,27 +21,16 @@ use actix_web::{App, web};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 
-use crate::broker::{BrokerActor, CloseAll};
+use crate::broker::{BrokerActor, CloseAll, ServiceRuntime};
 use crate::config::Config;
 use crate::filter::WhereLedger;
 use crate::http::gate::ConnectionGate;
 use crate::http::{self, AppState};
 use crate::protocol::close::CloseCause;
-use crate::service::Service;
 use crate::simulator::{Fleet, SimulatorActor};
 
 /// How long shutdown keeps answering HTTP (refusing upgrades) after closing the sessions.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
-
-/// A running service: its definition and its broker.
-pub struct ServiceRuntime {
-    /// The definition.
-    pub service: Service,
-    /// Its broker.
-    pub broker: Addr<BrokerActor>,
-    /// What its distinct where clauses cost per feature, against its budget.
-    pub where_ledger: Arc<WhereLedger>,
-}
 
 /// A started server.
 pub struct Running {

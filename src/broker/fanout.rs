@@ -10,13 +10,13 @@ use bytes::Bytes;
 
 use super::envelope_index::EnvelopeIndex;
 use super::messages::{SessionId, Subscriber};
+use crate::broker::queue::Push;
+use crate::broker::subscription::{GroupKey, Subscription, WireMode};
 use crate::feature::Schema;
 use crate::protocol::close::CloseCause;
 use crate::protocol::feature_result::{EncodedBatch, FeatureEncoder, Selection, View};
 use crate::protocol::sse;
-use crate::session::subscription::{GroupKey, Subscription, WireMode};
-use crate::session::transport::Push;
-use crate::simulator::Batch;
+use crate::source::Batch;
 
 struct Group {
     subscription: Subscription,
@@ -321,11 +321,11 @@ mod tests {
 
     use super::*;
     use crate::broker::SessionEnded;
+    use crate::broker::queue::OutboundQueue;
     use crate::feature::{FieldValue, GeometryType};
     use crate::filter::{FilterLimits, FilterState, FilterUpdate, Patch};
     use crate::geometry::{EnvelopeInput, Wkid};
     use crate::service::vehicles_schema;
-    use crate::session::transport::OutboundQueue;
     use crate::simulator::Fleet;
 
     struct Sink;

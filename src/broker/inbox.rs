@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::feature::{Feature, FieldValue};
-use crate::simulator::Batch;
+use crate::source::Batch;
 
 /// A track id as a map key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

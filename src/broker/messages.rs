@@ -5,9 +5,9 @@ use std::sync::Arc;
 use actix::{Message, Recipient};
 use bytes::Bytes;
 
+use crate::broker::queue::OutboundQueue;
+use crate::broker::subscription::Subscription;
 use crate::protocol::close::CloseCause;
-use crate::session::subscription::Subscription;
-use crate::session::transport::OutboundQueue;
 
 /// A session's id, from a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -6,6 +6,8 @@ mod envelope_index;
 mod fanout;
 mod inbox;
 pub mod messages;
+pub mod queue;
+pub mod subscription;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,8 +21,20 @@ pub use messages::{
 };
 
 use crate::feature::Schema;
+use crate::filter::WhereLedger;
 use crate::protocol::close::CloseCause;
-use crate::simulator::Batch;
+use crate::service::Service;
+use crate::source::Batch;
+
+/// A running service: its definition and its broker.
+pub struct ServiceRuntime {
+    /// The definition.
+    pub service: Service,
+    /// Its broker.
+    pub broker: Addr<BrokerActor>,
+    /// What its distinct where clauses cost per feature, against its budget.
+    pub where_ledger: Arc<WhereLedger>,
+}
 
 /// The broker of one service.
 pub struct BrokerActor {

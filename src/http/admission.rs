@@ -16,17 +16,7 @@ use super::client::Client;
 use super::error::HttpError;
 use super::gate::ConnectionGate;
 use crate::config::{AdmissionSettings, OriginPolicy, OverCap};
-
-/// A held connection slot; dropping it frees the slot.
-pub struct ConnectionSlot {
-    active: Arc<AtomicUsize>,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+pub use crate::session::budget::{ConnectionSlot, TokenBucket};
 
 /// What admission decided for an acceptable request.
 pub enum Admitted {
@@ -34,45 +24,6 @@ pub enum Admitted {
     Slot(ConnectionSlot),
     /// Over the cap in `close` mode: accept, then close with 1013 (seed 002).
     CloseOverCap,
-}
-
-/// A token bucket: `rate` tokens per second, at most `burst`.
-#[derive(Clone, Copy, Debug)]
-pub struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-    rate: f64,
-    burst: f64,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(rate: f64, burst: f64) -> TokenBucket {
-        TokenBucket {
-            tokens: burst,
-            last: Instant::now(),
-            rate,
-            burst,
-        }
-    }
-
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn is_full(&self, now: Instant) -> bool {
-        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.rate
-            >= self.burst
-    }
 }
 
 /// Admission state shared by every worker.
@@ -120,9 +71,7 @@ impl Admission {
     /// Takes a connection slot, or decides what to do over the cap.
     pub fn acquire(&self) -> Result<Admitted, HttpError> {
         let previous = self.active.fetch_add(1, Ordering::Relaxed);
-        let slot = ConnectionSlot {
-            active: self.active.clone(),
-        };
+        let slot = ConnectionSlot::taken(self.active.clone());
         if previous >= self.settings.max_connections {
             drop(slot);
             return match self.settings.over_cap {

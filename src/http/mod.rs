@@ -26,9 +26,9 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError, web};
 
+use crate::broker::ServiceRuntime;
 use crate::broker::{GetStats, SessionId};
 use crate::config::Config;
-use crate::server::ServiceRuntime;
 use crate::service::DEFAULT_SERVICE;
 
 /// Connection attempts by outcome, for `/api/stats` (and for counting reconnect storms).

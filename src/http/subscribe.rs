@@ -12,13 +12,14 @@ use super::admission::Admitted;
 use super::admission::ConnectionSlot;
 use super::cookie::{browser_session, remember};
 use super::error::HttpError;
+use crate::broker::ServiceRuntime;
+use crate::broker::queue::OutboundQueue;
 use crate::filter::WherePermit;
 use crate::filter::{FilterError, FilterState, FilterUpdate, OutFields, OutFieldsInput, Patch};
 use crate::geometry::{SUPPORTED_WKIDS, SpatialRel, Wkid};
 use crate::protocol::close::CloseCause;
 use crate::protocol::envelope_json;
-use crate::server::ServiceRuntime;
-use crate::session::transport::{self, OutboundQueue};
+use crate::session::transport;
 use crate::session::{SessionActor, SessionParts};
 use std::sync::atomic::Ordering;
 

@@ -2,12 +2,72 @@
 //! WebSocket filter message, an SSE filter POST); past the rate a message is refused with a
 //! filter reply, and a flood that goes on past a full second's worth of refusals ends the
 //! session. `MessageBudget`: inbound messages of every kind (frames of any opcode, SSE POSTs);
-//! past it the session ends at once, since nothing a client needs comes that fast.
+//! past it the session ends at once, since nothing a client needs comes that fast. Also the
+//! token bucket they (and the per-address attempt rate) are built on, and a session's place
+//! under the connection cap.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::filter::FilterError;
-use crate::http::admission::TokenBucket;
+
+/// A token bucket: `rate` tokens per second, at most `burst`.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64) -> TokenBucket {
+        TokenBucket {
+            tokens: burst,
+            last: Instant::now(),
+            rate,
+            burst,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.rate
+            >= self.burst
+    }
+}
+
+/// A session's place under the connection cap; dropping it frees the place.
+pub struct ConnectionSlot {
+    active: Arc<AtomicUsize>,
+}
+
+impl ConnectionSlot {
+    /// The place just counted in `active` (the caller incremented it).
+    pub fn taken(active: Arc<AtomicUsize>) -> ConnectionSlot {
+        ConnectionSlot { active }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// What a session does with one filter message.
 #[derive(Debug)]

@@ -7,7 +7,6 @@ pub mod budget;
 pub mod registry;
 pub mod socket;
 pub mod sse_stream;
-pub mod subscription;
 pub mod transport;
 
 use std::sync::Arc;
@@ -17,20 +16,20 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
 use actix_http::ws::{CloseCode, CloseReason, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
+use crate::broker::ServiceRuntime;
+use crate::broker::queue::{OutboundQueue, Push};
+use crate::broker::subscription::{Subscription, WireMode};
 use crate::broker::{
     SessionEnded, SessionId, Subscribe, Subscriber, Unsubscribe, UpdateSubscription,
 };
 use crate::config::SessionSettings;
 use crate::filter::{FilterError, FilterState, FilterUpdate, WherePermit};
 use crate::geometry::Wkid;
-use crate::http::admission::ConnectionSlot;
 use crate::protocol::close::CloseCause;
 use crate::protocol::filter_message::{self, ClientMessage};
 use crate::protocol::{handshake, ws_frame};
-use crate::server::ServiceRuntime;
+use budget::ConnectionSlot;
 use budget::{FilterBudget, MessageBudget, Verdict};
-use subscription::{Subscription, WireMode};
-use transport::{OutboundQueue, Push};
 
 /// Where a session is in its life.
 enum Phase {

@@ -34,7 +34,8 @@ use futures_util::Stream;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::transport::{OutboundQueue, Upgraded};
+use super::transport::Upgraded;
+use crate::broker::queue::OutboundQueue;
 
 /// Bytes moved from the queue per write round: bounds what sits outside the queue's count.
 const WRITE_BUDGET: usize = 64 * 1024;

@@ -15,14 +15,14 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
 use super::SessionParts;
 use super::budget::{FilterBudget, MessageBudget, Verdict};
+use crate::broker::queue::Push;
+use crate::broker::subscription::{Subscription, WireMode};
 use crate::broker::{SessionEnded, Subscribe, Subscriber, Unsubscribe, UpdateSubscription};
 use crate::filter::{FilterError, FilterState, WherePermit};
 use crate::geometry::Wkid;
 use crate::protocol::close::CloseCause;
 use crate::protocol::filter_message::{self, ClientMessage};
 use crate::protocol::sse;
-use crate::session::subscription::{Subscription, WireMode};
-use crate::session::transport::Push;
 
 /// A comment line this often keeps proxies from closing an idle stream (seed 002: 15 s).
 pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);

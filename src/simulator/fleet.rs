@@ -11,15 +11,7 @@ use rand::{Rng, SeedableRng};
 use super::routes::ROUTES;
 use crate::feature::{Feature, FieldType, FieldValue, GeometryType, Schema};
 use crate::geometry::{Geometry, Route, Wkid};
-
-/// One tick's observations.
-#[derive(Debug)]
-pub struct Batch {
-    /// One feature per vehicle.
-    pub features: Vec<Feature>,
-    /// Epoch milliseconds when the positions were computed (the `observed` date).
-    pub observed_ms: i64,
-}
+use crate::source::Batch;
 
 struct Vehicle {
     track_id: i64,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::{Actor, AsyncContext, Context};
 
 use crate::broker::BatchSink;
-pub use fleet::{Batch, Fleet};
+pub use fleet::Fleet;
 
 /// Ticks a fleet and publishes each batch.
 pub struct SimulatorActor {

@@ -1,0 +1,327 @@
+//! `OutboundQueue`: what the broker gives a subscriber: a bounded queue of ready frames
+//! (shared `Bytes`). The broker pushes data, the session pushes replies and control frames, and
+//! the session's transport drains it to the client (a socket, a response body). Bounded in
+//! bytes, conflating when full.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// Result of offering a frame to a session's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Queued for writing.
+    Queued,
+    /// The queue holds its byte limit (the client reads too slowly): the frame replaced the
+    /// previous conflated one and is sent when the queue drains.
+    Conflated,
+    /// Refused: a reply or control frame past the queue's limit and its allowance for them
+    /// (the client does not read what it provokes); the session must end (1008).
+    Full,
+    /// Refused: the session is closing or gone.
+    Closed,
+}
+
+/// Bytes of replies and control frames a queue takes past its data limit: data never fills
+/// this room, so a slow but reading client still gets the replies it asks for.
+pub const CONTROL_ALLOWANCE: usize = 256 * 1024;
+
+#[derive(Default)]
+struct QueueState {
+    frames: VecDeque<Bytes>,
+    queued_bytes: usize,
+    closed: bool,
+    waker: Option<Waker>,
+    full_since: Option<Instant>,
+    /// The newest data frame that did not fit (docs/architecture.md "Sessions and back-pressure").
+    conflated: Option<Bytes>,
+}
+
+impl QueueState {
+    /// When the queue has drained, the conflated frame (if any) is next to write.
+    fn release_conflated(&mut self) {
+        if self.frames.is_empty()
+            && let Some(conflated) = self.conflated.take()
+        {
+            self.queued_bytes += conflated.len();
+            self.frames.push_back(conflated);
+        }
+    }
+
+    /// Wakes `cx` on the next push or on the close (keeps the waker if it is the same task).
+    fn register(&mut self, cx: &Context<'_>) {
+        if !self
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            self.waker = Some(cx.waker().clone());
+        }
+    }
+}
+
+/// A session's outbound frames, bounded in bytes. Shared by the broker (pushes data), the
+/// session (pushes replies and control frames) and the response body (drains).
+pub struct OutboundQueue {
+    state: Mutex<QueueState>,
+    max_bytes: usize,
+    /// Set when the upgrade service writes this queue to the socket itself: the response
+    /// body that also streams it is then dropped unused and must not close it.
+    adopted: AtomicBool,
+}
+
+impl OutboundQueue {
+    /// A queue holding at most `max_bytes` of data frames.
+    pub fn new(max_bytes: usize) -> Arc<OutboundQueue> {
+        Arc::new(OutboundQueue {
+            state: Mutex::new(QueueState::default()),
+            max_bytes,
+            adopted: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding the lock cannot leave the queue inconsistent (every update is
+        // one push or pop), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Offers a data frame. Past the byte limit the session conflates: each batch carries
+    /// the newest observation of every track it filters in, so only the newest frame that did
+    /// not fit is kept (replacing older ones) and sent when the queue drains. Memory stays
+    /// bounded by the limit plus one frame, and a slow map shows current positions.
+    pub fn push_data(&self, frame: Bytes) -> Push {
+        let mut state = self.lock();
+        if state.closed {
+            return Push::Closed;
+        }
+        if state.queued_bytes > 0 && state.queued_bytes + frame.len() > self.max_bytes {
+            state.full_since.get_or_insert_with(Instant::now);
+            state.conflated = Some(frame);
+            return Push::Conflated;
+        }
+        state.full_since = None;
+        if let Some(older) = state.conflated.take() {
+            // The queue drained enough: what was conflated goes first, then the new frame.
+            Self::enqueue(&mut state, older);
+        }
+        Self::enqueue(&mut state, frame);
+        Push::Queued
+    }
+
+    /// Queues a reply or control frame in order with the data (a filter reply precedes
+    /// further data), within the limit plus [`CONTROL_ALLOWANCE`]: every byte queued counts,
+    /// so a client that provokes replies and never reads them cannot grow the queue.
+    pub fn push_control(&self, frame: Bytes) -> Push {
+        let mut state = self.lock();
+        if state.closed {
+            return Push::Closed;
+        }
+        if state.queued_bytes > 0
+            && state.queued_bytes + frame.len() > self.max_bytes + CONTROL_ALLOWANCE
+        {
+            return Push::Full;
+        }
+        Self::enqueue(&mut state, frame);
+        Push::Queued
+    }
+
+    /// Queues a final frame (a close frame, or nothing) and accepts no more. A conflated data
+    /// frame still waiting is dropped: nothing may follow the final frame.
+    pub fn close(&self, last_frame: Option<Bytes>) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        state.conflated = None;
+        if let Some(frame) = last_frame {
+            state.queued_bytes += frame.len();
+            state.frames.push_back(frame);
+        }
+        state.closed = true;
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// How long the queue has refused data without draining, if it is refusing now.
+    pub fn full_since(&self) -> Option<Instant> {
+        self.lock().full_since
+    }
+
+    /// Drops every queued frame (benches drain queues between iterations this way).
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        state.frames.clear();
+        state.queued_bytes = 0;
+        state.full_since = None;
+        state.conflated = None;
+    }
+
+    /// Removes and returns the first queued frame (unit tests inspect queues this way).
+    #[cfg(test)]
+    pub(crate) fn take_front_for_tests(&self) -> Option<Bytes> {
+        let mut state = self.lock();
+        let frame = state.frames.pop_front()?;
+        state.queued_bytes -= frame.len();
+        Some(frame)
+    }
+
+    /// The upgrade service writes this queue from now on (see [`OutboundQueue::adopted`]).
+    pub fn adopt(&self) {
+        self.adopted.store(true, Ordering::SeqCst);
+    }
+
+    /// Moves queued frames, up to about `budget` bytes (at least one frame), to `out`. Ready
+    /// with `false` once the queue is closed and empty; otherwise pending until a push.
+    pub fn poll_drain(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut VecDeque<Bytes>,
+        budget: usize,
+    ) -> Poll<bool> {
+        let mut state = self.lock();
+        state.release_conflated();
+        let mut taken = 0;
+        while taken < budget
+            && let Some(frame) = state.frames.pop_front()
+        {
+            taken += frame.len();
+            out.push_back(frame);
+        }
+        if taken > 0 {
+            state.queued_bytes -= taken;
+            return Poll::Ready(true);
+        }
+        if state.closed {
+            return Poll::Ready(false);
+        }
+        state.register(cx);
+        Poll::Pending
+    }
+
+    /// Whether the queue accepts no more frames; if it still does, wakes `cx` on the next
+    /// push or on the close.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.lock();
+        if !state.closed {
+            state.register(cx);
+        }
+        state.closed
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().queued_bytes
+    }
+
+    fn enqueue(state: &mut QueueState, frame: Bytes) {
+        state.queued_bytes += frame.len();
+        state.frames.push_back(frame);
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The next frame for a writer that copies what it is given, cut to at most `max_bytes`
+    /// (the rest stays first in the queue): `None` once closed and empty.
+    pub fn poll_next_chunk(&self, cx: &mut Context<'_>, max_bytes: usize) -> Poll<Option<Bytes>> {
+        let mut state = self.lock();
+        state.release_conflated();
+        match state.frames.pop_front() {
+            Some(mut frame) => {
+                if frame.len() > max_bytes {
+                    let rest = frame.split_off(max_bytes);
+                    state.frames.push_front(rest);
+                }
+                state.queued_bytes -= frame.len();
+                Poll::Ready(Some(frame))
+            }
+            None if state.closed => Poll::Ready(None),
+            None => {
+                state.register(cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Whether a writer of its own took the queue over (see [`OutboundQueue::adopt`]).
+    pub fn is_adopted(&self) -> bool {
+        self.adopted.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_frames_get_an_allowance_past_the_limit_and_no_more() {
+        let queue = OutboundQueue::new(10);
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"123456789")),
+            Push::Queued
+        );
+        let reply = Bytes::from(vec![b'r'; 1024]);
+        let fitting = CONTROL_ALLOWANCE / reply.len();
+        for _ in 0..fitting {
+            assert_eq!(queue.push_control(reply.clone()), Push::Queued);
+        }
+        assert_eq!(queue.push_control(reply), Push::Full);
+        assert!(queue.queued_bytes() <= 10 + CONTROL_ALLOWANCE);
+    }
+
+    #[test]
+    fn queue_refuses_data_past_its_byte_limit_but_not_control_frames() {
+        let queue = OutboundQueue::new(10);
+        assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"123456")),
+            Push::Conflated
+        );
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"654321")),
+            Push::Conflated
+        );
+        assert!(queue.full_since().is_some());
+        assert_eq!(
+            queue.push_control(Bytes::from_static(b"reply")),
+            Push::Queued
+        );
+        assert_eq!(queue.queued_bytes(), 11);
+        queue.close(Some(Bytes::from_static(b"bye")));
+        assert_eq!(queue.push_data(Bytes::from_static(b"x")), Push::Closed);
+    }
+
+    #[test]
+    fn nothing_follows_the_final_frame_not_even_a_conflated_one() {
+        let queue = OutboundQueue::new(10);
+        assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"654321")),
+            Push::Conflated
+        );
+        queue.close(Some(Bytes::from_static(b"bye")));
+        let mut frames = Vec::new();
+        while let Some(frame) = queue.take_front_for_tests() {
+            frames.push(frame);
+            queue.lock().release_conflated();
+        }
+        assert_eq!(
+            frames,
+            [Bytes::from_static(b"123456"), Bytes::from_static(b"bye")]
+        );
+    }
+
+    #[test]
+    fn a_single_frame_larger_than_the_limit_is_still_sent_to_an_empty_queue() {
+        let queue = OutboundQueue::new(4);
+        assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
+    }
+}

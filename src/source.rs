@@ -1,0 +1,15 @@
+//! What a source hands a service's broker: observations of some of the service's tracks, in
+//! the service's schema and spatial reference. The simulator is one source; whatever else
+//! feeds a service (ingest, a message bus) hands over the same `Batch` through the broker's
+//! `BatchSink`. No actors here.
+
+use crate::feature::Feature;
+
+/// Observations of some tracks, taken together.
+#[derive(Debug)]
+pub struct Batch {
+    /// One observation per track at most, in the service's schema.
+    pub features: Vec<Feature>,
+    /// Epoch milliseconds of the newest observation (the `observed` time of a simulator tick).
+    pub observed_ms: i64,
+}
