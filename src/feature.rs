@@ -243,6 +243,14 @@ impl Schema {
         self.object_id_field
     }
 
+    /// Index of the start-time field (`timeInfo.startTimeField`): the first date field, if
+    /// any. It orders a track's observations.
+    pub fn start_time_field(&self) -> Option<usize> {
+        self.fields
+            .iter()
+            .position(|field| field.field_type == FieldType::Date)
+    }
+
     /// Index of the track id field.
     pub fn track_id_field(&self) -> usize {
         self.track_id_field

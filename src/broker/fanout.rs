@@ -13,6 +13,7 @@ use super::messages::{SessionId, Subscriber};
 use crate::broker::queue::Push;
 use crate::broker::subscription::{GroupKey, Subscription, WireMode};
 use crate::feature::Schema;
+use crate::latest::LatestState;
 use crate::protocol::close::CloseCause;
 use crate::protocol::feature_result::{EncodedBatch, FeatureEncoder, Selection, View};
 use crate::protocol::sse;
@@ -36,6 +37,10 @@ pub struct FanoutStats {
     pub features_out: u64,
     /// Frames conflated because a session's queue was full (newest kept, older replaced).
     pub frames_conflated: u64,
+    /// Observations older than their track's latest: not recorded, not streamed.
+    pub stale: u64,
+    /// Snapshot frames queued to sessions (on subscribe and after each filter change).
+    pub snapshot_frames: u64,
 }
 
 /// The sessions of one service, grouped by subscription.
@@ -48,13 +53,15 @@ pub struct Fanout {
     stats: FanoutStats,
     selection: Vec<u32>,
     envelope_index: EnvelopeIndex,
+    latest: LatestState,
+    /// Snapshot frames built since the last batch, by group (`None`: selects nothing).
+    snapshots: HashMap<GroupKey, Option<Bytes>>,
 }
 
 impl Fanout {
     /// An empty fan-out for a service's schema.
     pub fn new(schema: Schema, slow_consumer_after: Duration) -> Fanout {
         Fanout {
-            schema,
             slow_consumer_after,
             encoders: HashMap::new(),
             groups: HashMap::new(),
@@ -62,6 +69,9 @@ impl Fanout {
             stats: FanoutStats::default(),
             selection: Vec::new(),
             envelope_index: EnvelopeIndex::default(),
+            latest: LatestState::new(&schema),
+            snapshots: HashMap::new(),
+            schema,
         }
     }
 
@@ -80,10 +90,17 @@ impl Fanout {
         self.stats
     }
 
-    /// Adds a session (or moves it, if already present).
+    /// Tracks in the latest state.
+    pub fn tracks(&self) -> usize {
+        self.latest.len()
+    }
+
+    /// Adds a session (or moves it, if already present) and queues its snapshot: the latest
+    /// observation of every track its subscription selects, before any live frame.
     pub fn subscribe(&mut self, subscriber: Subscriber, subscription: Subscription) {
         self.remove(subscriber.id);
         let key = subscription.key.clone();
+        let queue = subscriber.queue.clone();
         if subscription.envelope.is_some() && !self.groups.contains_key(&key) {
             self.envelope_index.mark_dirty();
         }
@@ -92,7 +109,7 @@ impl Fanout {
             .entry(subscription.view.clone())
             .or_insert_with(|| FeatureEncoder::new(&self.schema, &subscription.view));
         self.groups
-            .entry(key)
+            .entry(key.clone())
             .or_insert_with(|| Group {
                 subscription,
                 members: Vec::new(),
@@ -100,6 +117,42 @@ impl Fanout {
             })
             .members
             .push(subscriber);
+        if let Some(frame) = self.snapshot(&key) {
+            queue.push_data(frame);
+            self.stats.snapshot_frames += 1;
+        }
+    }
+
+    /// The snapshot frame of a group, built once per batch however many sessions join it.
+    fn snapshot(&mut self, key: &GroupKey) -> Option<Bytes> {
+        if let Some(frame) = self.snapshots.get(key) {
+            return frame.clone();
+        }
+        let subscription = &self.groups.get(key)?.subscription;
+        let features = self.latest.features();
+        let frame = if features.is_empty() {
+            None
+        } else {
+            let encoded = self.encoders[&subscription.view].encode_batch(features);
+            let chosen: Vec<u32>;
+            let selection = if subscription.is_unfiltered() {
+                Selection::All
+            } else {
+                chosen = features
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, feature)| subscription.matches(feature))
+                    .map(|(index, _)| index as u32)
+                    .collect();
+                Selection::Only(&chosen)
+            };
+            match selection {
+                Selection::Only([]) => None,
+                selection => Some(frame_for(&encoded, subscription.mode, selection)),
+            }
+        };
+        self.snapshots.insert(key.clone(), frame.clone());
+        frame
     }
 
     /// Switches a session to a new subscription and queues its filter reply first, so that
@@ -155,8 +208,29 @@ impl Fanout {
             .collect()
     }
 
-    /// Publishes one batch; returns the sessions that must end (slow consumers) and why.
+    /// Records one batch in the latest state and fans out what is not stale; returns the
+    /// sessions that must end (slow consumers) and why.
     pub fn publish(&mut self, batch: &Batch) -> Vec<(Subscriber, CloseCause)> {
+        let stale = self.latest.record(batch);
+        self.snapshots.clear();
+        if stale.is_empty() {
+            return self.fan_out(batch);
+        }
+        self.stats.stale += stale.len() as u64;
+        let fresh = Batch {
+            features: batch
+                .features
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| stale.binary_search(index).is_err())
+                .map(|(_, feature)| feature.clone())
+                .collect(),
+            observed_ms: batch.observed_ms,
+        };
+        self.fan_out(&fresh)
+    }
+
+    fn fan_out(&mut self, batch: &Batch) -> Vec<(Subscriber, CloseCause)> {
         self.stats.batches += 1;
         self.stats.features_in += batch.features.len() as u64;
         let mut encoded: HashMap<&View, EncodedBatch> = HashMap::with_capacity(self.encoders.len());
@@ -225,11 +299,7 @@ impl Fanout {
             let frame = match cached {
                 Some(cached) => cached.frame.clone(),
                 None => {
-                    let frame = match subscription.mode {
-                        WireMode::Custom => encoded.custom_frame(selection),
-                        WireMode::Server => encoded.server_frames(selection),
-                        WireMode::Sse => sse::features_event(&encoded.json_array(selection)),
-                    };
+                    let frame = frame_for(encoded, subscription.mode, selection);
                     candidates.push(CachedFrame {
                         view: &subscription.view,
                         mode: subscription.mode,
@@ -265,6 +335,15 @@ impl Fanout {
             }
         }
         ended
+    }
+}
+
+/// The frame of `selection` of an encoded batch, in a wire mode.
+fn frame_for(encoded: &EncodedBatch, mode: WireMode, selection: Selection<'_>) -> Bytes {
+    match mode {
+        WireMode::Custom => encoded.custom_frame(selection),
+        WireMode::Server => encoded.server_frames(selection),
+        WireMode::Sse => sse::features_event(&encoded.json_array(selection)),
     }
 }
 
@@ -426,6 +505,48 @@ mod tests {
                 non_empty > 50,
                 "only {non_empty} sessions received anything"
             );
+        });
+    }
+
+    /// Sessions joining one group after a batch get its snapshot, built once: the same bytes.
+    #[test]
+    fn the_snapshot_of_a_group_is_built_once_and_shared() {
+        let system = actix::System::new();
+        system.block_on(async {
+            let sink = Sink.start();
+            let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
+            let mut fleet = Fleet::new(schema.clone(), 20, 9, 4);
+            let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(60));
+            assert!(fanout.publish(&fleet.step(1.0, 1_000)).is_empty());
+            let subscription = Subscription::new(
+                WireMode::Custom,
+                Wkid::Wgs84,
+                &FilterState::default(),
+                &schema,
+            );
+            let queues: Vec<_> = (0..3u64)
+                .map(|session| {
+                    let queue = OutboundQueue::new(1 << 20);
+                    fanout.subscribe(
+                        Subscriber {
+                            id: SessionId(session),
+                            queue: queue.clone(),
+                            control: sink.clone().recipient(),
+                        },
+                        subscription.clone(),
+                    );
+                    queue
+                })
+                .collect();
+            let frames: Vec<Bytes> = queues.iter().map(|queue| queue_front(queue)).collect();
+            assert_eq!(object_ids(&frames[0]).len(), 20, "every track");
+            assert!(
+                frames
+                    .iter()
+                    .all(|frame| frame.as_ptr() == frames[0].as_ptr()),
+                "one frame shared"
+            );
+            assert_eq!(fanout.stats().snapshot_frames, 3);
         });
     }
 

@@ -5,29 +5,11 @@
 //! current state late by one fan-out, never a growing backlog.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use crate::feature::{Feature, FieldValue};
+use crate::feature::Feature;
+use crate::latest::TrackKey;
 use crate::source::Batch;
-
-/// A track id as a map key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum TrackKey {
-    Integer(i64),
-    Text(Arc<str>),
-    /// Doubles, dates, booleans, NULL: keyed by their text.
-    Other(String),
-}
-
-impl TrackKey {
-    fn of(value: &FieldValue) -> TrackKey {
-        match value {
-            FieldValue::Integer(id) => TrackKey::Integer(*id),
-            FieldValue::String(id) => TrackKey::Text(id.clone()),
-            other => TrackKey::Other(format!("{other:?}")),
-        }
-    }
-}
 
 #[derive(Default)]
 struct Pending {
@@ -75,10 +57,7 @@ impl BatchInbox {
         merged.batches += 1;
         merged.observed_ms = merged.observed_ms.max(batch.observed_ms);
         for feature in batch.features {
-            let key = feature
-                .attributes
-                .get(self.track_field)
-                .map_or(TrackKey::Other(String::new()), TrackKey::of);
+            let key = TrackKey::of(&feature, self.track_field);
             match merged.by_track.get(&key) {
                 Some(&index) => merged.features[index] = feature,
                 None => {
@@ -106,6 +85,7 @@ impl BatchInbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feature::FieldValue;
     use crate::geometry::Geometry;
 
     fn observation(track: i64, object_id: i64) -> Feature {

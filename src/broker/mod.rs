@@ -176,6 +176,8 @@ pub struct BrokerStats {
     pub sessions: usize,
     /// Distinct subscriptions now.
     pub groups: usize,
+    /// Tracks in the latest state.
+    pub tracks: usize,
     /// Counters since start.
     pub fanout: FanoutStats,
     /// Batches merged into a later one because the broker was busy, since start.
@@ -191,6 +193,7 @@ impl Handler<GetStats> for BrokerActor {
         MessageResult(BrokerStats {
             sessions: self.fanout.session_count(),
             groups: self.fanout.group_count(),
+            tracks: self.fanout.tracks(),
             fanout: self.fanout.stats(),
             batches_merged: self.batches_merged,
             lag_ms: self.lag_ms,

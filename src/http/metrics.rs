@@ -30,6 +30,9 @@ pub async fn metrics(
     let merged = Family::<Labels, Counter>::default();
     let lag = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let conditions = Family::<Labels, Gauge>::default();
+    let tracks = Family::<Labels, Gauge>::default();
+    let stale = Family::<Labels, Counter>::default();
+    let snapshots = Family::<Labels, Counter>::default();
     for (name, runtime) in &state.services {
         let Ok(stats) = runtime.broker.send(GetStats).await else {
             continue;
@@ -51,6 +54,11 @@ pub async fn metrics(
         conditions
             .get_or_create(&labels)
             .set(runtime.where_ledger.usage().0 as i64);
+        tracks.get_or_create(&labels).set(stats.tracks as i64);
+        stale.get_or_create(&labels).inc_by(stats.fanout.stale);
+        snapshots
+            .get_or_create(&labels)
+            .inc_by(stats.fanout.snapshot_frames);
     }
     let attempts = Family::<Labels, Counter>::default();
     let connections = &state.connections;
@@ -116,6 +124,21 @@ pub async fn metrics(
         "where_conditions",
         "Conditions per feature over the distinct where clauses in use, by service",
         conditions,
+    );
+    registry.register(
+        "tracks_live",
+        "Tracks in the latest state, by service",
+        tracks,
+    );
+    registry.register(
+        "stale_observations",
+        "Observations older than their track's latest (not streamed), by service",
+        stale,
+    );
+    registry.register(
+        "snapshot_frames",
+        "Snapshot frames queued to sessions on subscribe and after filter changes, by service",
+        snapshots,
     );
     registry.register(
         "connection_attempts",

@@ -45,10 +45,8 @@ pub fn stream_server(service: &Service, stream_url: &str, token: Option<&str>) -
     }
     let wkid = schema.wkid.number();
     let start_time_field = schema
-        .fields()
-        .iter()
-        .find(|field| field.field_type == FieldType::Date)
-        .map(|field| field.name.clone());
+        .start_time_field()
+        .map(|index| schema.fields()[index].name.clone());
     let display_field = schema
         .fields()
         .iter()

@@ -12,5 +12,6 @@ mod filter_properties;
 mod lifecycle;
 mod load_tester;
 mod rest;
+mod snapshot;
 mod sse;
 mod subscribe;
