@@ -209,7 +209,11 @@ async fn clients_that_never_read_are_closed_while_a_reader_is_not_conflated() {
         assert_eq!(status, 101);
         stalled.push(stream);
     }
-    let descriptors_with_stalled = open_descriptors();
+    assert_eq!(
+        open_connections(&server).await,
+        202,
+        "the reader, 200 non-readers, this request"
+    );
     let mut object_ids: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut closed = false;
     // Bounded: 12,000 observations are two minutes of the reader's stream.
@@ -266,10 +270,10 @@ async fn clients_that_never_read_are_closed_while_a_reader_is_not_conflated() {
     }
     // Their connections are dropped too once the close frame could not be written for the
     // linger period, though the clients (still open here) never read or close: the server
-    // side's 200 sockets go away. Polled, bounded.
+    // side's 200 connections go away. Polled, bounded.
     let mut released = false;
     for _ in 0..300 {
-        if open_descriptors() + 200 <= descriptors_with_stalled {
+        if open_connections(&server).await == 2 {
             released = true;
             break;
         }
@@ -277,15 +281,16 @@ async fn clients_that_never_read_are_closed_while_a_reader_is_not_conflated() {
     }
     assert!(
         released,
-        "the server dropped the non-readers' connections ({} descriptors, {descriptors_with_stalled} with them)",
-        open_descriptors()
+        "the server dropped the non-readers' connections ({} open)",
+        open_connections(&server).await
     );
     drop(stalled);
 }
 
-/// Descriptors this process (test clients and the in-process server) has open.
-fn open_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count())
+/// TCP connections the server holds open, counting the one asking.
+async fn open_connections(server: &TestServer) -> u64 {
+    let (_, stats) = get_json(server.addr, "/api/stats").await;
+    stats["openConnections"].as_u64().expect("openConnections")
 }
 
 /// A burst of connections (a ramp, every viewer reconnecting after a restart) waits in the
@@ -380,11 +385,6 @@ async fn upgrade_headers_on_plain_endpoints_get_400_and_hold_nothing() {
     let mut config = Config::for_tests(5, 20.0);
     config.admission.max_connections = 3;
     let server = TestServer::start(config);
-    // Both workers up (their runtimes hold descriptors of their own) before the baseline.
-    for _ in 0..4 {
-        get_json(server.addr, "/api/stats").await;
-    }
-    let baseline = open_descriptors();
     for path in [
         "/api/messages",
         "/api/services/vehicles/events",
@@ -421,20 +421,16 @@ async fn upgrade_headers_on_plain_endpoints_get_400_and_hold_nothing() {
     }
     let (_, stats) = get_json(server.addr, "/api/stats").await;
     assert_eq!(stats["activeConnections"], 0, "no session slot is held");
-    // The server side of those 80 connections is gone (polled, bounded).
+    // The server side of those 80 connections is gone: it holds only the one asking.
     let mut released = false;
     for _ in 0..100 {
-        if open_descriptors() <= baseline + 4 {
+        if open_connections(&server).await == 1 {
             released = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        released,
-        "{} descriptors, {baseline} before",
-        open_descriptors()
-    );
+    assert!(released, "{} open", open_connections(&server).await);
     // Real viewers still get in, up to the cap.
     for _ in 0..3 {
         connect(&server.ws_url(SUBSCRIBE)).await;
