@@ -37,14 +37,17 @@ impl Client {
         let trusted = peer.is_some_and(|peer| trusted_proxies.contains(&peer));
         if trusted {
             let info = req.connection_info();
-            let ip = info
-                .realip_remote_addr()
-                .and_then(|addr| {
-                    addr.parse::<SocketAddr>()
-                        .map(|addr| addr.ip())
-                        .or_else(|_| addr.trim_matches(['[', ']']).parse::<IpAddr>())
-                        .ok()
-                })
+            // The address the proxy itself appended: the last of X-Forwarded-For (earlier ones
+            // are whatever the client claimed), as nginx's real_ip module takes it.
+            let forwarded_for = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .filter_map(|entry| parse_address(entry.trim()))
+                .last();
+            let ip = forwarded_for
+                .or_else(|| info.realip_remote_addr().and_then(parse_address))
                 .or(peer);
             let scheme = if info.scheme().eq_ignore_ascii_case("https") {
                 "https"
@@ -79,6 +82,14 @@ impl Client {
     }
 }
 
+/// An address with or without port (`1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `::1`).
+fn parse_address(text: &str) -> Option<IpAddr> {
+    text.parse::<SocketAddr>()
+        .map(|addr| addr.ip())
+        .or_else(|_| text.trim_matches(['[', ']']).parse::<IpAddr>())
+        .ok()
+}
+
 /// `host[:port]` or `[v6]:port` to the bare, lower-case host name.
 pub fn hostname(host: &str) -> String {
     let host = host.trim();
@@ -108,13 +119,17 @@ mod tests {
                 .insert_header(("host", "internal:8000"))
                 .insert_header(("x-forwarded-host", "maps.example.com"))
                 .insert_header(("x-forwarded-proto", "https"))
-                .insert_header(("x-forwarded-for", "203.0.113.7"))
+                .insert_header(("x-forwarded-for", "127.0.0.1, 203.0.113.7"))
                 .to_http_request()
         };
         let via_proxy = Client::of(&request("10.0.0.2:5000"), &[proxy], LOCAL.parse().unwrap());
         assert_eq!(via_proxy.host, "maps.example.com");
         assert_eq!(via_proxy.scheme, "https");
-        assert_eq!(via_proxy.ip, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(
+            via_proxy.ip,
+            Some("203.0.113.7".parse().unwrap()),
+            "the address the proxy appended, not the one the client claimed"
+        );
         assert!(!via_proxy.local);
         let spoofed = Client::of(
             &request("198.51.100.1:5000"),
