@@ -84,6 +84,10 @@ mod tests {
         assert_eq!(declared_payload_length(&top_bit), Some(u64::MAX));
     }
 
+    /// actix-http reserves what a header declares (up to its limit) before the payload
+    /// arrives: a small limit keeps random headers from asking for exabytes.
+    const MAX_FRAME: usize = 1024;
+
     proptest::proptest! {
         /// Whenever actix-http decodes a whole client frame from some bytes, its payload has
         /// the length the header alone declared.
@@ -91,7 +95,7 @@ mod tests {
         fn declared_lengths_agree_with_actix_http(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let declared = declared_payload_length(&data);
             let mut buffer = bytes::BytesMut::from(&data[..]);
-            if let Ok(Some((_, _, payload))) = Parser::parse(&mut buffer, true, usize::MAX) {
+            if let Ok(Some((_, _, payload))) = Parser::parse(&mut buffer, true, MAX_FRAME) {
                 proptest::prop_assert_eq!(declared, Some(payload.map_or(0, |payload| payload.len()) as u64));
             }
         }
