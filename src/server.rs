@@ -29,6 +29,9 @@ use crate::http::{self, AppState};
 use crate::protocol::close::CloseCause;
 use crate::simulator::{Fleet, SimulatorActor};
 
+/// How long a connection refused by the gate may take to close its side after the answer.
+const REFUSAL_DRAIN: Duration = Duration::from_millis(500);
+
 /// How long shutdown keeps answering HTTP (refusing upgrades) after closing the sessions.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
 
@@ -110,9 +113,21 @@ where
                     let pass = match gate.enter(peer.map(|peer| peer.ip())) {
                         Ok(pass) => pass,
                         Err(refusal) => {
-                            use tokio::io::AsyncWriteExt;
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
                             if io.write_all(refusal.response()).await.is_ok() {
                                 let _ = io.shutdown().await;
+                                // Take what the client already sent (briefly, boundedly):
+                                // closing with it unread would reset the connection and
+                                // could lose the answer on the client's side.
+                                let mut scratch = [0u8; 4096];
+                                let _ = tokio::time::timeout(REFUSAL_DRAIN, async {
+                                    for _ in 0..16 {
+                                        if matches!(io.read(&mut scratch).await, Ok(0) | Err(_)) {
+                                            break;
+                                        }
+                                    }
+                                })
+                                .await;
                             }
                             return Ok(());
                         }
