@@ -113,21 +113,11 @@ where
                     let pass = match gate.enter(peer.map(|peer| peer.ip())) {
                         Ok(pass) => pass,
                         Err(refusal) => {
-                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            use tokio::io::AsyncWriteExt;
                             if io.write_all(refusal.response()).await.is_ok() {
                                 let _ = io.shutdown().await;
-                                // Take what the client already sent (briefly, boundedly):
-                                // closing with it unread would reset the connection and
-                                // could lose the answer on the client's side.
-                                let mut scratch = [0u8; 4096];
-                                let _ = tokio::time::timeout(REFUSAL_DRAIN, async {
-                                    for _ in 0..16 {
-                                        if matches!(io.read(&mut scratch).await, Ok(0) | Err(_)) {
-                                            break;
-                                        }
-                                    }
-                                })
-                                .await;
+                                crate::session::socket::drain(&mut io, REFUSAL_DRAIN, 64 * 1024)
+                                    .await;
                             }
                             return Ok(());
                         }

@@ -199,7 +199,7 @@ impl Connection {
                 // kernel send a reset, and the client's kernel drop the close frame with it.
                 let _ = self.io.shutdown().await;
                 self.inbound.borrow_mut().end();
-                drain(&mut self.io).await;
+                drain(&mut self.io, CLOSE_DRAIN, MAX_DRAIN_BYTES).await;
             }
             Ended::Failed => self.inbound.borrow_mut().end(),
             Ended::GaveUp => {
@@ -286,14 +286,15 @@ impl Connection {
     }
 }
 
-/// Reads and discards what the client still sends after the server's close, until it closes
-/// its side, for at most [`CLOSE_DRAIN`] and [`MAX_DRAIN_BYTES`].
-async fn drain(io: &mut TcpStream) {
+/// Reads and discards what the client still sends after the server's last bytes, until it
+/// closes its side, for at most `within` and `max_bytes`: closing with unread bytes would reset
+/// the connection and could lose the last answer on the client's side.
+pub async fn drain(io: &mut TcpStream, within: std::time::Duration, max_bytes: usize) {
     use tokio::io::AsyncReadExt;
     let mut scratch = [0u8; READ_BYTES];
     let mut drained = 0;
-    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
-        while drained < MAX_DRAIN_BYTES {
+    let _ = tokio::time::timeout(within, async {
+        while drained < max_bytes {
             match io.read(&mut scratch).await {
                 Ok(0) | Err(_) => return,
                 Ok(read) => drained += read,
