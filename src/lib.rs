@@ -30,6 +30,7 @@ pub mod feature;
 pub mod filter;
 pub mod geometry;
 pub mod http;
+pub mod ingest;
 pub mod latest;
 pub mod protocol;
 pub mod server;

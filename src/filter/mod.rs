@@ -12,7 +12,7 @@
 
 mod ast;
 mod compile;
-mod date;
+pub(crate) mod date;
 mod error;
 mod eval;
 mod ledger;

@@ -1,0 +1,270 @@
+//! Ingest: observations pushed in by clients, parsed and checked against a service's schema,
+//! feature by feature. Reads Esri JSON (a feature, an array of features, a featureSet with an
+//! optional `spatialReference`) and GeoJSON (a Feature or a FeatureCollection, WGS84), one
+//! document per request or WebSocket message, or NDJSON (one document per line). A bad feature
+//! is reported by its index and reason and the rest go on. Plain Rust: no actors, no HTTP.
+
+mod document;
+mod validate;
+
+use crate::feature::{Feature, Schema};
+
+pub use document::DocumentError;
+
+/// What a document held: accepted features (with their indexes) and rejected ones.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// Valid features, in the service's schema and spatial reference; object ids are still 0
+    /// (the broker assigns them).
+    pub features: Vec<Feature>,
+    /// The index in the request of each valid feature.
+    pub indexes: Vec<usize>,
+    /// Every invalid feature.
+    pub rejected: Vec<Rejection>,
+}
+
+impl Ingested {
+    /// Appends what a later document (an NDJSON line) held.
+    pub fn extend(&mut self, other: Ingested) {
+        self.features.extend(other.features);
+        self.indexes.extend(other.indexes);
+        self.rejected.extend(other.rejected);
+    }
+
+    /// Features read, valid or not.
+    pub fn total(&self) -> usize {
+        self.features.len() + self.rejected.len()
+    }
+}
+
+/// A feature refused, by its index in the request (counting across NDJSON lines).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    /// Position in the request, from 0.
+    pub index: usize,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Why a feature is refused. `code` names each for counters and clients.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Reason {
+    /// The feature is not an object of the expected shape (a value of the wrong JSON type).
+    #[error("the feature is malformed: {0}")]
+    Malformed(String),
+    /// An attribute the schema does not have.
+    #[error("unknown field \"{0}\"")]
+    UnknownField(String),
+    /// A value of the wrong type.
+    #[error("field \"{field}\" expects {expected}, found {found}")]
+    WrongType {
+        /// The field.
+        field: String,
+        /// What it takes.
+        expected: String,
+        /// What was given.
+        found: String,
+    },
+    /// An integer outside its field's range.
+    #[error("field \"{field}\" takes integers from {min} to {max}")]
+    OutOfRange {
+        /// The field.
+        field: String,
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// The track id is missing or null.
+    #[error("the track id field \"{0}\" is missing or null")]
+    MissingTrackId(String),
+    /// NULL (or nothing) in a field that is not nullable.
+    #[error("field \"{0}\" is not nullable and has no value")]
+    NullNotAllowed(String),
+    /// A string longer than its field.
+    #[error("field \"{field}\" holds at most {max} characters")]
+    TooLong {
+        /// The field.
+        field: String,
+        /// Its length.
+        max: u32,
+    },
+    /// No geometry, or an empty one.
+    #[error("the feature has no geometry")]
+    MissingGeometry,
+    /// A geometry of another type than the service's.
+    #[error("the service takes {expected} geometries, found {found}")]
+    WrongGeometry {
+        /// The service's `esriGeometry*`.
+        expected: &'static str,
+        /// What was given.
+        found: String,
+    },
+    /// Coordinates that do not make a geometry.
+    #[error("the geometry is malformed: {0}")]
+    MalformedGeometry(String),
+    /// NaN or infinite coordinates (or ones that project to them).
+    #[error("the geometry has non-finite coordinates")]
+    NonFiniteCoordinates,
+    /// WGS84 coordinates outside longitude -180..180, latitude -90..90.
+    #[error("WGS84 coordinates ({x}, {y}) are outside longitude -180..180, latitude -90..90")]
+    OutOfWorld {
+        /// Longitude given.
+        x: f64,
+        /// Latitude given.
+        y: f64,
+    },
+    /// A spatial reference this server cannot convert to the service's.
+    #[error("{}", match .0 {
+        Some(wkid) => format!("spatial reference wkid {wkid} is not supported (4326 and Web Mercator are)"),
+        None => "the spatial reference has no wkid (4326 and Web Mercator are supported)".to_owned(),
+    })]
+    UnsupportedSpatialReference(Option<i64>),
+    /// The service already holds its maximum number of tracks and this is a new one.
+    #[error("the service holds its maximum of {0} tracks; a new track is refused")]
+    TooManyTracks(usize),
+}
+
+impl Reason {
+    /// A stable name, for counters and for clients that branch on it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::Malformed(_) => "malformed",
+            Reason::UnknownField(_) => "unknownField",
+            Reason::WrongType { .. } => "wrongType",
+            Reason::OutOfRange { .. } => "outOfRange",
+            Reason::MissingTrackId(_) => "missingTrackId",
+            Reason::NullNotAllowed(_) => "nullNotAllowed",
+            Reason::TooLong { .. } => "tooLong",
+            Reason::MissingGeometry => "missingGeometry",
+            Reason::WrongGeometry { .. } => "wrongGeometry",
+            Reason::MalformedGeometry(_) => "malformedGeometry",
+            Reason::NonFiniteCoordinates => "nonFiniteCoordinates",
+            Reason::OutOfWorld { .. } => "outOfWorld",
+            Reason::UnsupportedSpatialReference(_) => "spatialReference",
+            Reason::TooManyTracks(_) => "tooManyTracks",
+        }
+    }
+
+    /// Every code, for counters that list each reason.
+    pub const CODES: [&'static str; 14] = [
+        "malformed",
+        "unknownField",
+        "wrongType",
+        "outOfRange",
+        "missingTrackId",
+        "nullNotAllowed",
+        "tooLong",
+        "missingGeometry",
+        "wrongGeometry",
+        "malformedGeometry",
+        "nonFiniteCoordinates",
+        "outOfWorld",
+        "spatialReference",
+        "tooManyTracks",
+    ];
+}
+
+/// Why a whole document is refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum IngestError {
+    /// It cannot be read as features at all (400).
+    #[error("{0}")]
+    Document(#[from] DocumentError),
+    /// More features than a request may carry (413).
+    #[error("the request holds {given} features; at most {max} are taken per request")]
+    TooManyFeatures {
+        /// Features in the request.
+        given: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Parses one JSON document of features for `schema`. `first_index` is the index of its first
+/// feature in the request; `received_ms` fills a missing start-time value; `max_features`
+/// bounds the features it may hold.
+pub fn parse_document(
+    text: &str,
+    schema: &Schema,
+    received_ms: i64,
+    first_index: usize,
+    max_features: usize,
+) -> Result<Ingested, IngestError> {
+    let document = document::split(text)?;
+    if document.features.len() > max_features {
+        return Err(IngestError::TooManyFeatures {
+            given: document.features.len(),
+            max: max_features,
+        });
+    }
+    let mut ingested = Ingested {
+        features: Vec::with_capacity(document.features.len()),
+        indexes: Vec::with_capacity(document.features.len()),
+        rejected: Vec::new(),
+    };
+    for (offset, raw) in document.features.into_iter().enumerate() {
+        let index = first_index + offset;
+        let outcome = document::feature(raw)
+            .map_err(Reason::Malformed)
+            .and_then(|raw| {
+                validate::feature(raw, schema, document.spatial_reference, received_ms)
+            });
+        match outcome {
+            Ok(feature) => {
+                ingested.features.push(feature);
+                ingested.indexes.push(index);
+            }
+            Err(reason) => ingested.rejected.push(Rejection { index, reason }),
+        }
+    }
+    Ok(ingested)
+}
+
+/// Where an NDJSON body stands: features and lines read so far (a streamed body is parsed a
+/// piece at a time).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NdjsonPosition {
+    /// Features read so far (the index of the next one).
+    pub features: usize,
+    /// Lines read so far.
+    pub lines: usize,
+}
+
+/// Parses complete NDJSON lines: one document per non-blank line, feature indexes counted
+/// across lines from `position`, which it advances. A line that is not a document refuses the
+/// request, naming the line (from 1).
+pub fn parse_ndjson(
+    text: &str,
+    schema: &Schema,
+    received_ms: i64,
+    max_features: usize,
+    position: &mut NdjsonPosition,
+) -> Result<Ingested, (usize, IngestError)> {
+    let mut ingested = Ingested::default();
+    for line in text.lines() {
+        position.lines += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let room = max_features.saturating_sub(position.features);
+        let more = parse_document(line, schema, received_ms, position.features, room).map_err(
+            |error| match error {
+                IngestError::TooManyFeatures { given, .. } => (
+                    position.lines,
+                    IngestError::TooManyFeatures {
+                        given: position.features + given,
+                        max: max_features,
+                    },
+                ),
+                other => (position.lines, other),
+            },
+        )?;
+        position.features += more.total();
+        ingested.extend(more);
+    }
+    Ok(ingested)
+}
+
+#[cfg(test)]
+mod tests;
