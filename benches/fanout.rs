@@ -87,7 +87,7 @@ fn benches(criterion: &mut Criterion) {
     let sink = system.block_on(async { Sink.start() });
     let batch_100 = batch(100);
     for groups in [1, 100, 10_000] {
-        let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(3600));
+        let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(3600), usize::MAX);
         let mut queues = Vec::new();
         for session in 0..10_000 {
             let queue = OutboundQueue::new(1 << 30);
@@ -105,8 +105,12 @@ fn benches(criterion: &mut Criterion) {
                 bencher.iter_custom(|iterations| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iterations {
+                        let mut batch = Batch {
+                            features: batch_100.features.clone(),
+                            observed_ms: batch_100.observed_ms,
+                        };
                         let started = Instant::now();
-                        black_box(fanout.publish(&batch_100));
+                        black_box(fanout.publish(&mut batch, 0));
                         total += started.elapsed();
                         queues.iter().for_each(|queue| queue.clear());
                     }

@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub enum Role {
     /// Subscribe to the services it lists.
     Subscriber,
+    /// Subscribe to the services it lists and publish observations to them.
+    Publisher,
     /// Subscribe to everything and use the admin API.
     Admin,
 }
@@ -122,6 +124,20 @@ impl Auth {
         }
     }
 
+    /// Checks a token's right to publish to a service: a publisher's token that lists it, or
+    /// an admin's.
+    pub fn check_publish(&self, token: Option<&str>, service: &str) -> AuthDecision {
+        match self.check(token, Some(service)) {
+            AuthDecision::Allowed(role @ (Role::Publisher | Role::Admin)) => {
+                AuthDecision::Allowed(role)
+            }
+            AuthDecision::Allowed(Role::Subscriber) => AuthDecision::Forbidden(
+                "the token may subscribe but not publish (it needs the publisher role)".to_owned(),
+            ),
+            other => other,
+        }
+    }
+
     fn check_jwt(&self, token: &str) -> Result<Grant, String> {
         if self.jwt.is_empty() || token.split('.').count() != 3 {
             return Err("invalid token".to_owned());
@@ -140,10 +156,10 @@ impl Auth {
                         Some(ServicesClaim::One(service)) => Some(vec![service]),
                         Some(ServicesClaim::Many(services)) => Some(services),
                     };
-                    let role = if data.claims.role.as_deref() == Some("admin") {
-                        Role::Admin
-                    } else {
-                        Role::Subscriber
+                    let role = match data.claims.role.as_deref() {
+                        Some("admin") => Role::Admin,
+                        Some("publisher") => Role::Publisher,
+                        _ => Role::Subscriber,
                     };
                     return Ok(Grant { services, role });
                 }
@@ -176,8 +192,11 @@ pub fn parse_static_tokens(text: &str) -> Result<HashMap<String, Grant>, String>
         let (services, role) = match rest.rsplit_once(':') {
             Some((services, "admin")) => (services, Role::Admin),
             Some((services, "subscriber")) => (services, Role::Subscriber),
+            Some((services, "publisher")) => (services, Role::Publisher),
             Some((_, other)) => {
-                return Err(format!("unknown role \"{other}\" (subscriber or admin)"));
+                return Err(format!(
+                    "unknown role \"{other}\" (subscriber, publisher or admin)"
+                ));
             }
             None => (rest, Role::Subscriber),
         };

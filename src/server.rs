@@ -21,7 +21,7 @@ use actix_web::{App, web};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 
-use crate::broker::{BrokerActor, CloseAll, ServiceRuntime};
+use crate::broker::{BrokerActor, BrokerSettings, CloseAll, SaveState, ServiceRuntime, StateFile};
 use crate::config::Config;
 use crate::filter::WhereLedger;
 use crate::http::gate::ConnectionGate;
@@ -68,6 +68,10 @@ impl Stopper {
             });
         }
         actix_web::rt::time::sleep(SHUTDOWN_DRAIN).await;
+        for runtime in &self.services {
+            // The latest state outlives the process (FEATURESTREAM_STATE_DIR).
+            let _ = runtime.broker.send(SaveState).await;
+        }
         self.handle.stop(true).await;
         self.stop_arbiters();
     }
@@ -147,30 +151,51 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let config = Arc::new(config);
+    if let Some(dir) = &config.state.dir {
+        std::fs::create_dir_all(dir).map_err(|err| {
+            std::io::Error::new(
+                err.kind(),
+                format!("state directory {}: {err}", dir.display()),
+            )
+        })?;
+    }
     let mut runtimes = BTreeMap::new();
     let mut arbiters = Vec::new();
     for service in &config.services {
         let schema = service.schema.clone();
-        let slow_consumer_after = config.session.slow_consumer_after;
+        let settings = BrokerSettings {
+            slow_consumer_after: config.session.slow_consumer_after,
+            coalesce: config.ingest.coalesce,
+            max_feature_age: service.max_feature_age,
+            max_tracks: config.ingest.max_tracks,
+        };
+        let state_file = config.state.dir.as_ref().map(|dir| StateFile {
+            path: crate::latest::path_for(dir, &service.name),
+            service: service.name.clone(),
+            interval: config.state.interval,
+        });
         // Each broker gets its own thread: fan-out never competes with socket writes.
         let arbiter = Arbiter::new().handle();
-        let (broker, sink) = BrokerActor::start(&arbiter, schema, slow_consumer_after);
+        let (broker, sink) = BrokerActor::start(&arbiter, schema, settings, state_file);
         arbiters.push(arbiter);
         if let Some(settings) = &service.simulator {
-            let fleet = Fleet::new(
+            let fleet = Fleet::on_routes(
                 service.schema.clone(),
                 settings.features,
                 settings.seed,
                 settings.trail_vertices,
+                settings.routes.as_ref(),
             );
             let interval = Duration::from_secs_f64(1.0 / settings.hz);
-            SimulatorActor::new(fleet, interval, sink).start();
+            SimulatorActor::new(fleet, interval, sink.clone()).start();
         }
         runtimes.insert(
             service.name.clone(),
             Arc::new(ServiceRuntime {
                 service: service.clone(),
                 broker,
+                sink,
+                ingest: Default::default(),
                 where_ledger: WhereLedger::new(config.session.max_service_where_nodes),
             }),
         );

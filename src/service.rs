@@ -18,6 +18,8 @@ pub struct SimulatorSettings {
     pub seed: u64,
     /// Positions kept in a polyline service's trail.
     pub trail_vertices: usize,
+    /// Routes from a file (WGS84); `None`: the embedded routes.
+    pub routes: Option<crate::simulator::NamedRoutes>,
 }
 
 impl Default for SimulatorSettings {
@@ -27,6 +29,7 @@ impl Default for SimulatorSettings {
             hz: 1.0,
             seed: 42,
             trail_vertices: 8,
+            routes: None,
         }
     }
 }
@@ -42,6 +45,8 @@ pub struct Service {
     pub schema: Schema,
     /// `None` for a service without a simulator.
     pub simulator: Option<SimulatorSettings>,
+    /// A track that has not reported for this long expires (`None`: never).
+    pub max_feature_age: Option<std::time::Duration>,
 }
 
 /// The default schema: exercises the whole where grammar (integers, strings, a nullable
@@ -81,6 +86,7 @@ impl Service {
             description: "Simulated vehicles moving along routes".to_owned(),
             schema: vehicles_schema(GeometryType::Point, Wkid::Wgs84),
             simulator: Some(settings),
+            max_feature_age: None,
         }
     }
 }

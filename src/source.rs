@@ -13,3 +13,14 @@ pub struct Batch {
     /// Epoch milliseconds of the newest observation (the `observed` time of a simulator tick).
     pub observed_ms: i64,
 }
+
+/// What became of a published batch's observations, by position in that batch: a publisher
+/// that asks for it gets it once the broker has recorded the batch in the latest state and
+/// queued it to every session that selects it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// Older than their track's latest: not recorded, not streamed.
+    pub stale: Vec<usize>,
+    /// New tracks past the service's track limit: refused.
+    pub refused: Vec<usize>,
+}

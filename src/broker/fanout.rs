@@ -3,7 +3,7 @@
 //! evaluates its filter once per feature and builds its frame once, and every member gets a
 //! clone of the same `Bytes`. Cost grows with distinct subscriptions, not with sessions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use super::messages::{SessionId, Subscriber};
 use crate::broker::queue::Push;
 use crate::broker::subscription::{GroupKey, Subscription, WireMode};
 use crate::feature::Schema;
-use crate::latest::LatestState;
+use crate::latest::{LatestState, Recorded};
 use crate::protocol::close::CloseCause;
 use crate::protocol::feature_result::{EncodedBatch, FeatureEncoder, Selection, View};
 use crate::protocol::sse;
@@ -35,12 +35,19 @@ pub struct FanoutStats {
     pub features_in: u64,
     /// Features queued to sessions (a feature sent to two sessions counts twice).
     pub features_out: u64,
-    /// Frames conflated because a session's queue was full (newest kept, older replaced).
+    /// Data frames dropped because a session's queue was full (it gets a snapshot instead).
     pub frames_conflated: u64,
     /// Observations older than their track's latest: not recorded, not streamed.
     pub stale: u64,
-    /// Snapshot frames queued to sessions (on subscribe and after each filter change).
+    /// Snapshot frames queued to sessions (on subscribe, after each filter change, and to
+    /// catch up a session that fell behind).
     pub snapshot_frames: u64,
+    /// New tracks refused because the service held its maximum.
+    pub tracks_refused: u64,
+    /// Tracks removed because they stopped reporting.
+    pub tracks_expired: u64,
+    /// Delete messages queued to sessions (one per session per expiry round).
+    pub delete_frames: u64,
 }
 
 /// The sessions of one service, grouped by subscription.
@@ -56,12 +63,17 @@ pub struct Fanout {
     latest: LatestState,
     /// Snapshot frames built since the last batch, by group (`None`: selects nothing).
     snapshots: HashMap<GroupKey, Option<Bytes>>,
+    /// Sessions whose queue dropped data: each gets a snapshot once it has room.
+    behind: HashSet<SessionId>,
+    max_tracks: usize,
 }
 
 impl Fanout {
-    /// An empty fan-out for a service's schema.
-    pub fn new(schema: Schema, slow_consumer_after: Duration) -> Fanout {
+    /// An empty fan-out for a service's schema, holding at most `max_tracks` tracks.
+    pub fn new(schema: Schema, slow_consumer_after: Duration, max_tracks: usize) -> Fanout {
         Fanout {
+            behind: HashSet::new(),
+            max_tracks,
             slow_consumer_after,
             encoders: HashMap::new(),
             groups: HashMap::new(),
@@ -98,7 +110,8 @@ impl Fanout {
     /// Adds a session (or moves it, if already present) and queues its snapshot: the latest
     /// observation of every track its subscription selects, before any live frame.
     pub fn subscribe(&mut self, subscriber: Subscriber, subscription: Subscription) {
-        self.remove(subscriber.id);
+        let id = subscriber.id;
+        self.remove(id);
         let key = subscription.key.clone();
         let queue = subscriber.queue.clone();
         if subscription.envelope.is_some() && !self.groups.contains_key(&key) {
@@ -118,9 +131,120 @@ impl Fanout {
             .members
             .push(subscriber);
         if let Some(frame) = self.snapshot(&key) {
-            queue.push_data(frame);
             self.stats.snapshot_frames += 1;
+            if queue.push_snapshot(frame) == Push::Conflated {
+                // Behind a queued reply: sent when the session has room for it.
+                self.behind.insert(id);
+            }
         }
+    }
+
+    /// The service's schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The latest state (for saving it).
+    pub fn latest(&self) -> &LatestState {
+        &self.latest
+    }
+
+    /// The latest state, to restore a saved one before any session subscribes.
+    pub fn latest_mut(&mut self) -> &mut LatestState {
+        &mut self.latest
+    }
+
+    /// Sends each session that fell behind its snapshot once its queue has room for it; ends
+    /// those behind for longer than the slow-consumer limit.
+    pub fn catch_up(&mut self) -> Vec<(Subscriber, CloseCause)> {
+        let mut ended = Vec::new();
+        let ids: Vec<SessionId> = self.behind.iter().copied().collect();
+        for id in ids {
+            let Some(key) = self.members.get(&id).cloned() else {
+                self.behind.remove(&id);
+                continue;
+            };
+            let Some(queue) = self.groups[&key]
+                .members
+                .iter()
+                .find(|member| member.id == id)
+                .map(|member| member.queue.clone())
+            else {
+                continue;
+            };
+            let push = match self.snapshot(&key) {
+                Some(frame) => queue.push_snapshot(frame),
+                None if queue.is_closed() => Push::Closed,
+                // Nothing to send: caught up once the queue has drained.
+                None if queue.queued_bytes() == 0 => {
+                    queue.clear();
+                    Push::Queued
+                }
+                None => Push::Conflated,
+            };
+            match push {
+                Push::Queued => {
+                    self.stats.snapshot_frames += 1;
+                    self.behind.remove(&id);
+                }
+                Push::Conflated => {
+                    let behind = queue.full_since().map(|since| since.elapsed());
+                    if behind.is_some_and(|behind| behind >= self.slow_consumer_after)
+                        && let Some(subscriber) = self.remove(id)
+                    {
+                        ended.push((subscriber, CloseCause::SlowConsumer));
+                    }
+                }
+                Push::Closed | Push::Full => {
+                    if let Some(subscriber) = self.remove(id) {
+                        ended.push((subscriber, CloseCause::Normal));
+                    }
+                }
+            }
+        }
+        ended
+    }
+
+    /// Removes the tracks last received before `cutoff_ms` from the latest state and queues
+    /// `{"type":"delete","trackIds":[..]}` to every session whose filter selected them (one
+    /// message per group, shared). Returns the sessions to end (their queue is gone or full).
+    pub fn expire(&mut self, cutoff_ms: i64) -> Vec<(Subscriber, CloseCause)> {
+        let expired = self.latest.expire(cutoff_ms);
+        if expired.is_empty() {
+            return Vec::new();
+        }
+        self.snapshots.clear();
+        self.stats.tracks_expired += expired.len() as u64;
+        let track_field = self.schema.track_id_field();
+        let mut gone = Vec::new();
+        for group in self.groups.values() {
+            let subscription = &group.subscription;
+            let track_ids: Vec<&crate::feature::FieldValue> = expired
+                .iter()
+                .filter(|feature| subscription.is_unfiltered() || subscription.matches(feature))
+                .map(|feature| &feature.attributes[track_field])
+                .collect();
+            if track_ids.is_empty() {
+                continue;
+            }
+            let message = crate::protocol::feature_result::delete_message(&track_ids);
+            let frame = match subscription.mode {
+                WireMode::Custom | WireMode::Server => {
+                    crate::protocol::ws_frame::text_frame(&message)
+                }
+                WireMode::Sse => sse::event("delete", &message),
+            };
+            for member in &group.members {
+                match member.queue.push_control(frame.clone()) {
+                    Push::Queued | Push::Conflated => self.stats.delete_frames += 1,
+                    Push::Full => gone.push((member.id, CloseCause::SlowConsumer)),
+                    Push::Closed => gone.push((member.id, CloseCause::Normal)),
+                }
+            }
+        }
+        gone.into_iter()
+            .filter_map(|(id, cause)| Some((self.remove(id)?, cause)))
+            .collect()
     }
 
     /// The snapshot frame of a group, built once per batch however many sessions join it.
@@ -178,6 +302,7 @@ impl Fanout {
     /// Removes a session; returns its handle if it was present.
     pub fn remove(&mut self, id: SessionId) -> Option<Subscriber> {
         let key = self.members.remove(&id)?;
+        self.behind.remove(&id);
         let group = self.groups.get_mut(&key)?;
         let position = group.members.iter().position(|member| member.id == id)?;
         let subscriber = group.members.swap_remove(position);
@@ -201,6 +326,7 @@ impl Fanout {
     /// Removes every session, for shutdown.
     pub fn drain(&mut self) -> Vec<Subscriber> {
         self.members.clear();
+        self.behind.clear();
         self.encoders.clear();
         self.groups
             .drain()
@@ -208,26 +334,35 @@ impl Fanout {
             .collect()
     }
 
-    /// Records one batch in the latest state and fans out what is not stale; returns the
-    /// sessions that must end (slow consumers) and why.
-    pub fn publish(&mut self, batch: &Batch) -> Vec<(Subscriber, CloseCause)> {
-        let stale = self.latest.record(batch);
+    /// Records one batch received at `received_ms` in the latest state (which numbers its
+    /// observations) and fans out what it recorded; returns the sessions that must end (slow
+    /// consumers) and what recording did (stale and refused observations).
+    pub fn publish(
+        &mut self,
+        batch: &mut Batch,
+        received_ms: i64,
+    ) -> (Vec<(Subscriber, CloseCause)>, Recorded) {
+        let recorded = self.latest.record(batch, received_ms, self.max_tracks);
         self.snapshots.clear();
-        if stale.is_empty() {
-            return self.fan_out(batch);
+        self.stats.stale += recorded.stale.len() as u64;
+        self.stats.tracks_refused += recorded.refused.len() as u64;
+        if recorded.is_clean() {
+            return (self.fan_out(batch), recorded);
         }
-        self.stats.stale += stale.len() as u64;
         let fresh = Batch {
             features: batch
                 .features
                 .iter()
                 .enumerate()
-                .filter(|(index, _)| stale.binary_search(index).is_err())
+                .filter(|(index, _)| {
+                    recorded.stale.binary_search(index).is_err()
+                        && recorded.refused.binary_search(index).is_err()
+                })
                 .map(|(_, feature)| feature.clone())
                 .collect(),
             observed_ms: batch.observed_ms,
         };
-        self.fan_out(&fresh)
+        (self.fan_out(&fresh), recorded)
     }
 
     fn fan_out(&mut self, batch: &Batch) -> Vec<(Subscriber, CloseCause)> {
@@ -314,6 +449,7 @@ impl Fanout {
                     Push::Queued => self.stats.features_out += selected as u64,
                     Push::Conflated => {
                         self.stats.frames_conflated += 1;
+                        self.behind.insert(member.id);
                         let behind = member.queue.full_since().map(|since| since.elapsed());
                         if behind.is_some_and(|behind| behind >= self.slow_consumer_after) {
                             ended_ids.push(member.id);
@@ -439,8 +575,8 @@ mod tests {
             let sink = Sink.start();
             let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
             let mut fleet = Fleet::new(schema.clone(), 300, 9, 4);
-            let batch = fleet.step(1.0, 1_795_420_842_492);
-            let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(60));
+            let mut batch = fleet.step(1.0, 1_795_420_842_492);
+            let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(60), usize::MAX);
             let mut rng = StdRng::seed_from_u64(3);
             let mut sessions = Vec::new();
             for session in 0..400u64 {
@@ -479,7 +615,7 @@ mod tests {
                 fanout.subscribe(subscriber, subscription.clone());
                 sessions.push((subscription, queue));
             }
-            assert!(fanout.publish(&batch).is_empty());
+            assert!(fanout.publish(&mut batch, 0).0.is_empty());
             let mut non_empty = 0;
             for (subscription, queue) in &sessions {
                 let expected: BTreeSet<i64> = batch
@@ -516,8 +652,13 @@ mod tests {
             let sink = Sink.start();
             let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
             let mut fleet = Fleet::new(schema.clone(), 20, 9, 4);
-            let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(60));
-            assert!(fanout.publish(&fleet.step(1.0, 1_000)).is_empty());
+            let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(60), usize::MAX);
+            assert!(
+                fanout
+                    .publish(&mut fleet.step(1.0, 1_000), 1_000)
+                    .0
+                    .is_empty()
+            );
             let subscription = Subscription::new(
                 WireMode::Custom,
                 Wkid::Wgs84,

@@ -7,22 +7,36 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::feature::Feature;
+use tokio::sync::oneshot;
+
+use crate::feature::{Feature, FieldValue};
 use crate::latest::TrackKey;
-use crate::source::Batch;
+use crate::source::{Batch, Receipt};
+
+/// Where an observation waiting in the inbox came from.
+#[derive(Clone, Copy)]
+struct Origin {
+    /// Index of its publisher's receipt in `Pending::receipts`, if it asked for one.
+    receipt: Option<usize>,
+    /// Position in its batch.
+    position: usize,
+}
 
 #[derive(Default)]
 struct Pending {
     features: Vec<Feature>,
+    origins: Vec<Origin>,
     by_track: HashMap<TrackKey, usize>,
     observed_ms: i64,
     /// Batches merged into this one (1 when none was).
     batches: u64,
+    receipts: Vec<(oneshot::Sender<Receipt>, Receipt)>,
 }
 
 /// A service's inbox.
 pub struct BatchInbox {
     track_field: usize,
+    time_field: Option<usize>,
     pending: Mutex<Option<Pending>>,
 }
 
@@ -32,13 +46,47 @@ pub struct Taken {
     pub batch: Batch,
     /// How many batches it merges (more than 1 when the broker was behind).
     pub batches: u64,
+    origins: Vec<Origin>,
+    receipts: Vec<(oneshot::Sender<Receipt>, Receipt)>,
+}
+
+impl Taken {
+    /// Tells each publisher that asked what became of its observations, given what recording
+    /// the merged batch did (`stale`, `refused`: positions in the merged batch).
+    pub fn acknowledge(self, stale: &[usize], refused: &[usize]) {
+        let Taken {
+            origins,
+            mut receipts,
+            ..
+        } = self;
+        for (positions, stale) in [(stale, true), (refused, false)] {
+            for &merged in positions {
+                let origin = origins[merged];
+                if let Some(receipt) = origin.receipt {
+                    let receipt = &mut receipts[receipt].1;
+                    match stale {
+                        true => receipt.stale.push(origin.position),
+                        false => receipt.refused.push(origin.position),
+                    }
+                }
+            }
+        }
+        for (sender, mut receipt) in receipts {
+            receipt.stale.sort_unstable();
+            receipt.refused.sort_unstable();
+            // A publisher that stopped waiting (its client went away) needs no answer.
+            let _ = sender.send(receipt);
+        }
+    }
 }
 
 impl BatchInbox {
-    /// An inbox merging by the attribute at `track_field`.
-    pub fn new(track_field: usize) -> BatchInbox {
+    /// An inbox merging by the attribute at `track_field`, the newest by `time_field` (else
+    /// the last arrived) winning.
+    pub fn new(track_field: usize, time_field: Option<usize>) -> BatchInbox {
         BatchInbox {
             track_field,
+            time_field,
             pending: Mutex::new(None),
         }
     }
@@ -49,20 +97,48 @@ impl BatchInbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Leaves a batch; `true` when the inbox was empty (the broker must be told).
-    pub fn push(&self, batch: Batch) -> bool {
+    fn time(&self, feature: &Feature) -> Option<i64> {
+        match feature.attributes.get(self.time_field?) {
+            Some(FieldValue::Date(ms)) => Some(*ms),
+            _ => None,
+        }
+    }
+
+    /// Leaves a batch; `true` when the inbox was empty (the broker must be told). With a
+    /// `receipt`, the publisher is told what became of each observation once recorded.
+    pub fn push(&self, batch: Batch, receipt: Option<oneshot::Sender<Receipt>>) -> bool {
         let mut pending = self.lock();
         let was_empty = pending.is_none();
         let merged = pending.get_or_insert_with(Pending::default);
         merged.batches += 1;
         merged.observed_ms = merged.observed_ms.max(batch.observed_ms);
-        for feature in batch.features {
+        let receipt = receipt.map(|sender| {
+            merged.receipts.push((sender, Receipt::default()));
+            merged.receipts.len() - 1
+        });
+        for (position, feature) in batch.features.into_iter().enumerate() {
+            let origin = Origin { receipt, position };
             let key = TrackKey::of(&feature, self.track_field);
             match merged.by_track.get(&key) {
-                Some(&index) => merged.features[index] = feature,
+                Some(&index) => {
+                    let older = matches!(
+                        (self.time(&feature), self.time(&merged.features[index])),
+                        (Some(new), Some(waiting)) if new < waiting
+                    );
+                    if older {
+                        // Older than what waits for the same track: stale already.
+                        if let Some(receipt) = receipt {
+                            merged.receipts[receipt].1.stale.push(position);
+                        }
+                    } else {
+                        merged.features[index] = feature;
+                        merged.origins[index] = origin;
+                    }
+                }
                 None => {
                     merged.by_track.insert(key, merged.features.len());
                     merged.features.push(feature);
+                    merged.origins.push(origin);
                 }
             }
         }
@@ -78,6 +154,8 @@ impl BatchInbox {
                 observed_ms: pending.observed_ms,
             },
             batches: pending.batches,
+            origins: pending.origins,
+            receipts: pending.receipts,
         })
     }
 }
@@ -97,7 +175,7 @@ mod tests {
 
     #[test]
     fn batches_left_while_the_broker_is_busy_merge_with_the_newest_per_track() {
-        let inbox = BatchInbox::new(1);
+        let inbox = BatchInbox::new(1, None);
         let first = Batch {
             features: vec![observation(1, 10), observation(2, 11)],
             observed_ms: 1000,
@@ -106,8 +184,11 @@ mod tests {
             features: vec![observation(2, 12), observation(3, 13)],
             observed_ms: 2000,
         };
-        assert!(inbox.push(first), "the broker is told once");
-        assert!(!inbox.push(second), "not again while the first is pending");
+        assert!(inbox.push(first, None), "the broker is told once");
+        assert!(
+            !inbox.push(second, None),
+            "not again while the first is pending"
+        );
         let taken = inbox.take().expect("a batch");
         assert_eq!(taken.batches, 2);
         assert_eq!(taken.batch.observed_ms, 2000);
@@ -126,9 +207,12 @@ mod tests {
             ]
         );
         assert!(inbox.take().is_none());
-        assert!(inbox.push(Batch {
-            features: vec![],
-            observed_ms: 3000
-        }));
+        assert!(inbox.push(
+            Batch {
+                features: vec![],
+                observed_ms: 3000
+            },
+            None
+        ));
     }
 }

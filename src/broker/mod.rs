@@ -10,9 +10,10 @@ pub mod queue;
 pub mod subscription;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, Addr, ArbiterHandle, Context, Handler, Message, MessageResult};
+use actix::{Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult};
+use tokio::sync::oneshot;
 
 pub use fanout::{Fanout, FanoutStats};
 pub use inbox::BatchInbox;
@@ -24,7 +25,7 @@ use crate::feature::Schema;
 use crate::filter::WhereLedger;
 use crate::protocol::close::CloseCause;
 use crate::service::Service;
-use crate::source::Batch;
+use crate::source::{Batch, Receipt};
 
 /// A running service: its definition and its broker.
 pub struct ServiceRuntime {
@@ -32,14 +33,148 @@ pub struct ServiceRuntime {
     pub service: Service,
     /// Its broker.
     pub broker: Addr<BrokerActor>,
+    /// Where its sources publish.
+    pub sink: BatchSink,
+    /// What ingest accepted and refused.
+    pub ingest: IngestCounters,
     /// What its distinct where clauses cost per feature, against its budget.
     pub where_ledger: Arc<WhereLedger>,
+}
+
+/// How a broker treats what its sources publish.
+#[derive(Clone, Copy, Debug)]
+pub struct BrokerSettings {
+    /// Time a session may stay behind before it is closed (1008).
+    pub slow_consumer_after: Duration,
+    /// Shortest time between two fan-outs: what arrives in between is coalesced into one
+    /// batch (newest per track), so that many small publishes cost one fan-out.
+    pub coalesce: Duration,
+    /// A track that has not reported for this long is removed (`None`: kept forever).
+    pub max_feature_age: Option<Duration>,
+    /// Most tracks the service holds; a new track past it is refused.
+    pub max_tracks: usize,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> BrokerSettings {
+        BrokerSettings {
+            slow_consumer_after: Duration::from_secs(10),
+            coalesce: Duration::ZERO,
+            max_feature_age: None,
+            max_tracks: usize::MAX,
+        }
+    }
+}
+
+/// Where a broker saves its latest state, and how often.
+#[derive(Clone, Debug)]
+pub struct StateFile {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// The service's name (the file names it).
+    pub service: String,
+    /// Time between two saves.
+    pub interval: Duration,
+}
+
+/// How often sessions that fell behind are offered their snapshot.
+const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The service's broker has stopped (the server is shutting down).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the service's broker has stopped")]
+pub struct BrokerGone;
+
+impl ServiceRuntime {
+    /// Counts what a parsed document refused and publishes what it accepted (the features go
+    /// to the broker, their indexes stay); resolves to the broker's receipt, `None` when
+    /// nothing was valid.
+    pub fn publish(
+        &self,
+        ingested: &mut crate::ingest::Ingested,
+        received_ms: i64,
+    ) -> Option<oneshot::Receiver<Receipt>> {
+        for rejection in &ingested.rejected {
+            self.ingest.reject(&rejection.reason);
+        }
+        if ingested.features.is_empty() {
+            return None;
+        }
+        let features = std::mem::take(&mut ingested.features);
+        Some(self.sink.publish_confirmed(Batch {
+            features,
+            observed_ms: received_ms,
+        }))
+    }
+
+    /// Adds a published document's outcome to `report` once the broker has recorded it.
+    pub async fn settle(
+        &self,
+        report: &mut crate::ingest::Report,
+        ingested: crate::ingest::Ingested,
+        receipt: Option<oneshot::Receiver<Receipt>>,
+        max_tracks: usize,
+    ) -> Result<(), BrokerGone> {
+        let receipt = match receipt {
+            Some(receipt) => receipt.await.map_err(|_| BrokerGone)?,
+            None => Receipt::default(),
+        };
+        for _ in &receipt.refused {
+            self.ingest
+                .reject(&crate::ingest::Reason::TooManyTracks(max_tracks));
+        }
+        let accepted = ingested.indexes.len() - receipt.stale.len() - receipt.refused.len();
+        self.ingest
+            .accepted
+            .fetch_add(accepted as u64, std::sync::atomic::Ordering::Relaxed);
+        report.add(ingested, &receipt, max_tracks);
+        Ok(())
+    }
+}
+
+/// Observations ingested into a service (HTTP, WebSocket broadcast), for `/api/stats` and
+/// `/metrics`.
+#[derive(Default)]
+pub struct IngestCounters {
+    /// Observations accepted (valid; stale ones included, counted by the broker as stale).
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Observations refused, by [`crate::ingest::Reason::CODES`] position.
+    pub rejected: [std::sync::atomic::AtomicU64; crate::ingest::Reason::CODES.len()],
+    /// Requests or messages refused whole (not JSON, too many features, too large).
+    pub refused_requests: std::sync::atomic::AtomicU64,
+}
+
+impl IngestCounters {
+    /// Counts a refused observation.
+    pub fn reject(&self, reason: &crate::ingest::Reason) {
+        let code = reason.code();
+        if let Some(slot) = crate::ingest::Reason::CODES.iter().position(|c| *c == code) {
+            self.rejected[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Refused observations by reason code.
+    pub fn rejected_by_reason(&self) -> Vec<(&'static str, u64)> {
+        crate::ingest::Reason::CODES
+            .iter()
+            .zip(&self.rejected)
+            .map(|(code, count)| (*code, count.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// The broker of one service.
 pub struct BrokerActor {
     fanout: Fanout,
     inbox: Arc<BatchInbox>,
+    settings: BrokerSettings,
+    state_file: Option<StateFile>,
+    /// A save is being written (the next waits for it).
+    saving: Arc<std::sync::atomic::AtomicBool>,
+    /// When the last fan-out started.
+    last_fan_out: Option<Instant>,
+    /// A fan-out is scheduled for the end of the coalescing interval.
+    fan_out_scheduled: bool,
     /// Batches merged into a later one because they arrived while the broker was busy.
     batches_merged: u64,
     /// From the newest observation's time to the start of its fan-out, last batch.
@@ -56,9 +191,19 @@ pub struct BatchSink {
 impl BatchSink {
     /// Leaves a batch for the broker, merged with any it has not taken yet.
     pub fn publish(&self, batch: Batch) {
-        if self.inbox.push(batch) {
+        if self.inbox.push(batch, None) {
             self.broker.do_send(BatchReady);
         }
+    }
+
+    /// Leaves a batch and returns what becomes of it: the receipt arrives once the broker has
+    /// recorded it in the latest state and queued it to every session that selects it.
+    pub fn publish_confirmed(&self, batch: Batch) -> oneshot::Receiver<Receipt> {
+        let (sender, receiver) = oneshot::channel();
+        if self.inbox.push(batch, Some(sender)) {
+            self.broker.do_send(BatchReady);
+        }
+        receiver
     }
 }
 
@@ -73,15 +218,35 @@ impl BrokerActor {
     pub fn start(
         arbiter: &ArbiterHandle,
         schema: Schema,
-        slow_consumer_after: Duration,
+        settings: BrokerSettings,
+        state_file: Option<StateFile>,
     ) -> (Addr<BrokerActor>, BatchSink) {
-        let inbox = Arc::new(BatchInbox::new(schema.track_id_field()));
+        let restored = state_file
+            .as_ref()
+            .and_then(|file| crate::latest::load_or_set_aside(&file.path, &file.service, &schema));
+        let inbox = Arc::new(BatchInbox::new(
+            schema.track_id_field(),
+            schema.start_time_field(),
+        ));
         let broker_inbox = inbox.clone();
-        let broker = BrokerActor::start_in_arbiter(arbiter, move |_| BrokerActor {
-            fanout: Fanout::new(schema, slow_consumer_after),
-            inbox: broker_inbox,
-            batches_merged: 0,
-            lag_ms: 0,
+        let broker = BrokerActor::start_in_arbiter(arbiter, move |_| {
+            let mut fanout = Fanout::new(schema, settings.slow_consumer_after, settings.max_tracks);
+            if let Some(saved) = restored {
+                fanout
+                    .latest_mut()
+                    .restore(saved.observations, saved.next_object_id);
+            }
+            BrokerActor {
+                fanout,
+                inbox: broker_inbox,
+                settings,
+                state_file,
+                saving: Arc::default(),
+                last_fan_out: None,
+                fan_out_scheduled: false,
+                batches_merged: 0,
+                lag_ms: 0,
+            }
         });
         let sink = BatchSink {
             inbox,
@@ -93,6 +258,79 @@ impl BrokerActor {
 
 impl Actor for BrokerActor {
     type Context = Context<BrokerActor>;
+
+    fn started(&mut self, ctx: &mut Context<BrokerActor>) {
+        ctx.run_interval(CATCH_UP_INTERVAL, |broker, _| {
+            for (subscriber, cause) in broker.fanout.catch_up() {
+                end(&subscriber, cause);
+            }
+        });
+        if let Some(file) = self.state_file.clone() {
+            ctx.run_interval(file.interval, move |broker, _| {
+                use std::sync::atomic::Ordering;
+                if broker.saving.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let saved = crate::latest::Saved::of(broker.fanout.latest());
+                let schema = broker.fanout.schema().clone();
+                let (file, saving) = (file.clone(), broker.saving.clone());
+                // Encoding and writing take a while for big states: off the broker's thread.
+                std::thread::spawn(move || {
+                    if let Err(err) =
+                        crate::latest::save(&file.path, &file.service, &schema, &saved)
+                    {
+                        log::error!(
+                            "service {}: saving the latest state to {} failed: {err}",
+                            file.service,
+                            file.path.display()
+                        );
+                    }
+                    saving.store(false, Ordering::SeqCst);
+                });
+            });
+        }
+        if let Some(max_age) = self.settings.max_feature_age {
+            // Checked ten times per maximum age (at most once a second, at least every 100 ms):
+            // a track goes at most a tenth of the age late.
+            let every = (max_age / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            ctx.run_interval(every, move |broker, _| {
+                let cutoff = now_ms() - max_age.as_millis() as i64;
+                for (subscriber, cause) in broker.fanout.expire(cutoff) {
+                    end(&subscriber, cause);
+                }
+            });
+        }
+    }
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+impl BrokerActor {
+    /// Takes what the inbox holds and fans it out.
+    fn fan_out(&mut self) {
+        let Some(mut taken) = self.inbox.take() else {
+            return;
+        };
+        self.last_fan_out = Some(Instant::now());
+        let now_ms = now_ms();
+        self.lag_ms = now_ms.saturating_sub(taken.batch.observed_ms).max(0) as u64;
+        self.batches_merged += taken.batches - 1;
+        let (ended, recorded) = self.fanout.publish(&mut taken.batch, now_ms);
+        taken.acknowledge(&recorded.stale, &recorded.refused);
+        for (subscriber, cause) in ended {
+            log::info!(
+                "session {} closed by the broker: {}",
+                subscriber.id.0,
+                cause.reason()
+            );
+            end(&subscriber, cause);
+        }
+    }
 }
 
 /// The broker no longer feeds `subscriber`; its session says why in its transport's terms
@@ -104,23 +342,23 @@ fn end(subscriber: &Subscriber, cause: CloseCause) {
 impl Handler<BatchReady> for BrokerActor {
     type Result = ();
 
-    fn handle(&mut self, _: BatchReady, _: &mut Context<BrokerActor>) {
-        let Some(taken) = self.inbox.take() else {
+    fn handle(&mut self, _: BatchReady, ctx: &mut Context<BrokerActor>) {
+        if self.fan_out_scheduled {
             return;
-        };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_millis() as i64);
-        self.lag_ms = now_ms.saturating_sub(taken.batch.observed_ms).max(0) as u64;
-        self.batches_merged += taken.batches - 1;
-        for (subscriber, cause) in self.fanout.publish(&taken.batch) {
-            log::info!(
-                "session {} closed by the broker: {}",
-                subscriber.id.0,
-                cause.reason()
-            );
-            end(&subscriber, cause);
         }
+        let since = self
+            .last_fan_out
+            .map_or(Duration::MAX, |last| last.elapsed());
+        if since >= self.settings.coalesce {
+            self.fan_out();
+            return;
+        }
+        // Coalesce: whatever else arrives before the interval ends goes in the same batch.
+        self.fan_out_scheduled = true;
+        ctx.run_later(self.settings.coalesce - since, |broker, _| {
+            broker.fan_out_scheduled = false;
+            broker.fan_out();
+        });
     }
 }
 
@@ -161,6 +399,48 @@ impl Handler<CloseAll> for BrokerActor {
         for subscriber in self.fanout.drain() {
             end(&subscriber, message.cause.clone());
         }
+    }
+}
+
+/// Saves the latest state now (shutdown), if the broker has a state file; answers when written.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct SaveState;
+
+impl Handler<SaveState> for BrokerActor {
+    type Result = actix::ResponseFuture<()>;
+
+    fn handle(&mut self, _: SaveState, _: &mut Context<BrokerActor>) -> Self::Result {
+        let Some(file) = self.state_file.clone() else {
+            return Box::pin(async {});
+        };
+        let saved = crate::latest::Saved::of(self.fanout.latest());
+        let schema = self.fanout.schema().clone();
+        let saving = self.saving.clone();
+        Box::pin(async move {
+            // Wait for a periodic save still writing (bounded: it finishes or the wait ends).
+            for _ in 0..200 {
+                if !saving.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let written = tokio::task::spawn_blocking(move || {
+                crate::latest::save(&file.path, &file.service, &schema, &saved)
+                    .map(|()| (file, saved.observations.len()))
+            })
+            .await;
+            match written {
+                Ok(Ok((file, tracks))) => log::info!(
+                    "service {}: saved {tracks} tracks to {}",
+                    file.service,
+                    file.path.display()
+                ),
+                Ok(Err(err)) => log::error!("saving the latest state failed: {err}"),
+                Err(err) => log::error!("saving the latest state failed: {err}"),
+            }
+            saving.store(false, std::sync::atomic::Ordering::SeqCst);
+        })
     }
 }
 

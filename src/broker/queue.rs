@@ -16,8 +16,9 @@ use bytes::Bytes;
 pub enum Push {
     /// Queued for writing.
     Queued,
-    /// The queue holds its byte limit (the client reads too slowly): the frame replaced the
-    /// previous conflated one and is sent when the queue drains.
+    /// The queue holds its byte limit (the client reads too slowly): the frame is dropped and
+    /// the queue marked behind; when it has drained, the broker sends the session a snapshot
+    /// (the newest observation of every track it selects) instead of what it missed.
     Conflated,
     /// Refused: a reply or control frame past the queue's limit and its allowance for them
     /// (the client does not read what it provokes); the session must end (1008).
@@ -37,21 +38,12 @@ struct QueueState {
     closed: bool,
     waker: Option<Waker>,
     full_since: Option<Instant>,
-    /// The newest data frame that did not fit (docs/architecture.md "Sessions and back-pressure").
-    conflated: Option<Bytes>,
+    /// Data was dropped since the last snapshot (docs/architecture.md "Sessions and
+    /// back-pressure"): the session needs one when it has room.
+    behind: bool,
 }
 
 impl QueueState {
-    /// When the queue has drained, the conflated frame (if any) is next to write.
-    fn release_conflated(&mut self) {
-        if self.frames.is_empty()
-            && let Some(conflated) = self.conflated.take()
-        {
-            self.queued_bytes += conflated.len();
-            self.frames.push_back(conflated);
-        }
-    }
-
     /// Wakes `cx` on the next push or on the close (keeps the waker if it is the same task).
     fn register(&mut self, cx: &Context<'_>) {
         if !self
@@ -92,27 +84,61 @@ impl OutboundQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Offers a data frame. Past the byte limit the session conflates: each batch carries
-    /// the newest observation of every track it filters in, so only the newest frame that did
-    /// not fit is kept (replacing older ones) and sent when the queue drains. Memory stays
-    /// bounded by the limit plus one frame, and a slow map shows current positions.
+    /// Offers a data frame. Past the byte limit the session conflates per track: the frame is
+    /// dropped and the queue marked behind, and so is every later one until the broker's
+    /// snapshot (every selected track's newest observation) takes their place; memory stays
+    /// bounded by the limit, and a slow map catches up to current positions, every track's.
     pub fn push_data(&self, frame: Bytes) -> Push {
+        let mut state = self.lock();
+        if state.closed {
+            return Push::Closed;
+        }
+        if state.behind
+            || (state.queued_bytes > 0 && state.queued_bytes + frame.len() > self.max_bytes)
+        {
+            state.full_since.get_or_insert_with(Instant::now);
+            state.behind = true;
+            return Push::Conflated;
+        }
+        state.full_since = None;
+        Self::enqueue(&mut state, frame);
+        Push::Queued
+    }
+
+    /// Offers the snapshot of a queue that is behind: queued (and the queue no longer behind)
+    /// when it fits, or when the queue is empty whatever its size; otherwise still behind.
+    pub fn push_snapshot(&self, frame: Bytes) -> Push {
         let mut state = self.lock();
         if state.closed {
             return Push::Closed;
         }
         if state.queued_bytes > 0 && state.queued_bytes + frame.len() > self.max_bytes {
             state.full_since.get_or_insert_with(Instant::now);
-            state.conflated = Some(frame);
+            state.behind = true;
             return Push::Conflated;
         }
+        state.behind = false;
         state.full_since = None;
-        if let Some(older) = state.conflated.take() {
-            // The queue drained enough: what was conflated goes first, then the new frame.
-            Self::enqueue(&mut state, older);
-        }
         Self::enqueue(&mut state, frame);
         Push::Queued
+    }
+
+    /// Marks the queue behind without a frame (its snapshot did not fit): the broker sends one
+    /// when it has room.
+    pub fn mark_behind(&self) {
+        let mut state = self.lock();
+        state.full_since.get_or_insert_with(Instant::now);
+        state.behind = true;
+    }
+
+    /// Whether data was dropped since the last snapshot.
+    pub fn is_behind(&self) -> bool {
+        self.lock().behind
+    }
+
+    /// Whether the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Queues a reply or control frame in order with the data (a filter reply precedes
@@ -132,14 +158,13 @@ impl OutboundQueue {
         Push::Queued
     }
 
-    /// Queues a final frame (a close frame, or nothing) and accepts no more. A conflated data
-    /// frame still waiting is dropped: nothing may follow the final frame.
+    /// Queues a final frame (a close frame, or nothing) and accepts no more.
     pub fn close(&self, last_frame: Option<Bytes>) {
         let mut state = self.lock();
         if state.closed {
             return;
         }
-        state.conflated = None;
+        state.behind = false;
         if let Some(frame) = last_frame {
             state.queued_bytes += frame.len();
             state.frames.push_back(frame);
@@ -161,7 +186,7 @@ impl OutboundQueue {
         state.frames.clear();
         state.queued_bytes = 0;
         state.full_since = None;
-        state.conflated = None;
+        state.behind = false;
     }
 
     /// Removes and returns the first queued frame (unit tests inspect queues this way).
@@ -187,7 +212,6 @@ impl OutboundQueue {
         budget: usize,
     ) -> Poll<bool> {
         let mut state = self.lock();
-        state.release_conflated();
         let mut taken = 0;
         while taken < budget
             && let Some(frame) = state.frames.pop_front()
@@ -233,7 +257,6 @@ impl OutboundQueue {
     /// (the rest stays first in the queue): `None` once closed and empty.
     pub fn poll_next_chunk(&self, cx: &mut Context<'_>, max_bytes: usize) -> Poll<Option<Bytes>> {
         let mut state = self.lock();
-        state.release_conflated();
         match state.frames.pop_front() {
             Some(mut frame) => {
                 if frame.len() > max_bytes {
@@ -295,28 +318,42 @@ mod tests {
             Push::Queued
         );
         assert_eq!(queue.queued_bytes(), 11);
+        assert!(queue.is_behind());
         queue.close(Some(Bytes::from_static(b"bye")));
         assert_eq!(queue.push_data(Bytes::from_static(b"x")), Push::Closed);
     }
 
     #[test]
-    fn nothing_follows_the_final_frame_not_even_a_conflated_one() {
+    fn a_queue_behind_takes_no_data_until_its_snapshot() {
         let queue = OutboundQueue::new(10);
         assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
         assert_eq!(
             queue.push_data(Bytes::from_static(b"654321")),
             Push::Conflated
         );
-        queue.close(Some(Bytes::from_static(b"bye")));
-        let mut frames = Vec::new();
-        while let Some(frame) = queue.take_front_for_tests() {
-            frames.push(frame);
-            queue.lock().release_conflated();
-        }
+        assert!(queue.is_behind());
         assert_eq!(
-            frames,
-            [Bytes::from_static(b"123456"), Bytes::from_static(b"bye")]
+            queue.push_snapshot(Bytes::from_static(b"snapshot-too-big")),
+            Push::Conflated,
+            "no room yet"
         );
+        assert_eq!(
+            queue.take_front_for_tests(),
+            Some(Bytes::from_static(b"123456"))
+        );
+        assert_eq!(
+            queue.push_data(Bytes::from_static(b"1")),
+            Push::Conflated,
+            "data waits for the snapshot even with room"
+        );
+        assert_eq!(
+            queue.push_snapshot(Bytes::from_static(b"snapshot-too-big")),
+            Push::Queued,
+            "an empty queue takes any snapshot"
+        );
+        assert!(!queue.is_behind() && queue.full_since().is_none());
+        assert!(queue.take_front_for_tests().is_some());
+        assert_eq!(queue.push_data(Bytes::from_static(b"x")), Push::Queued);
     }
 
     #[test]

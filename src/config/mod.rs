@@ -184,13 +184,13 @@ pub const SETTINGS: &[Setting] = &[
         var: "FEATURESTREAM_TOKENS",
         flag: "tokens",
         default: "",
-        help: "Static tokens: token=service1|service2[:admin], comma-separated (* for every service); enables auth",
+        help: "Static tokens: token=service1|service2[:publisher|:admin], comma-separated (* for every service); publishers may also publish to their services; enables auth",
     },
     Setting {
         var: "FEATURESTREAM_JWT_SECRET",
         flag: "jwt-secret",
         default: "",
-        help: "HS256 secret for JWTs (exp required, services claim); enables auth",
+        help: "HS256 secret for JWTs (exp required, services claim, role claim publisher or admin); enables auth",
     },
     Setting {
         var: "FEATURESTREAM_JWT_PUBLIC_KEY",
@@ -227,6 +227,60 @@ pub const SETTINGS: &[Setting] = &[
         flag: "max-service-where-nodes",
         default: "8192",
         help: "Most conditions per feature a service evaluates over all its distinct where clauses; past it a new distinct clause is refused",
+    },
+    Setting {
+        var: "FEATURESTREAM_INGEST_MAX_BODY_BYTES",
+        flag: "ingest-max-body-bytes",
+        default: "16777216",
+        help: "Largest ingest request body (NDJSON: largest line); past it 413",
+    },
+    Setting {
+        var: "FEATURESTREAM_INGEST_MAX_FEATURES",
+        flag: "ingest-max-features",
+        default: "10000",
+        help: "Most features per ingest request or broadcast message; past it 413 (or an error message)",
+    },
+    Setting {
+        var: "FEATURESTREAM_INGEST_RATE",
+        flag: "ingest-rate",
+        default: "1000",
+        help: "Ingest requests and broadcast messages per second per client IP, burst twice that (0: no limit; loopback exempt unless FEATURESTREAM_RATE_LIMIT_LOOPBACK); over it: HTTP 429 or an error message",
+    },
+    Setting {
+        var: "FEATURESTREAM_INGEST_COALESCE_MS",
+        flag: "ingest-coalesce-ms",
+        default: "25",
+        help: "Shortest time between two fan-outs of a service: what arrives in between goes out as one batch (0: every publish at once)",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_TRACKS",
+        flag: "max-tracks",
+        default: "1000000",
+        help: "Most tracks a service holds; an observation of a new track past it is refused",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_FEATURE_AGE_SECS",
+        flag: "max-feature-age-secs",
+        default: "0",
+        help: "Seconds after its last report a track expires and clients get a delete message (0: never); a services file may set maxFeatureAgeSecs per service",
+    },
+    Setting {
+        var: "FEATURESTREAM_STATE_DIR",
+        flag: "state-dir",
+        default: "",
+        help: "Directory where each service's latest state is saved and restored from at start (unset: not saved)",
+    },
+    Setting {
+        var: "FEATURESTREAM_STATE_INTERVAL_SECS",
+        flag: "state-interval-secs",
+        default: "30",
+        help: "Seconds between two saves of the latest state (a crash loses at most this much); it is also saved on shutdown",
+    },
+    Setting {
+        var: "FEATURESTREAM_ROUTES",
+        flag: "routes",
+        default: "",
+        help: "Routes of the default service's simulator: an Esri JSON featureSet of polylines or GeoJSON LineStrings (unset: the embedded routes)",
     },
 ];
 
@@ -287,6 +341,8 @@ pub struct AdmissionSettings {
     pub connect_rate: Option<f64>,
     /// Whether loopback peers are rate-limited too.
     pub rate_limit_loopback: bool,
+    /// Ingest requests and broadcast messages per second per IP; `None`: no limit.
+    pub ingest_rate: Option<f64>,
     /// Allowed origins.
     pub origins: OriginPolicy,
     /// Host names requests may name (`None`: any).
@@ -323,9 +379,35 @@ pub struct SessionSettings {
     pub filter_limits: FilterLimits,
 }
 
+/// Ingest limits and batching.
+#[derive(Clone, Debug)]
+pub struct IngestSettings {
+    /// Largest request body (NDJSON: largest line).
+    pub max_body_bytes: usize,
+    /// Most features per request or broadcast message.
+    pub max_features: usize,
+    /// Shortest time between two fan-outs of a service.
+    pub coalesce: Duration,
+    /// Most tracks per service.
+    pub max_tracks: usize,
+}
+
+/// Where the latest state is saved.
+#[derive(Clone, Debug)]
+pub struct StateSettings {
+    /// The directory (`None`: not saved).
+    pub dir: Option<PathBuf>,
+    /// Time between two saves.
+    pub interval: Duration,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Ingest limits and batching.
+    pub ingest: IngestSettings,
+    /// Saving the latest state.
+    pub state: StateSettings,
     /// Listen address.
     pub bind: IpAddr,
     /// Listen port.
@@ -525,19 +607,38 @@ impl Raw {
             hz,
             seed: self.parse("FEATURESTREAM_SEED", "an unsigned integer")?,
             trail_vertices: SimulatorSettings::default().trail_vertices,
+            routes: None,
         };
         let simulator_on = self.switch("FEATURESTREAM_SIMULATOR")?;
+        let max_age = self.ranged("FEATURESTREAM_MAX_FEATURE_AGE_SECS", 0, 10 * 365 * 86_400)?;
+        let max_feature_age = (max_age > 0).then(|| Duration::from_secs(max_age));
+        let (routes_var, routes_path) = self.get("FEATURESTREAM_ROUTES");
         let (_, services_path) = self.get("FEATURESTREAM_SERVICES");
         let services = if services_path.trim().is_empty() {
             let mut service = Service::vehicles(simulator_settings);
+            service.max_feature_age = max_feature_age;
             if !simulator_on {
                 service.simulator = None;
+            }
+            if let Some(simulator) = &mut service.simulator
+                && !routes_path.trim().is_empty()
+            {
+                let path = PathBuf::from(routes_path.trim());
+                simulator.routes =
+                    Some(crate::simulator::load_routes(&path).map_err(|reason| {
+                        ConfigError::Invalid {
+                            var: routes_var,
+                            value: routes_path.clone(),
+                            reason,
+                        }
+                    })?);
             }
             vec![service]
         } else {
             services_file::load(
                 PathBuf::from(services_path.trim()).as_path(),
                 &simulator_settings,
+                max_feature_age,
             )?
         };
         let rate = |var: &str| -> Result<Option<f64>, ConfigError> {
@@ -647,6 +748,7 @@ impl Raw {
             max_connections: self.ranged("FEATURESTREAM_MAX_CONNECTIONS", 1, 10_000_000)? as usize,
             over_cap,
             connect_rate: rate("FEATURESTREAM_CONNECT_RATE")?,
+            ingest_rate: rate("FEATURESTREAM_INGEST_RATE")?,
             rate_limit_loopback,
             origins,
             allowed_hosts,
@@ -687,7 +789,31 @@ impl Raw {
                 100_000_000,
             )? as usize,
         };
+        let ingest = IngestSettings {
+            max_body_bytes: self.ranged("FEATURESTREAM_INGEST_MAX_BODY_BYTES", 1024, 1 << 30)?
+                as usize,
+            max_features: self.ranged("FEATURESTREAM_INGEST_MAX_FEATURES", 1, 10_000_000)? as usize,
+            coalesce: Duration::from_millis(self.ranged(
+                "FEATURESTREAM_INGEST_COALESCE_MS",
+                0,
+                10_000,
+            )?),
+            max_tracks: self.ranged("FEATURESTREAM_MAX_TRACKS", 1, 100_000_000)? as usize,
+        };
+        let (_, state_dir) = self.get("FEATURESTREAM_STATE_DIR");
+        let state = StateSettings {
+            dir: Some(state_dir.trim())
+                .filter(|dir| !dir.is_empty())
+                .map(PathBuf::from),
+            interval: Duration::from_secs(self.ranged(
+                "FEATURESTREAM_STATE_INTERVAL_SECS",
+                1,
+                86_400,
+            )?),
+        };
         Ok(Config {
+            ingest,
+            state,
             bind,
             port,
             workers,

@@ -40,6 +40,8 @@ struct ServiceEntry {
     track_id_field: Option<String>,
     #[serde(default)]
     fields: Option<Vec<FieldEntry>>,
+    #[serde(default)]
+    max_feature_age_secs: Option<u64>,
     #[serde(default = "keep_default_simulator", deserialize_with = "nullable")]
     simulator: Option<Option<SimulatorEntry>>,
 }
@@ -78,10 +80,15 @@ struct SimulatorEntry {
     hz: Option<f64>,
     seed: Option<u64>,
     trail_vertices: Option<usize>,
+    routes: Option<String>,
 }
 
 /// Reads and validates a services file.
-pub(super) fn load(path: &Path, defaults: &SimulatorSettings) -> Result<Vec<Service>, ConfigError> {
+pub(super) fn load(
+    path: &Path,
+    defaults: &SimulatorSettings,
+    max_feature_age: Option<std::time::Duration>,
+) -> Result<Vec<Service>, ConfigError> {
     let fail = |reason: String| ConfigError::Services {
         path: path.to_owned(),
         reason,
@@ -93,7 +100,8 @@ pub(super) fn load(path: &Path, defaults: &SimulatorSettings) -> Result<Vec<Serv
     }
     let mut services: Vec<Service> = Vec::new();
     for entry in file.services {
-        let service = entry_to_service(entry, defaults).map_err(&fail)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let service = entry_to_service(entry, defaults, max_feature_age, base).map_err(&fail)?;
         if services
             .iter()
             .any(|other| other.name.eq_ignore_ascii_case(&service.name))
@@ -108,7 +116,12 @@ pub(super) fn load(path: &Path, defaults: &SimulatorSettings) -> Result<Vec<Serv
     Ok(services)
 }
 
-fn entry_to_service(entry: ServiceEntry, defaults: &SimulatorSettings) -> Result<Service, String> {
+fn entry_to_service(
+    entry: ServiceEntry,
+    defaults: &SimulatorSettings,
+    max_feature_age: Option<std::time::Duration>,
+    base: &Path,
+) -> Result<Service, String> {
     let name = entry.name;
     let valid_name = !name.is_empty()
         && name
@@ -182,6 +195,14 @@ fn entry_to_service(entry: ServiceEntry, defaults: &SimulatorSettings) -> Result
                     .trail_vertices
                     .unwrap_or(defaults.trail_vertices)
                     .clamp(2, 1000),
+                routes: match settings.routes {
+                    // Relative to the services file.
+                    Some(routes) => Some(
+                        crate::simulator::load_routes(&base.join(routes))
+                            .map_err(|reason| format!("{name}: {reason}"))?,
+                    ),
+                    None => defaults.routes.clone(),
+                },
             })
         }
     };
@@ -190,5 +211,10 @@ fn entry_to_service(entry: ServiceEntry, defaults: &SimulatorSettings) -> Result
         description: entry.description.unwrap_or_else(|| name.clone()),
         schema,
         simulator,
+        max_feature_age: match entry.max_feature_age_secs {
+            Some(0) => None,
+            Some(secs) => Some(std::time::Duration::from_secs(secs)),
+            None => max_feature_age,
+        },
     })
 }

@@ -73,7 +73,7 @@ impl ResponseError for AdminError {
 /// A browser says where a request comes from: any page open in a browser on this machine
 /// could otherwise post to a loopback admin API (a `text/plain` form needs no preflight).
 /// Non-browser callers send neither header.
-fn check_same_site(req: &HttpRequest, client: &Client) -> Result<(), AdminError> {
+pub(crate) fn check_same_site(req: &HttpRequest, client: &Client) -> Result<(), AdminError> {
     let header_text = |name: &str| {
         req.headers()
             .get(name)

@@ -32,6 +32,7 @@ pub struct Admission {
     gate: Arc<ConnectionGate>,
     active: Arc<AtomicUsize>,
     buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+    ingest_buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
 
 /// Buckets kept before idle (full) ones are forgotten: bounds the map under a scan of IPs.
@@ -49,6 +50,7 @@ impl Admission {
             settings,
             active: Arc::new(AtomicUsize::new(0)),
             buckets: Mutex::new(HashMap::new()),
+            ingest_buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -83,7 +85,21 @@ impl Admission {
     }
 
     fn check_rate(&self, client: &Client) -> Result<(), HttpError> {
-        let Some(rate) = self.settings.connect_rate else {
+        self.take(&self.buckets, self.settings.connect_rate, client)
+    }
+
+    /// Checks a publisher's ingest rate (requests and broadcast messages): 429 past it.
+    pub fn check_ingest_rate(&self, client: &Client) -> Result<(), HttpError> {
+        self.take(&self.ingest_buckets, self.settings.ingest_rate, client)
+    }
+
+    fn take(
+        &self,
+        buckets: &Mutex<HashMap<IpAddr, TokenBucket>>,
+        rate: Option<f64>,
+        client: &Client,
+    ) -> Result<(), HttpError> {
+        let Some(rate) = rate else {
             return Ok(());
         };
         let Some(ip) = client.ip else {
@@ -94,8 +110,7 @@ impl Admission {
             return Ok(());
         }
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
+        let mut buckets = buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() >= MAX_TRACKED_PEERS {

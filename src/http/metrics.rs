@@ -33,6 +33,11 @@ pub async fn metrics(
     let tracks = Family::<Labels, Gauge>::default();
     let stale = Family::<Labels, Counter>::default();
     let snapshots = Family::<Labels, Counter>::default();
+    let expired = Family::<Labels, Counter>::default();
+    let deletes = Family::<Labels, Counter>::default();
+    let accepted = Family::<Labels, Counter>::default();
+    let rejected = Family::<Labels, Counter>::default();
+    let refused_requests = Family::<Labels, Counter>::default();
     for (name, runtime) in &state.services {
         let Ok(stats) = runtime.broker.send(GetStats).await else {
             continue;
@@ -59,6 +64,25 @@ pub async fn metrics(
         snapshots
             .get_or_create(&labels)
             .inc_by(stats.fanout.snapshot_frames);
+        expired
+            .get_or_create(&labels)
+            .inc_by(stats.fanout.tracks_expired);
+        deletes
+            .get_or_create(&labels)
+            .inc_by(stats.fanout.delete_frames);
+        accepted
+            .get_or_create(&labels)
+            .inc_by(runtime.ingest.accepted.load(Ordering::Relaxed));
+        refused_requests
+            .get_or_create(&labels)
+            .inc_by(runtime.ingest.refused_requests.load(Ordering::Relaxed));
+        for (reason, count) in runtime.ingest.rejected_by_reason() {
+            let labels = vec![
+                ("service".to_owned(), name.clone()),
+                ("reason".to_owned(), reason.to_owned()),
+            ];
+            rejected.get_or_create(&labels).inc_by(count);
+        }
     }
     let attempts = Family::<Labels, Counter>::default();
     let connections = &state.connections;
@@ -107,7 +131,7 @@ pub async fn metrics(
     );
     registry.register(
         "frames_conflated",
-        "Frames conflated for slow consumers, by service",
+        "Data frames dropped for sessions behind their queue limit (they get a snapshot instead), by service",
         conflated,
     );
     registry.register(
@@ -139,6 +163,31 @@ pub async fn metrics(
         "snapshot_frames",
         "Snapshot frames queued to sessions on subscribe and after filter changes, by service",
         snapshots,
+    );
+    registry.register(
+        "tracks_expired",
+        "Tracks removed because they stopped reporting, by service",
+        expired,
+    );
+    registry.register(
+        "delete_frames",
+        "Delete messages queued to sessions for expired tracks, by service",
+        deletes,
+    );
+    registry.register(
+        "observations_accepted",
+        "Ingested observations recorded and streamed, by service",
+        accepted,
+    );
+    registry.register(
+        "observations_rejected",
+        "Ingested observations refused, by service and reason",
+        rejected,
+    );
+    registry.register(
+        "ingest_requests_refused",
+        "Ingest requests and broadcast messages refused whole, by service",
+        refused_requests,
     );
     registry.register(
         "connection_attempts",

@@ -9,6 +9,7 @@ pub mod cookie;
 pub mod debug_page;
 pub mod error;
 pub mod gate;
+pub mod ingest;
 pub mod metadata;
 pub mod metrics;
 pub mod sse;
@@ -257,6 +258,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/arcgis/ws/services/{name}/custom",
             web::get().to(subscribe::custom),
         )
+        .route(
+            "/api/services/{name}/features",
+            web::post().to(ingest::features),
+        )
+        .route(
+            "/arcgis/ws/services/{name}/StreamServer/broadcast",
+            web::get().to(subscribe::broadcast),
+        )
         .route("/api/services/{name}/events", web::get().to(sse::events))
         .route(
             "/api/services/{name}/events/{handle}/filter",
@@ -301,7 +310,11 @@ pub fn is_websocket_route(path: &str) -> bool {
     };
     match rest.split_once('/') {
         Some((name, tail)) => {
-            !name.is_empty() && (tail == "custom" || tail == "StreamServer/subscribe")
+            !name.is_empty()
+                && matches!(
+                    tail,
+                    "custom" | "StreamServer/subscribe" | "StreamServer/broadcast"
+                )
         }
         None => false,
     }
@@ -336,6 +349,11 @@ async fn stats(
                 "tracksLive": stats.tracks,
                 "staleObservations": stats.fanout.stale,
                 "snapshotFrames": stats.fanout.snapshot_frames,
+                "tracksExpired": stats.fanout.tracks_expired,
+                "deleteFrames": stats.fanout.delete_frames,
+                "observationsAccepted": runtime.ingest.accepted.load(Ordering::Relaxed),
+                "observationsRejected": runtime.ingest.rejected_by_reason().into_iter().collect::<BTreeMap<_, _>>(),
+                "ingestRequestsRefused": runtime.ingest.refused_requests.load(Ordering::Relaxed),
                 "lagMs": stats.lag_ms,
                 "whereConditions": runtime.where_ledger.usage().0,
             }),

@@ -240,6 +240,11 @@ enum Start {
     Server(Wkid, Box<FilterState>, Option<WherePermit>),
     /// Custom mode: waits for the handshake.
     Custom,
+    /// The broadcast endpoint: a publisher.
+    Publish {
+        /// Acknowledge every message.
+        acknowledge: bool,
+    },
 }
 
 /// Takes a connection slot, starts the session actor on the request's frames and answers 101
@@ -256,15 +261,34 @@ fn start_session(
         Admitted::CloseOverCap => return Ok(close_over_cap(&req, state)),
     };
     state.connections.accepted.fetch_add(1, Ordering::Relaxed);
-    let frames = transport::inbound_frames(payload, state.config.session.max_frame_bytes);
     let browser = browser_session(&req);
-    let parts = session_parts(&req, state, runtime, slot, Some(browser.id.clone()));
+    let mut parts = session_parts(&req, state, runtime, slot, Some(browser.id.clone()));
+    if let Start::Publish { .. } = start {
+        // A publisher's messages are documents of observations, limited as ingest requests
+        // are (size, features, rate), not as filter messages.
+        parts.settings.max_frame_bytes = state.config.ingest.max_body_bytes;
+        parts.settings.message_rate = None;
+    }
+    let frames = transport::inbound_frames(payload, parts.settings.max_frame_bytes);
     let queue = parts.queue.clone();
     let session = match start {
         Start::Server(out_sr, filter_state, permit) => {
             SessionActor::server(parts, out_sr, *filter_state, permit)
         }
         Start::Custom => SessionActor::custom(parts),
+        Start::Publish { acknowledge } => {
+            let ingest = &state.config.ingest;
+            SessionActor::publisher(
+                parts,
+                crate::session::Publishing {
+                    acknowledge,
+                    sequence: 0,
+                    budget: crate::session::MessageBudget::new(state.config.admission.ingest_rate),
+                    max_features: ingest.max_features,
+                    max_tracks: ingest.max_tracks,
+                },
+            )
+        }
     };
     SessionActor::create(|ctx| {
         ctx.add_stream(frames);
@@ -322,4 +346,41 @@ pub fn admit_custom(
     runtime: Arc<ServiceRuntime>,
 ) -> Result<HttpResponse, HttpError> {
     start_session(req, payload, state, runtime, Start::Custom)
+}
+
+/// `GET /arcgis/ws/services/{name}/StreamServer/broadcast` (the ArcGIS endpoint's path): a
+/// publisher's WebSocket. Admitted like any upgrade, plus the publish right (docs/protocol.md
+/// §9); `ack=true` asks for an acknowledgement of every message.
+pub async fn broadcast(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, super::ingest::PublishError> {
+    state.check_accepting()?;
+    state.admission.screen(&req, &state.client(&req))?;
+    let runtime = lookup(&state, &path)?;
+    super::ingest::check_publisher(&req, &state, &runtime.service.name)?;
+    let query = SubscribeQuery::parse(req.query_string())?;
+    let acknowledge = match query.get("ack").map(str::trim) {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            return Err(HttpError::InvalidParameters(vec![format!(
+                "ack: \"{}\" is not true or false.",
+                other.chars().take(40).collect::<String>()
+            )])
+            .into());
+        }
+    };
+    if let Some(err) = transport::upgrade_error(&req) {
+        return Err(HttpError::NotWebSocket(err).into());
+    }
+    Ok(start_session(
+        req,
+        payload,
+        &state,
+        runtime,
+        Start::Publish { acknowledge },
+    )?)
 }

@@ -8,6 +8,7 @@ mod document;
 mod validate;
 
 use crate::feature::{Feature, Schema};
+use crate::source::Receipt;
 
 pub use document::DocumentError;
 
@@ -34,6 +35,42 @@ impl Ingested {
     /// Features read, valid or not.
     pub fn total(&self) -> usize {
         self.features.len() + self.rejected.len()
+    }
+}
+
+/// What a request (or broadcast message) came to, feature by feature.
+#[derive(Debug, Default, PartialEq)]
+pub struct Report {
+    /// Features read.
+    pub received: usize,
+    /// Recorded as their track's latest and streamed.
+    pub accepted: usize,
+    /// Indexes of valid features older than their track's latest (not errors).
+    pub stale: Vec<usize>,
+    /// Every refused feature, by index.
+    pub errors: Vec<Rejection>,
+}
+
+impl Report {
+    /// Adds what a document held and what the broker's receipt says became of its valid
+    /// features (`max_tracks` names the limit of a refused new track). The features themselves
+    /// may have been handed to the broker already: their indexes tell how many were valid.
+    pub fn add(&mut self, ingested: Ingested, receipt: &Receipt, max_tracks: usize) {
+        self.received += ingested.indexes.len() + ingested.rejected.len();
+        self.accepted += ingested.indexes.len() - receipt.stale.len() - receipt.refused.len();
+        self.stale.extend(
+            receipt
+                .stale
+                .iter()
+                .map(|&position| ingested.indexes[position]),
+        );
+        self.errors.extend(ingested.rejected);
+        self.errors
+            .extend(receipt.refused.iter().map(|&position| Rejection {
+                index: ingested.indexes[position],
+                reason: Reason::TooManyTracks(max_tracks),
+            }));
+        self.errors.sort_by_key(|rejection| rejection.index);
     }
 }
 

@@ -183,6 +183,21 @@ fn write_value(out: &mut Vec<u8>, value: &FieldValue, field_type: FieldType) {
     }
 }
 
+/// `{"type":"delete","trackIds":[..]}`: the message the ArcGIS SDK's stream store takes to
+/// remove tracks (docs/protocol.md §3.2), sent when tracks expire.
+pub fn delete_message(track_ids: &[&FieldValue]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + track_ids.len() * 8);
+    out.extend_from_slice(br#"{"type":"delete","trackIds":["#);
+    for (index, id) in track_ids.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_value(&mut out, id, FieldType::String);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 fn write_f64(out: &mut Vec<u8>, value: f64) {
     if !value.is_finite() {
         out.extend_from_slice(b"null");

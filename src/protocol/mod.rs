@@ -6,6 +6,7 @@ pub mod envelope_json;
 pub mod feature_result;
 pub mod filter_message;
 pub mod handshake;
+pub mod ingest_report;
 pub mod metadata;
 pub mod sse;
 pub mod ws_frame;

@@ -12,7 +12,7 @@ pub mod transport;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler};
 use actix_http::ws::{CloseCode, CloseReason, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
@@ -29,7 +29,8 @@ use crate::protocol::close::CloseCause;
 use crate::protocol::filter_message::{self, ClientMessage};
 use crate::protocol::{handshake, ws_frame};
 use budget::ConnectionSlot;
-use budget::{FilterBudget, MessageBudget, Verdict};
+pub use budget::MessageBudget;
+use budget::{FilterBudget, Verdict};
 
 /// Where a session is in its life.
 enum Phase {
@@ -37,8 +38,24 @@ enum Phase {
     AwaitingHandshake,
     /// Receiving data in this output spatial reference.
     Streaming(Wkid),
+    /// The broadcast endpoint: each text message is a document of observations to publish.
+    Publishing(Publishing),
     /// A close is queued or scheduled; inbound frames are ignored.
     Closing,
+}
+
+/// A publisher's session (`/StreamServer/broadcast`, docs/protocol.md §9).
+pub struct Publishing {
+    /// Answer every message with `ack` (the `ack=true` URL parameter), not only failures.
+    pub acknowledge: bool,
+    /// Messages so far (the reply to one names its number).
+    pub sequence: u64,
+    /// Messages per second (FEATURESTREAM_INGEST_RATE); past it a message is refused.
+    pub budget: MessageBudget,
+    /// Most features per message.
+    pub max_features: usize,
+    /// Most tracks the service holds (named in a refusal).
+    pub max_tracks: usize,
 }
 
 /// One WebSocket session.
@@ -107,6 +124,16 @@ impl SessionActor {
             SessionActor::new(parts, WireMode::Server, Phase::Streaming(out_sr), state);
         session.where_permit = where_permit;
         session
+    }
+
+    /// A publisher on the broadcast endpoint (admitted before the upgrade).
+    pub fn publisher(parts: SessionParts, publishing: Publishing) -> SessionActor {
+        SessionActor::new(
+            parts,
+            WireMode::Custom,
+            Phase::Publishing(publishing),
+            FilterState::default(),
+        )
     }
 
     fn new(parts: SessionParts, mode: WireMode, phase: Phase, state: FilterState) -> SessionActor {
@@ -213,8 +240,63 @@ impl SessionActor {
         match self.phase {
             Phase::AwaitingHandshake => self.on_handshake(ctx, text),
             Phase::Streaming(out_sr) => self.on_message(ctx, text, out_sr),
+            Phase::Publishing(_) => self.on_publish(ctx, text),
             Phase::Closing => {}
         }
+    }
+
+    /// A publisher's message: parsed and validated feature by feature, the valid ones
+    /// published; the reply (every refused feature by index, or an `ack` when asked for) goes
+    /// out once the broker has recorded them.
+    fn on_publish(&mut self, ctx: &mut Context<SessionActor>, text: &str) {
+        use crate::protocol::ingest_report::{broadcast_error, broadcast_reply};
+        let Phase::Publishing(publishing) = &mut self.phase else {
+            return;
+        };
+        publishing.sequence += 1;
+        let (sequence, acknowledge) = (publishing.sequence, publishing.acknowledge);
+        let (max_features, max_tracks) = (publishing.max_features, publishing.max_tracks);
+        let refuse = |session: &mut SessionActor, ctx: &mut Context<SessionActor>, error: &str| {
+            session
+                .service
+                .ingest
+                .refused_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            session.send_text(ctx, &broadcast_error(sequence, error));
+        };
+        if !publishing.budget.take(Instant::now()) {
+            return refuse(
+                self,
+                ctx,
+                "too many messages: this one was dropped (see FEATURESTREAM_INGEST_RATE)",
+            );
+        }
+        let received_ms = crate::broker::now_ms();
+        let schema = &self.service.service.schema;
+        let mut ingested =
+            match crate::ingest::parse_document(text, schema, received_ms, 0, max_features) {
+                Ok(ingested) => ingested,
+                Err(error) => return refuse(self, ctx, &error.to_string()),
+            };
+        let receipt = self.service.publish(&mut ingested, received_ms);
+        let service = self.service.clone();
+        let settled = async move {
+            let mut report = crate::ingest::Report::default();
+            let settled = service
+                .settle(&mut report, ingested, receipt, max_tracks)
+                .await;
+            settled.map(|()| report)
+        };
+        ctx.spawn(actix::fut::wrap_future(settled).map(
+            move |settled, session: &mut SessionActor, ctx| match settled {
+                Ok(report) => {
+                    if let Some(reply) = broadcast_reply(sequence, &report, acknowledge) {
+                        session.send_text(ctx, &reply);
+                    }
+                }
+                Err(_) => session.close(ctx, CloseCause::ShuttingDown),
+            },
+        ));
     }
 
     fn on_handshake(&mut self, ctx: &mut Context<SessionActor>, text: &str) {

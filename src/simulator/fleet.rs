@@ -38,17 +38,37 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// A fleet of `count` vehicles for `schema`, seeded.
+    /// A fleet of `count` vehicles for `schema` on the embedded routes, seeded.
     pub fn new(schema: Schema, count: usize, seed: u64, trail_vertices: usize) -> Fleet {
-        let routes: Vec<(Arc<str>, Route)> = ROUTES
-            .iter()
-            .map(|(name, vertices)| {
-                (
-                    Arc::from(*name),
-                    Route::new(vertices.to_vec()).expect("embedded routes are valid"),
-                )
-            })
-            .collect();
+        Fleet::on_routes(schema, count, seed, trail_vertices, None)
+    }
+
+    /// A fleet on `routes` (checked: each has two distinct vertices), or the embedded ones.
+    pub fn on_routes(
+        schema: Schema,
+        count: usize,
+        seed: u64,
+        trail_vertices: usize,
+        routes: Option<&super::NamedRoutes>,
+    ) -> Fleet {
+        let routes: Vec<(Arc<str>, Route)> = match routes {
+            Some(routes) => routes
+                .iter()
+                .filter_map(|(name, vertices)| {
+                    Some((Arc::from(name.as_str()), Route::new(vertices.clone())?))
+                })
+                .collect(),
+            None => ROUTES
+                .iter()
+                .map(|(name, vertices)| {
+                    (
+                        Arc::from(*name),
+                        Route::new(vertices.to_vec()).expect("embedded routes are valid"),
+                    )
+                })
+                .collect(),
+        };
+        assert!(!routes.is_empty(), "a fleet needs a route");
         let mut rng = StdRng::seed_from_u64(seed);
         let vehicles = (0..count)
             .map(|index| {

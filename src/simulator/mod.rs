@@ -3,6 +3,7 @@
 
 mod fleet;
 mod routes;
+mod routes_file;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +11,7 @@ use actix::{Actor, AsyncContext, Context};
 
 use crate::broker::BatchSink;
 pub use fleet::Fleet;
+pub use routes_file::{NamedRoutes, load_routes, parse_routes};
 
 /// Ticks a fleet and publishes each batch.
 pub struct SimulatorActor {
