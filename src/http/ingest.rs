@@ -275,19 +275,22 @@ async fn stream_lines(
             .into());
         }
         let received_ms = crate::broker::now_ms();
-        let mut ingested = ingest::parse_ndjson(
+        let (mut ingested, stopped) = ingest::parse_ndjson(
             text,
             &runtime.service.schema,
             received_ms,
             limits.max_features,
             &mut position,
-        )
-        .map_err(|(line, error)| refused(runtime, Some(line), error, report))?;
+        );
+        // The lines before a bad one are published either way, and the answer says so.
         let receipt = runtime.publish(&mut ingested, received_ms);
         runtime
             .settle(report, ingested, receipt, limits.max_tracks)
             .await
             .map_err(|_| PublishError::Unavailable)?;
+        if let Some((line, error)) = stopped {
+            return Err(refused(runtime, Some(line), error, report));
+        }
     }
     Ok(())
 }

@@ -269,15 +269,15 @@ pub struct NdjsonPosition {
 }
 
 /// Parses complete NDJSON lines: one document per non-blank line, feature indexes counted
-/// across lines from `position`, which it advances. A line that is not a document refuses the
-/// request, naming the line (from 1).
+/// across lines from `position`, which it advances. A line that is not a document stops the
+/// parse: what the lines before it held comes back with the line's number (from 1) and why.
 pub fn parse_ndjson(
     text: &str,
     schema: &Schema,
     received_ms: i64,
     max_features: usize,
     position: &mut NdjsonPosition,
-) -> Result<Ingested, (usize, IngestError)> {
+) -> (Ingested, Option<(usize, IngestError)>) {
     let mut ingested = Ingested::default();
     for line in text.lines() {
         position.lines += 1;
@@ -285,22 +285,22 @@ pub fn parse_ndjson(
             continue;
         }
         let room = max_features.saturating_sub(position.features);
-        let more = parse_document(line, schema, received_ms, position.features, room).map_err(
-            |error| match error {
-                IngestError::TooManyFeatures { given, .. } => (
-                    position.lines,
-                    IngestError::TooManyFeatures {
-                        given: position.features + given,
-                        max: max_features,
-                    },
-                ),
-                other => (position.lines, other),
-            },
-        )?;
-        position.features += more.total();
-        ingested.extend(more);
+        match parse_document(line, schema, received_ms, position.features, room) {
+            Ok(more) => {
+                position.features += more.total();
+                ingested.extend(more);
+            }
+            Err(IngestError::TooManyFeatures { given, .. }) => {
+                let error = IngestError::TooManyFeatures {
+                    given: position.features + given,
+                    max: max_features,
+                };
+                return (ingested, Some((position.lines, error)));
+            }
+            Err(error) => return (ingested, Some((position.lines, error))),
+        }
     }
-    Ok(ingested)
+    (ingested, None)
 }
 
 #[cfg(test)]

@@ -89,14 +89,16 @@ fn feature_sets_collections_arrays_and_ndjson_count_indexes_across_the_request()
     );
     let ndjson = format!("{GOOD}\n\n[{bad},{GOOD}]\n{GOOD}\n");
     let mut position = NdjsonPosition::default();
-    let ingested = parse_ndjson(&ndjson, &schema, NOW, 100, &mut position).unwrap();
+    let (ingested, error) = parse_ndjson(&ndjson, &schema, NOW, 100, &mut position);
+    assert!(error.is_none());
     assert_eq!(ingested.indexes, [0, 2, 3]);
     assert_eq!(ingested.rejected[0].index, 1);
     assert_eq!((position.features, position.lines), (4, 4));
     let broken = format!("{GOOD}\n{{nope\n");
-    let (line, error) =
-        parse_ndjson(&broken, &schema, NOW, 100, &mut NdjsonPosition::default()).unwrap_err();
+    let (before, error) = parse_ndjson(&broken, &schema, NOW, 100, &mut NdjsonPosition::default());
+    let (line, error) = error.expect("line 2 is not JSON");
     assert_eq!(line, 2);
+    assert_eq!(before.features.len(), 1, "the line before it");
     assert!(matches!(
         error,
         IngestError::Document(DocumentError::NotJson(_))
@@ -111,8 +113,8 @@ fn the_feature_limit_refuses_the_request() {
         IngestError::TooManyFeatures { given: 3, max: 2 }
     );
     let ndjson = format!("{GOOD}\n{GOOD}\n{GOOD}\n");
-    let (line, error) =
-        parse_ndjson(&ndjson, &points(), NOW, 2, &mut NdjsonPosition::default()).unwrap_err();
+    let (_, error) = parse_ndjson(&ndjson, &points(), NOW, 2, &mut NdjsonPosition::default());
+    let (line, error) = error.expect("too many");
     assert_eq!(
         (line, error),
         (3, IngestError::TooManyFeatures { given: 3, max: 2 })

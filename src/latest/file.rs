@@ -237,9 +237,8 @@ fn restore_value(value: Value, field_type: FieldType) -> Option<FieldValue> {
 
 /// Loads a service's state at start; a file that cannot be used is set aside with a log line
 /// naming it and why, and the service starts empty.
-pub fn load_or_set_aside(dir: &Path, service: &str, schema: &Schema) -> Option<Saved> {
-    let path = path_for(dir, service);
-    match load(&path, service, schema) {
+pub fn load_or_set_aside(path: &Path, service: &str, schema: &Schema) -> Option<Saved> {
+    match load(path, service, schema) {
         Ok(Some(saved)) => {
             log::info!(
                 "service {service}: restored {} tracks from {}",
@@ -254,7 +253,7 @@ pub fn load_or_set_aside(dir: &Path, service: &str, schema: &Schema) -> Option<S
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_millis());
             let aside = path.with_extension(format!("json.corrupt-{stamp}"));
-            match std::fs::rename(&path, &aside) {
+            match std::fs::rename(path, &aside) {
                 Ok(()) => log::error!(
                     "service {service}: state file {} not used ({error}); moved to {}; starting empty",
                     path.display(),
@@ -318,7 +317,7 @@ mod tests {
             load(&path, "zones", &schema),
             Err(LoadError::Corrupt(_))
         ));
-        assert!(load_or_set_aside(&dir, "zones", &schema).is_none());
+        assert!(load_or_set_aside(&path, "zones", &schema).is_none());
         assert!(!path.exists(), "set aside");
         let aside = std::fs::read_dir(&dir)
             .unwrap()

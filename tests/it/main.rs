@@ -9,6 +9,7 @@ mod auth;
 mod custom_mode;
 mod filter_differential;
 mod filter_properties;
+mod ingest;
 mod lifecycle;
 mod load_tester;
 mod rest;
