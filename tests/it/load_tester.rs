@@ -86,3 +86,46 @@ async fn non_loopback_targets_are_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--allow-remote"));
 }
+
+/// Ingest mode: publishers (broadcast WebSocket, then HTTP NDJSON) feed a server without a
+/// simulator; unfiltered sessions receive what was published, with latency from send time.
+#[actix_web::test]
+async fn ingest_mode_publishes_and_sessions_receive_what_was_published() {
+    let mut config = featurestream::config::Config::for_tests(1, 1.0);
+    config.services[0].simulator = None;
+    let server = TestServer::start(config);
+    for via in ["ws", "http"] {
+        let report = run_load(
+            &server,
+            &[
+                "--mode",
+                "custom",
+                "--publishers",
+                "2",
+                "--publish-rate",
+                "400",
+                "--tracks",
+                "200",
+                "--publish-via",
+                via,
+            ],
+        )
+        .await;
+        let published = &report["published"];
+        assert!(published["in_window"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(published["refused_messages"], 0, "{report}");
+        assert_eq!(published["failed_publishers"], 0, "{report}");
+        assert_eq!(report["connected"], 20, "{report}");
+        assert!(
+            report["latency_ms"]["samples"].as_u64().unwrap() > 0,
+            "{report}"
+        );
+        // Every track reports every half second, far apart enough that neither coalescing
+        // nor a busy broker's merging (newest per track) drops any: all of it arrives.
+        assert!(
+            report["delivery_ratio"].as_f64().unwrap() > 0.99,
+            "{via}: {report}"
+        );
+        assert_eq!(report["over_delivered_features"], 0, "{report}");
+    }
+}

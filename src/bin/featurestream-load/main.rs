@@ -4,7 +4,13 @@
 //! from each feature's timestamp attribute, fairness, close codes, filter replies and CPU.
 //!
 //! `cargo run --release --bin featurestream-load -- --sessions 1000 --mode server`
+//!
+//! Ingest mode (`--publishers P`) runs publishers beside the sessions: observations of
+//! `--tracks` tracks at `--publish-rate` per second through the broadcast WebSocket or HTTP
+//! NDJSON; unfiltered sessions are then expected to receive every observation published in
+//! the window.
 
+mod publish;
 mod raw;
 mod reference;
 mod scan;
@@ -116,6 +122,19 @@ pub(crate) struct Args {
     /// Print only the JSON line.
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// Ingest mode: publishers sending observations beside the sessions (0: none; the
+    /// server's own simulator feeds the sessions).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) publishers: usize,
+    /// Ingest mode: observations per second, all publishers together.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub(crate) publish_rate: f64,
+    /// Ingest mode: tracks the observations belong to (spread over the publishers).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) tracks: usize,
+    /// Ingest mode: the broadcast WebSocket or HTTP NDJSON.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub(crate) publish_via: publish::PublishVia,
 }
 
 fn parse_pair(text: &str) -> Result<(f64, f64), String> {
@@ -245,7 +264,11 @@ fn main() {
     let started = Instant::now();
     let args = Arc::new(args);
 
-    let reference = reference::spawn(args.clone(), shared.clone());
+    // In ingest mode what was published is the reference: no session parses every frame.
+    let reference = (args.publishers == 0).then(|| reference::spawn(args.clone(), shared.clone()));
+    let published = Arc::new(publish::Published::default());
+    let publishers = (args.publishers > 0)
+        .then(|| publish::spawn(args.clone(), shared.clone(), published.clone()));
     let mut handles = Vec::new();
     for thread in 0..threads {
         let mine: Vec<SessionSpec> = specs
@@ -330,7 +353,16 @@ fn main() {
     for handle in handles {
         let _ = handle.join();
     }
-    let reference = reference.join().unwrap_or_default();
+    if let Some(publishers) = publishers {
+        let _ = publishers.join();
+        published.settle_window(
+            shared.window_start_ms.load(Ordering::SeqCst),
+            shared.window_end_ms.load(Ordering::SeqCst),
+        );
+    }
+    let reference = reference
+        .map(|reference| reference.join().unwrap_or_default())
+        .unwrap_or_default();
 
     let outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes"));
     let mut latency = Histogram::default();
@@ -347,6 +379,7 @@ fn main() {
         &outcomes,
         &reference,
         &latency,
+        (args.publishers > 0).then_some(&*published),
         cpu(own_start, own_end).map(|(cores, _)| cores),
         cpu(server_start, server_end),
     );

@@ -56,6 +56,7 @@ impl Report {
         outcomes: &[SessionOutcome],
         reference: &Reference,
         latency: &Histogram,
+        published: Option<&crate::publish::Published>,
         load_cores: Option<f64>,
         server: Option<(f64, u64)>,
     ) -> Report {
@@ -74,25 +75,33 @@ impl Report {
             if let Some(count) = expected_by_filter.get(&key) {
                 return Some(*count);
             }
-            let count = match filter {
-                FilterSpec::None => reference.features.len() as u64,
-                FilterSpec::Where(clause) => {
-                    let (schema, _) = inferred.as_ref()?;
-                    let compiled =
-                        WhereClause::compile(schema, clause, FilterLimits::default()).ok()?;
-                    rows.iter().filter(|row| compiled.matches(row)).count() as u64
-                }
-                FilterSpec::Envelope([xmin, ymin, xmax, ymax]) => reference
-                    .features
-                    .iter()
-                    .filter(|feature| {
-                        feature.x >= *xmin
-                            && feature.x <= *xmax
-                            && feature.y >= *ymin
-                            && feature.y <= *ymax
-                    })
-                    .count()
-                    as u64,
+            let count = match (filter, published) {
+                // Ingest mode: an unfiltered session should get everything published in the
+                // window; filtered ones have no reference to be judged against.
+                (FilterSpec::None, Some(published)) => published
+                    .in_window
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                (_, Some(_)) => return None,
+                (filter, None) => match filter {
+                    FilterSpec::None => reference.features.len() as u64,
+                    FilterSpec::Where(clause) => {
+                        let (schema, _) = inferred.as_ref()?;
+                        let compiled =
+                            WhereClause::compile(schema, clause, FilterLimits::default()).ok()?;
+                        rows.iter().filter(|row| compiled.matches(row)).count() as u64
+                    }
+                    FilterSpec::Envelope([xmin, ymin, xmax, ymax]) => reference
+                        .features
+                        .iter()
+                        .filter(|feature| {
+                            feature.x >= *xmin
+                                && feature.x <= *xmax
+                                && feature.y >= *ymin
+                                && feature.y <= *ymax
+                        })
+                        .count()
+                        as u64,
+                },
             };
             expected_by_filter.insert(key, count);
             Some(count)
@@ -170,6 +179,13 @@ impl Report {
                 "ok": outcomes.iter().map(|outcome| outcome.replies_ok).sum::<u64>(),
                 "error": outcomes.iter().map(|outcome| outcome.replies_error).sum::<u64>(),
             },
+            "published": published.map(|published| json!({
+                "sent": published.sent.load(std::sync::atomic::Ordering::Relaxed),
+                "in_window": published.in_window.load(std::sync::atomic::Ordering::Relaxed),
+                "per_s": published.in_window.load(std::sync::atomic::Ordering::Relaxed) as f64 / args.duration,
+                "refused_messages": published.refused_messages.load(std::sync::atomic::Ordering::Relaxed),
+                "failed_publishers": published.failed.load(std::sync::atomic::Ordering::Relaxed),
+            })),
             "load_tester_cores": load_cores,
             "server_cores": server.map(|(cores, _)| cores),
             "server_rss_mb": server.map(|(_, rss)| rss as f64 / 1_048_576.0),
@@ -186,7 +202,11 @@ impl Report {
             j["sessions"],
             j["mode"].as_str().unwrap_or("")
         );
-        eprintln!("features per tick   {}", j["features_per_tick_reference"]);
+        if j["published"].is_null() {
+            eprintln!("features per tick   {}", j["features_per_tick_reference"]);
+        } else {
+            eprintln!("published           {}", j["published"]);
+        }
         eprintln!(
             "delivered           {:.0} features/s, {:.0} frames/s",
             j["delivered_features_per_s"].as_f64().unwrap_or(0.0),

@@ -1,0 +1,236 @@
+//! Ingest mode: publishers sending observations of `--tracks` tracks at `--publish-rate`
+//! observations per second in all, through the broadcast WebSocket
+//! (`/arcgis/ws/services/{service}/StreamServer/broadcast`) or one long HTTP NDJSON body
+//! (`POST /api/services/{service}/features`, chunked), each observation's timestamp attribute
+//! set when its message is sent, so that sessions measure latency from send to arrival.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::ValueEnum;
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{Args, Shared, now_ms};
+
+/// How publishers send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PublishVia {
+    /// The broadcast WebSocket, one message per send.
+    Ws,
+    /// One chunked HTTP NDJSON body per publisher, one line per send.
+    Http,
+}
+
+/// Sends per second per publisher.
+const SENDS_PER_SECOND: f64 = 50.0;
+
+/// What the publishers did.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    /// Observations sent with a timestamp inside the window.
+    pub(crate) in_window: AtomicU64,
+    /// Observations sent in all.
+    pub(crate) sent: AtomicU64,
+    /// Messages the server answered with an error or rejection.
+    pub(crate) refused_messages: AtomicU64,
+    /// Publishers that could not connect or lost their connection.
+    pub(crate) failed: AtomicU64,
+    /// Each send's timestamp and observation count (the window is judged at the end, as the
+    /// sessions judge what they receive).
+    sends: std::sync::Mutex<Vec<(i64, u64)>>,
+}
+
+impl Published {
+    /// Counts the observations sent with a timestamp in `[start, end]` into `in_window`.
+    pub(crate) fn settle_window(&self, start: i64, end: i64) {
+        let sends = self.sends.lock().expect("sends");
+        let count = sends
+            .iter()
+            .filter(|(observed, _)| (start..=end).contains(observed))
+            .map(|(_, count)| count)
+            .sum();
+        self.in_window.store(count, Ordering::Relaxed);
+    }
+}
+
+/// Starts the publishers on a thread of their own; they stop with the sessions.
+pub(crate) fn spawn(
+    args: Arc<Args>,
+    shared: Arc<Shared>,
+    published: Arc<Published>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let mut tasks = Vec::new();
+            for publisher in 0..args.publishers {
+                let (args, shared, published) = (args.clone(), shared.clone(), published.clone());
+                tasks.push(tokio::task::spawn_local(async move {
+                    run(publisher, &args, &shared, &published).await;
+                }));
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+    })
+}
+
+/// One observation as Esri JSON.
+fn observation(track: usize, observed: i64, rng: &mut StdRng, extent: [f64; 4]) -> String {
+    let [xmin, ymin, xmax, ymax] = extent;
+    format!(
+        r#"{{"attributes":{{"TRACKID":{track},"name":"pub-{track}","route":"load","status":"moving","speed":{:.1},"heading":{:.1},"active":true,"observed":{observed}}},"geometry":{{"x":{:.6},"y":{:.6}}}}}"#,
+        rng.random_range(5.0..130.0),
+        rng.random_range(0.0..360.0),
+        rng.random_range(xmin..xmax),
+        rng.random_range(ymin..ymax),
+    )
+}
+
+async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Published) {
+    let tracks: Vec<usize> = (1..=args.tracks)
+        .filter(|track| track % args.publishers == publisher)
+        .collect();
+    if tracks.is_empty() {
+        return;
+    }
+    let per_send =
+        ((args.publish_rate / args.publishers as f64 / SENDS_PER_SECOND).ceil() as usize).max(1);
+    let mut rng = StdRng::seed_from_u64(args.seed + publisher as u64);
+    let base = args.url.trim_end_matches('/');
+    let mut sink = match args.publish_via {
+        PublishVia::Ws => {
+            let url = format!(
+                "{base}/arcgis/ws/services/{}/StreamServer/broadcast",
+                args.service
+            );
+            match tokio_tungstenite::connect_async(&url).await {
+                Ok((socket, _)) => Sink::Ws(Box::new(socket)),
+                Err(err) => {
+                    eprintln!("featurestream-load: publisher {publisher}: {err}");
+                    published.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        PublishVia::Http => {
+            let authority = base.split("://").nth(1).unwrap_or(base);
+            let Ok(mut stream) = tokio::net::TcpStream::connect(authority).await else {
+                published.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let head = format!(
+                "POST /api/services/{}/features HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
+                args.service
+            );
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                published.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Sink::Http(stream)
+        }
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / SENDS_PER_SECOND));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = shared.stop.clone();
+    let mut next = 0;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = ticker.tick() => {}
+            reply = sink.next_reply() => {
+                if reply {
+                    published.refused_messages.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+        }
+        let observed = now_ms() as i64;
+        let mut message = String::with_capacity(per_send * 220 + 2);
+        message.push('[');
+        for index in 0..per_send {
+            if index > 0 {
+                message.push(',');
+            }
+            message.push_str(&observation(tracks[next], observed, &mut rng, args.extent));
+            next = (next + 1) % tracks.len();
+        }
+        message.push(']');
+        if sink.send(message).await.is_err() {
+            published.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        published.sent.fetch_add(per_send as u64, Ordering::Relaxed);
+        published
+            .sends
+            .lock()
+            .expect("sends")
+            .push((observed, per_send as u64));
+    }
+    sink.finish().await;
+}
+
+enum Sink {
+    Ws(
+        Box<
+            tokio_tungstenite::WebSocketStream<
+                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+            >,
+        >,
+    ),
+    Http(tokio::net::TcpStream),
+}
+
+impl Sink {
+    async fn send(&mut self, message: String) -> Result<(), ()> {
+        match self {
+            Sink::Ws(socket) => socket.send(Message::text(message)).await.map_err(|_| ()),
+            Sink::Http(stream) => {
+                let chunk = format!("{:x}\r\n{message}\n\r\n", message.len() + 1);
+                stream.write_all(chunk.as_bytes()).await.map_err(|_| ())
+            }
+        }
+    }
+
+    /// Waits for a message from the server: `true` for a refusal (the WebSocket answers only
+    /// rejections and errors; the HTTP answer comes at the end). Pends forever for HTTP.
+    async fn next_reply(&mut self) -> bool {
+        match self {
+            Sink::Ws(socket) => match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    text.contains("\"rejected\"") || text.contains("\"error\"")
+                }
+                Some(Ok(_)) => false,
+                _ => std::future::pending().await,
+            },
+            Sink::Http(_) => std::future::pending().await,
+        }
+    }
+
+    async fn finish(self) {
+        match self {
+            Sink::Ws(mut socket) => {
+                let _ = SinkExt::close(&mut socket).await;
+            }
+            Sink::Http(mut stream) => {
+                let _ = stream.write_all(b"0\r\n\r\n").await;
+                let mut answer = Vec::new();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+                )
+                .await;
+            }
+        }
+    }
+}
