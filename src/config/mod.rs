@@ -238,7 +238,7 @@ pub const SETTINGS: &[Setting] = &[
         var: "FEATURESTREAM_INGEST_MAX_FEATURES",
         flag: "ingest-max-features",
         default: "10000",
-        help: "Most features per ingest request or broadcast message; past it 413 (or an error message)",
+        help: "Most features per ingest document (a request body, an NDJSON line, a broadcast message); past it 413 (or an error message)",
     },
     Setting {
         var: "FEATURESTREAM_INGEST_RATE",
@@ -384,7 +384,7 @@ pub struct SessionSettings {
 pub struct IngestSettings {
     /// Largest request body (NDJSON: largest line).
     pub max_body_bytes: usize,
-    /// Most features per request or broadcast message.
+    /// Most features per document (request body, NDJSON line, broadcast message).
     pub max_features: usize,
     /// Shortest time between two fan-outs of a service.
     pub coalesce: Duration,

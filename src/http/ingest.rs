@@ -221,7 +221,7 @@ fn refused(
 
 /// Reads an NDJSON body as it arrives: every complete line is parsed and published at once (a
 /// publisher may stream for as long as it sends; each chunk must come within the body
-/// timeout), at most `max_body_bytes` per line and `max_features` in all.
+/// timeout), at most `max_body_bytes` and `max_features` per line.
 async fn stream_lines(
     runtime: &ServiceRuntime,
     mut payload: web::Payload,
@@ -232,6 +232,7 @@ async fn stream_lines(
     let mut buffer = BytesMut::new();
     let mut position = NdjsonPosition::default();
     let mut finished = false;
+    let mut pending = std::collections::VecDeque::new();
     while !finished {
         let chunk = match tokio::time::timeout(BODY_TIMEOUT, payload.next()).await {
             Err(_) => return Err(HttpError::Body(BodyError::Timeout).into()),
@@ -284,13 +285,29 @@ async fn stream_lines(
         );
         // The lines before a bad one are published either way, and the answer says so.
         let receipt = runtime.publish(&mut ingested, received_ms);
-        runtime
-            .settle(report, ingested, receipt, limits.max_tracks)
-            .await
-            .map_err(|_| PublishError::Unavailable)?;
+        pending.push_back((ingested, receipt));
+        // Reading goes on while the broker records (a line does not wait for the previous
+        // one's fan-out); past a bound the oldest receipt is awaited first.
+        let must_settle = if stopped.is_some() || finished {
+            pending.len()
+        } else {
+            pending.len().saturating_sub(MAX_UNSETTLED)
+        };
+        for _ in 0..must_settle {
+            let Some((ingested, receipt)) = pending.pop_front() else {
+                break;
+            };
+            runtime
+                .settle(report, ingested, receipt, limits.max_tracks)
+                .await
+                .map_err(|_| PublishError::Unavailable)?;
+        }
         if let Some((line, error)) = stopped {
             return Err(refused(runtime, Some(line), error, report));
         }
     }
     Ok(())
 }
+
+/// Chunks of a streamed NDJSON body published but not yet confirmed by the broker.
+const MAX_UNSETTLED: usize = 64;

@@ -268,9 +268,11 @@ pub struct NdjsonPosition {
     pub lines: usize,
 }
 
-/// Parses complete NDJSON lines: one document per non-blank line, feature indexes counted
-/// across lines from `position`, which it advances. A line that is not a document stops the
-/// parse: what the lines before it held comes back with the line's number (from 1) and why.
+/// Parses complete NDJSON lines: one document per non-blank line (each holding at most
+/// `max_features`, so that a body may stream for as long as its sender likes), feature indexes
+/// counted across lines from `position`, which it advances. A line that is not a document
+/// stops the parse: what the lines before it held comes back with the line's number (from 1)
+/// and why.
 pub fn parse_ndjson(
     text: &str,
     schema: &Schema,
@@ -284,18 +286,10 @@ pub fn parse_ndjson(
         if line.trim().is_empty() {
             continue;
         }
-        let room = max_features.saturating_sub(position.features);
-        match parse_document(line, schema, received_ms, position.features, room) {
+        match parse_document(line, schema, received_ms, position.features, max_features) {
             Ok(more) => {
                 position.features += more.total();
                 ingested.extend(more);
-            }
-            Err(IngestError::TooManyFeatures { given, .. }) => {
-                let error = IngestError::TooManyFeatures {
-                    given: position.features + given,
-                    max: max_features,
-                };
-                return (ingested, Some((position.lines, error)));
             }
             Err(error) => return (ingested, Some((position.lines, error))),
         }

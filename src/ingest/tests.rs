@@ -112,8 +112,9 @@ fn the_feature_limit_refuses_the_request() {
         parse_document(&array, &points(), NOW, 0, 2).unwrap_err(),
         IngestError::TooManyFeatures { given: 3, max: 2 }
     );
-    let ndjson = format!("{GOOD}\n{GOOD}\n{GOOD}\n");
-    let (_, error) = parse_ndjson(&ndjson, &points(), NOW, 2, &mut NdjsonPosition::default());
+    let ndjson = format!("{GOOD}\n[{GOOD},{GOOD}]\n[{GOOD},{GOOD},{GOOD}]\n{GOOD}\n");
+    let (before, error) = parse_ndjson(&ndjson, &points(), NOW, 2, &mut NdjsonPosition::default());
+    assert_eq!(before.features.len(), 3, "the limit is per line");
     let (line, error) = error.expect("too many");
     assert_eq!(
         (line, error),
