@@ -3,11 +3,16 @@
 //!
 //! The modules in the order the data flows (docs/architecture.md):
 //! - [`source`]: the contract every source hands a broker (a `Batch` of observations in the
-//!   service's schema); [`simulator`] is one source, publishing a batch per tick through the
-//!   broker's `BatchSink`.
-//! - [`broker`]: one per service (`ServiceRuntime`): the inbox that merges batches a busy
-//!   broker has not taken, subscriptions grouped when identical, frames encoded once per batch
-//!   and pushed as shared `Bytes` into each subscriber's bounded `queue`. It knows subscribers
+//!   service's schema, and the `Receipt` a publisher may wait for); [`simulator`] is one
+//!   source, publishing a batch per tick through the broker's `BatchSink` (its routes embedded
+//!   or from a file); [`ingest`] is the other: Esri JSON, GeoJSON and NDJSON documents parsed
+//!   and validated feature by feature, published by `http` (HTTP and the broadcast WebSocket).
+//! - [`latest`]: the latest observation of every track (numbered, ordered by the start-time
+//!   field, expired by age), saved to and restored from a file. Plain Rust.
+//! - [`broker`]: one per service (`ServiceRuntime`): the inbox that merges and coalesces
+//!   batches, the latest state, snapshots, expiry, subscriptions grouped when identical,
+//!   frames encoded once per batch and pushed as shared `Bytes` into each subscriber's bounded
+//!   `queue` (a subscriber behind it gets a snapshot when it has room). It knows subscribers
 //!   and the bytes it gives them, never a transport.
 //! - [`session`]: the transports: a WebSocket session (server and custom mode) or an SSE
 //!   session per client, its budgets, and the upgraded socket; each says "session ended,
@@ -21,7 +26,8 @@
 //! the filter-update state machine, the per-service filter budget), [`protocol`] (the only code
 //! that knows JSON field names and close codes), [`config`] and [`auth`].
 //!
-//! Dependency rules: `feature`, `geometry`, `filter` and `protocol` never import actix.
+//! Dependency rules: `feature`, `geometry`, `filter`, `protocol`, `ingest`, `latest` and
+//! `source` never import actix.
 
 pub mod auth;
 pub mod broker;

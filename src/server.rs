@@ -18,6 +18,7 @@ use actix_service::{
 };
 use actix_web::dev::AppConfig;
 use actix_web::{App, web};
+use futures_util::future::Either;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 
@@ -236,17 +237,20 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                     let service = Rc::new(factory.new_service(app_config()).await?);
                     Ok::<_, ()>(fn_service(
                         move |(req, framed): (actix_http::Request, _)| {
-                            let (service, teardown) = (service.clone(), teardown.clone());
-                            async move {
-                                // Only WebSocket endpoints take the upgrade path: any other
-                                // handler would wait for a body fed only after a 101.
-                                if http::is_websocket_route(req.path()) {
-                                    crate::session::socket::serve(service, req, framed, teardown)
-                                        .await
-                                } else {
-                                    let refusal = http::upgrade_refusal();
-                                    crate::session::socket::answer(framed, refusal).await
-                                }
+                            // Only WebSocket endpoints take the upgrade path: any other
+                            // handler would wait for a body fed only after a 101. This future
+                            // lives as long as the connection: keep it small (no async block
+                            // holding copies of what the session's future holds).
+                            if http::is_websocket_route(req.path()) {
+                                Either::Left(crate::session::socket::serve(
+                                    service.clone(),
+                                    req,
+                                    framed,
+                                    teardown.clone(),
+                                ))
+                            } else {
+                                let refusal = http::upgrade_refusal();
+                                Either::Right(crate::session::socket::answer(framed, refusal))
                             }
                         },
                     ))

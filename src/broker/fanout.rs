@@ -63,6 +63,9 @@ pub struct Fanout {
     latest: LatestState,
     /// Snapshot frames built since the last batch, by group (`None`: selects nothing).
     snapshots: HashMap<GroupKey, Option<Bytes>>,
+    /// The latest state encoded once per view since the last batch, shared by every group's
+    /// snapshot (ten thousand groups with their own envelope encode it once, not each).
+    snapshot_encodings: HashMap<View, EncodedBatch>,
     /// Sessions whose queue dropped data: each gets a snapshot once it has room.
     behind: HashSet<SessionId>,
     max_tracks: usize,
@@ -83,6 +86,7 @@ impl Fanout {
             envelope_index: EnvelopeIndex::default(),
             latest: LatestState::new(&schema),
             snapshots: HashMap::new(),
+            snapshot_encodings: HashMap::new(),
             schema,
         }
     }
@@ -137,6 +141,11 @@ impl Fanout {
                 self.behind.insert(id);
             }
         }
+    }
+
+    /// Counts observations found stale before they reached the latest state (in the inbox).
+    pub fn count_stale(&mut self, stale: u64) {
+        self.stats.stale += stale;
     }
 
     /// The service's schema.
@@ -214,6 +223,7 @@ impl Fanout {
             return Vec::new();
         }
         self.snapshots.clear();
+        self.snapshot_encodings.clear();
         self.stats.tracks_expired += expired.len() as u64;
         let track_field = self.schema.track_id_field();
         let mut gone = Vec::new();
@@ -257,7 +267,10 @@ impl Fanout {
         let frame = if features.is_empty() {
             None
         } else {
-            let encoded = self.encoders[&subscription.view].encode_batch(features);
+            let encoded = self
+                .snapshot_encodings
+                .entry(subscription.view.clone())
+                .or_insert_with(|| self.encoders[&subscription.view].encode_batch(features));
             let chosen: Vec<u32>;
             let selection = if subscription.is_unfiltered() {
                 Selection::All
@@ -272,7 +285,7 @@ impl Fanout {
             };
             match selection {
                 Selection::Only([]) => None,
-                selection => Some(frame_for(&encoded, subscription.mode, selection)),
+                selection => Some(frame_for(encoded, subscription.mode, selection)),
             }
         };
         self.snapshots.insert(key.clone(), frame.clone());
@@ -344,6 +357,7 @@ impl Fanout {
     ) -> (Vec<(Subscriber, CloseCause)>, Recorded) {
         let recorded = self.latest.record(batch, received_ms, self.max_tracks);
         self.snapshots.clear();
+        self.snapshot_encodings.clear();
         self.stats.stale += recorded.stale.len() as u64;
         self.stats.tracks_refused += recorded.refused.len() as u64;
         if recorded.is_clean() {

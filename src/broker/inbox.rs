@@ -30,6 +30,8 @@ struct Pending {
     observed_ms: i64,
     /// Batches merged into this one (1 when none was).
     batches: u64,
+    /// Observations older than one of the same track already waiting (stale).
+    stale: u64,
     receipts: Vec<(oneshot::Sender<Receipt>, Receipt)>,
 }
 
@@ -46,6 +48,8 @@ pub struct Taken {
     pub batch: Batch,
     /// How many batches it merges (more than 1 when the broker was behind).
     pub batches: u64,
+    /// Observations dropped as stale while waiting (older than one of the same track).
+    pub stale: u64,
     origins: Vec<Origin>,
     receipts: Vec<(oneshot::Sender<Receipt>, Receipt)>,
 }
@@ -127,6 +131,7 @@ impl BatchInbox {
                     );
                     if older {
                         // Older than what waits for the same track: stale already.
+                        merged.stale += 1;
                         if let Some(receipt) = receipt {
                             merged.receipts[receipt].1.stale.push(position);
                         }
@@ -154,6 +159,7 @@ impl BatchInbox {
                 observed_ms: pending.observed_ms,
             },
             batches: pending.batches,
+            stale: pending.stale,
             origins: pending.origins,
             receipts: pending.receipts,
         })
@@ -214,5 +220,64 @@ mod tests {
             },
             None
         ));
+    }
+
+    /// Observations as (object id, track, observed); the time field is index 2.
+    fn timed(track: i64, observed: i64) -> Feature {
+        Feature {
+            attributes: vec![
+                FieldValue::Integer(0),
+                FieldValue::Integer(track),
+                FieldValue::Date(observed),
+            ],
+            geometry: Geometry::Point { x: 0.0, y: 0.0 },
+        }
+    }
+
+    #[test]
+    fn an_older_observation_waiting_behind_a_newer_one_is_stale_and_receipts_map_back() {
+        let inbox = BatchInbox::new(1, Some(2));
+        let (first_sender, mut first) = oneshot::channel();
+        let (second_sender, mut second) = oneshot::channel();
+        inbox.push(
+            Batch {
+                features: vec![timed(1, 2000), timed(2, 1000)],
+                observed_ms: 2000,
+            },
+            Some(first_sender),
+        );
+        inbox.push(
+            Batch {
+                features: vec![timed(1, 1500), timed(3, 1000), timed(2, 3000)],
+                observed_ms: 3000,
+            },
+            Some(second_sender),
+        );
+        let taken = inbox.take().expect("a batch");
+        assert_eq!(taken.stale, 1, "track 1 at 1500 behind track 1 at 2000");
+        let times: Vec<&FieldValue> = taken
+            .batch
+            .features
+            .iter()
+            .map(|feature| &feature.attributes[2])
+            .collect();
+        assert_eq!(
+            times,
+            [
+                &FieldValue::Date(2000),
+                &FieldValue::Date(3000),
+                &FieldValue::Date(1000)
+            ]
+        );
+        // The broker found merged position 2 (track 3) refused: it is the second batch's 1.
+        taken.acknowledge(&[], &[2]);
+        assert_eq!(first.try_recv().expect("a receipt"), Receipt::default());
+        assert_eq!(
+            second.try_recv().expect("a receipt"),
+            Receipt {
+                stale: vec![0],
+                refused: vec![1]
+            }
+        );
     }
 }

@@ -320,6 +320,7 @@ impl BrokerActor {
         let now_ms = now_ms();
         self.lag_ms = now_ms.saturating_sub(taken.batch.observed_ms).max(0) as u64;
         self.batches_merged += taken.batches - 1;
+        self.fanout.count_stale(taken.stale);
         let (ended, recorded) = self.fanout.publish(&mut taken.batch, now_ms);
         taken.acknowledge(&recorded.stale, &recorded.refused);
         for (subscriber, cause) in ended {

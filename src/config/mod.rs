@@ -244,7 +244,7 @@ pub const SETTINGS: &[Setting] = &[
         var: "FEATURESTREAM_INGEST_RATE",
         flag: "ingest-rate",
         default: "1000",
-        help: "Ingest requests and broadcast messages per second per client IP, burst twice that (0: no limit; loopback exempt unless FEATURESTREAM_RATE_LIMIT_LOOPBACK); over it: HTTP 429 or an error message",
+        help: "Ingest requests per second per client IP (loopback exempt unless FEATURESTREAM_RATE_LIMIT_LOOPBACK), and messages per second per broadcast connection, burst twice that (0: no limit); over it: HTTP 429, or an error message and the message dropped",
     },
     Setting {
         var: "FEATURESTREAM_INGEST_COALESCE_MS",
@@ -341,7 +341,8 @@ pub struct AdmissionSettings {
     pub connect_rate: Option<f64>,
     /// Whether loopback peers are rate-limited too.
     pub rate_limit_loopback: bool,
-    /// Ingest requests and broadcast messages per second per IP; `None`: no limit.
+    /// Ingest requests per second per IP, messages per second per broadcast connection;
+    /// `None`: no limit.
     pub ingest_rate: Option<f64>,
     /// Allowed origins.
     pub origins: OriginPolicy,
@@ -888,6 +889,35 @@ mod tests {
             err.to_string(),
             "FEATURESTREAM_QUEUE_BYTES=\"10\": expected an integer from 4096 to 1073741824"
         );
+    }
+
+    #[test]
+    fn a_bad_routes_file_is_a_start_up_error_naming_the_file_and_the_problem() {
+        let err = load(&["--routes", "/nonexistent/routes.geojson"], &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/nonexistent/routes.geojson"), "{text}");
+        let path = std::env::temp_dir().join(format!("fs-routes-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"type":"Point","coordinates":[1,2]}"#).unwrap();
+        let err = load(&["--routes", path.to_str().unwrap()], &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("Point is not a route") && text.contains("fs-routes-"),
+            "{text}"
+        );
+        std::fs::write(
+            &path,
+            r#"{"type":"LineString","coordinates":[[-117.2,34.0],[-117.1,34.1]]}"#,
+        )
+        .unwrap();
+        let loaded = load(&["--routes", path.to_str().unwrap()], &[]).unwrap();
+        let routes = loaded.config.services[0]
+            .simulator
+            .as_ref()
+            .unwrap()
+            .routes
+            .clone();
+        assert_eq!(routes.map(|routes| routes.len()), Some(1));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

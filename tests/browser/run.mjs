@@ -393,6 +393,65 @@ async function runProtected(browser, pageOrigin, sdk) {
   await server.stop();
 }
 
+// Ingest (docs/protocol.md §8, §9): features published over HTTP appear in both modes, and a
+// track that stops reporting expires: the server's {"type":"delete","trackIds":[..]} removes
+// its graphic.
+async function runIngest(browser, pageOrigin, sdk) {
+  const server = await startServer(0, 1, ["--simulator", "off", "--max-feature-age-secs", "4"]);
+  const { page, consoleLines } = await openPage(browser, pageOrigin, sdk);
+  const tag = `${sdk} ${VERSIONS[sdk]} ingest`;
+  const publish = async (observed) => {
+    const features = [901, 902].map((track, index) => ({
+      attributes: { OBJECTID: 5, TRACKID: track, name: `bus ${track}`, route: "R1", status: "moving", speed: 42.5, heading: 90, active: true, observed },
+      geometry: { x: -117.2 + index * 0.02, y: 34.06 },
+    }));
+    const response = await fetch(`${server.origin}/api/services/vehicles/features`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ features, spatialReference: { wkid: 4326 } }),
+    });
+    return response.json();
+  };
+  await scenario(`${tag}: published features appear in both modes, and disappear when they expire`, async () => {
+    const from = consoleLines.length;
+    const ids = [];
+    for (const mode of ["server", "custom"]) ids.push(await page.evaluate(({ mode, origin }) => window.fs.open({ mode, origin }), { mode, origin: server.origin }));
+    for (const id of ids) await waitFor(page, (id) => window.fs.status(id) === "connected", id);
+    // Keep the tracks alive until both layers draw them.
+    let drawnBoth = false;
+    for (let attempt = 0; attempt < 30 && !drawnBoth; attempt++) {
+      const answer = await publish(Date.now());
+      check(answer.accepted === 2, `${tag}: both accepted (${JSON.stringify(answer)})`);
+      await sleep(1000);
+      const counts = [];
+      for (const id of ids) counts.push(await page.evaluate((id) => window.fs.drawn(id), id));
+      drawnBoth = counts.every((count) => count === 2);
+    }
+    check(drawnBoth, `${tag}: the two published tracks are drawn in server and custom mode`);
+    for (const id of ids) {
+      const received = await page.evaluate((id) => window.fs.received(id), id);
+      const tracks = new Set(received.map((feature) => feature.attributes.TRACKID));
+      check(tracks.has(901) && tracks.has(902), `${tag}: data-received has tracks 901 and 902`);
+      check(received.every((feature) => feature.attributes.OBJECTID !== 5), `${tag}: object ids are the server's, not the input's`);
+    }
+    // No more reports: after 4 s the server expires both tracks and sends the delete message.
+    const gone = [];
+    for (const id of ids) gone.push(await waitFor(page, async (id) => (await window.fs.drawn(id)) === 0, id, 30000));
+    check(gone.every(Boolean), `${tag}: expired tracks' graphics disappear in both modes (${gone})`);
+    const stats = await server.stats();
+    check(stats.services.vehicles.tracksExpired === 2, `${tag}: the server expired 2 tracks (${stats.services.vehicles.tracksExpired})`);
+    noErrors(consoleLines, from, tag);
+    for (const id of ids) await page.evaluate((id) => window.fs.close(id), id);
+  });
+  await page.close();
+  await server.stop();
+}
+
+function noErrors(consoleLines, from, tag) {
+  const bad = consoleLines.slice(from).filter((line) => PROTOCOL_ERRORS.test(line));
+  check(bad.length === 0, `${tag}: SDK logged protocol errors: ${bad.slice(0, 3).join(" | ")}`);
+}
+
 async function main() {
   const pageServer = await startPageServer();
   const pageOrigin = `http://127.0.0.1:${pageServer.address().port}`;
@@ -410,6 +469,7 @@ async function main() {
       const { page } = await runSdk(browser, pageOrigin, server, sdk);
       await page.close();
       await runExample(browser, pageOrigin, server, sdk);
+      await runIngest(browser, pageOrigin, sdk);
       if (!process.env.SKIP_STORMS) {
         await runStorms(browser, pageOrigin, sdk);
         await runProtected(browser, pageOrigin, sdk);
