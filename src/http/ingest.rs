@@ -210,12 +210,7 @@ fn refused(
     PublishError::Document {
         line,
         error,
-        report: Box::new(Report {
-            received: report.received,
-            accepted: report.accepted,
-            stale: report.stale.clone(),
-            errors: report.errors.clone(),
-        }),
+        report: Box::new(report.clone()),
     }
 }
 

@@ -39,7 +39,7 @@ impl Ingested {
 }
 
 /// What a request (or broadcast message) came to, feature by feature.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     /// Features read.
     pub received: usize,

@@ -245,7 +245,7 @@ impl FrameParser {
             let done = frame.remaining == 0;
             match frame.opcode {
                 0x1 if done && frame.fin && whole_frame && self.message.is_idle() => {
-                    if is_reply(payload) {
+                    if is_reply(payload) || self.scanner.per_feature {
                         events
                             .push_back(Event::Message(MessageScan::whole(&self.scanner, payload)));
                     } else {
@@ -346,6 +346,7 @@ impl FrameParser {
                 features: frame.features,
                 first_timestamp: frame.first_timestamp,
                 reply: None,
+                runs: Vec::new(),
             });
         }
     }
@@ -438,12 +439,12 @@ mod tests {
             Event::Message(Summary {
                 features: 1,
                 first_timestamp: Some(1_795_420_842_492.0),
-                reply: None,
+                ..Summary::default()
             }),
             Event::Message(Summary {
                 features: 900,
                 first_timestamp: Some(1_795_420_842_492.0),
-                reply: None,
+                ..Summary::default()
             }),
             Event::Message(Summary::default()),
             Event::Close(Some(1000)),

@@ -23,6 +23,9 @@ pub(crate) struct Scanner {
     pub(crate) attributes: Finder<'static>,
     pub(crate) timestamp: Finder<'static>,
     error_null: Finder<'static>,
+    /// Read every feature's timestamp, not only the first of a message (ingest mode: a
+    /// server's batch may hold observations sent at different times).
+    pub(crate) per_feature: bool,
 }
 
 impl Scanner {
@@ -31,16 +34,27 @@ impl Scanner {
             attributes: Finder::new(b"\"attributes\":").into_owned(),
             timestamp: Finder::new(format!("\"{timestamp_field}\":").as_bytes()).into_owned(),
             error_null: Finder::new(b"\"error\":null").into_owned(),
+            per_feature: false,
+        }
+    }
+
+    /// A scanner that reads every feature's timestamp.
+    pub(crate) fn per_feature(timestamp_field: &str) -> Scanner {
+        Scanner {
+            per_feature: true,
+            ..Scanner::new(timestamp_field)
         }
     }
 }
 
 /// What the load tester needs of a message.
-#[derive(Debug, Default, PartialEq, Clone, Copy)]
+#[derive(Debug, Default, PartialEq, Clone)]
 pub(crate) struct Summary {
     pub(crate) features: u32,
     pub(crate) first_timestamp: Option<f64>,
     pub(crate) reply: Option<ReplyKind>,
+    /// With a per-feature scanner: each run of features sharing a timestamp, in order.
+    pub(crate) runs: Vec<(f64, u32)>,
 }
 
 /// Counts a needle's occurrences in a stream of chunks, including those split across chunks.
@@ -85,6 +99,8 @@ pub(crate) struct MessageScan {
     head: Vec<u8>,
     attributes: StreamCount,
     error_null: StreamCount,
+    /// A per-feature scanner's whole message, kept until it ends.
+    body: Vec<u8>,
 }
 
 impl MessageScan {
@@ -93,6 +109,11 @@ impl MessageScan {
         if is_reply(message) {
             return reply_summary(scanner.error_null.find(message).is_some());
         }
+        let runs = if scanner.per_feature {
+            timestamp_runs(scanner, message)
+        } else {
+            Vec::new()
+        };
         Summary {
             features: scanner.attributes.find_iter(message).count() as u32,
             first_timestamp: first_number_after(
@@ -100,16 +121,21 @@ impl MessageScan {
                 &message[..message.len().min(HEAD_BYTES)],
             ),
             reply: None,
+            runs,
         }
     }
 
     /// Whether a message is in progress.
     pub(crate) fn is_idle(&self) -> bool {
-        self.head.is_empty()
+        self.head.is_empty() && self.body.is_empty()
     }
 
     /// Feeds the next bytes of the current message.
     pub(crate) fn feed(&mut self, scanner: &Scanner, chunk: &[u8]) {
+        if scanner.per_feature {
+            self.body.extend_from_slice(chunk);
+            return;
+        }
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
@@ -122,6 +148,11 @@ impl MessageScan {
 
     /// Ends the current message and summarises it.
     pub(crate) fn finish(&mut self, scanner: &Scanner) -> Summary {
+        if scanner.per_feature {
+            let summary = MessageScan::whole(scanner, &self.body);
+            self.body.clear();
+            return summary;
+        }
         let features = self.attributes.finish();
         let error_null = self.error_null.finish() > 0;
         let summary = if is_reply(&self.head) {
@@ -131,6 +162,7 @@ impl MessageScan {
                 features,
                 first_timestamp: first_number_after(&scanner.timestamp, &self.head),
                 reply: None,
+                runs: Vec::new(),
             }
         };
         self.head.clear();
@@ -151,6 +183,22 @@ fn reply_summary(error_null: bool) -> Summary {
         }),
         ..Summary::default()
     }
+}
+
+/// Every feature's timestamp, as runs of equal ones in order.
+fn timestamp_runs(scanner: &Scanner, message: &[u8]) -> Vec<(f64, u32)> {
+    let mut runs: Vec<(f64, u32)> = Vec::new();
+    let needle = scanner.timestamp.needle().len();
+    for found in scanner.timestamp.find_iter(message) {
+        let Some(value) = number_at(&message[found + needle..]) else {
+            continue;
+        };
+        match runs.last_mut() {
+            Some((last, count)) if *last == value => *count += 1,
+            _ => runs.push((value, 1)),
+        }
+    }
+    runs
 }
 
 /// The number right after the needle's first occurrence, if it ends inside `head`.
@@ -291,5 +339,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_per_feature_scanner_reads_every_timestamp_whole_or_in_pieces() {
+        let scanner = Scanner::per_feature("observed");
+        let message = br#"{"type":"featureResult","features":[{"attributes":{"observed":10}},{"attributes":{"observed":10}},{"attributes":{"observed":12}}]}"#;
+        let whole = MessageScan::whole(&scanner, message);
+        assert_eq!(whole.runs, vec![(10.0, 2), (12.0, 1)]);
+        assert_eq!(whole.features, 3);
+        let mut scan = MessageScan::default();
+        for piece in message.chunks(7) {
+            scan.feed(&scanner, piece);
+            assert!(!scan.is_idle());
+        }
+        assert_eq!(scan.finish(&scanner), whole);
+        assert!(scan.is_idle());
     }
 }

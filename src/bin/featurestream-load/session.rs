@@ -118,7 +118,12 @@ pub(crate) async fn run_all(
 ) -> (Vec<SessionOutcome>, Histogram) {
     // Every session of this thread runs on this thread: the histogram needs no lock.
     let histogram = Rc::new(RefCell::new(Histogram::default()));
-    let scanner = Rc::new(Scanner::new(&args.timestamp_field));
+    // Ingest mode: a server batch may hold observations sent at different times.
+    let scanner = Rc::new(if args.publishers > 0 {
+        Scanner::per_feature(&args.timestamp_field)
+    } else {
+        Scanner::new(&args.timestamp_field)
+    });
     let local = tokio::task::LocalSet::new();
     let outcomes = local
         .run_until(async {
@@ -225,8 +230,16 @@ async fn run_one(
                         Some(ReplyKind::Error) => outcome.replies_error += 1,
                         None => {}
                     }
-                    if let Some(timestamp) =
-                        summary.first_timestamp.filter(|_| summary.features > 0)
+                    for (timestamp, count) in &summary.runs {
+                        if run.timestamp != *timestamp {
+                            run.record(now, &mut outcome, shared, histogram);
+                            run.timestamp = *timestamp;
+                        }
+                        run.features += u64::from(*count);
+                    }
+                    if let Some(timestamp) = summary
+                        .first_timestamp
+                        .filter(|_| summary.features > 0 && summary.runs.is_empty())
                     {
                         if run.timestamp != timestamp {
                             run.record(now, &mut outcome, shared, histogram);
