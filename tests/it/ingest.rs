@@ -406,9 +406,10 @@ async fn the_broadcast_socket_reports_rejections_by_index_and_acknowledges_when_
     assert_eq!(next_json(&mut viewer).await["attributes"]["TRACKID"], 4);
 }
 
-/// Custom mode and SSE: snapshot first, then live, every track once, nothing twice.
+/// Custom mode: snapshot first, then live, every track once, nothing twice; the same after a
+/// filter change (SSE: `sse_sessions_get_the_snapshot_then_live_and_delete_events`).
 #[actix_web::test]
-async fn snapshot_then_live_has_no_gap_and_no_duplicate_in_custom_mode_and_sse() {
+async fn snapshot_then_live_has_no_gap_and_no_duplicate_in_custom_mode() {
     let server = TestServer::start(ingest_config());
     let first: Vec<Value> = (1..=20)
         .map(|track| observation(track, 1_000, -117.0 - track as f64 / 100.0))
@@ -462,6 +463,60 @@ async fn snapshot_then_live_has_no_gap_and_no_duplicate_in_custom_mode_and_sse()
         "new observations, new object ids"
     );
     assert!(ids.iter().min() > snapshot_ids.iter().max());
+    // After a filter change: the reply, the new filter's snapshot (latest of each), then live.
+    send(&mut socket, r#"{"filter":{"where":"TRACKID <= 16"}}"#).await;
+    let reply = next_json(&mut socket).await;
+    assert_eq!(reply["error"], Value::Null, "{reply}");
+    let snapshot = next_json(&mut socket).await;
+    let mut seen = tracks(&snapshot);
+    seen.sort();
+    assert_eq!(seen, (1..=16).collect::<Vec<_>>());
+    let fifteen = snapshot["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["attributes"]["TRACKID"] == 15)
+        .unwrap();
+    assert_eq!(
+        fifteen["attributes"]["observed"], 2_000,
+        "the latest of track 15"
+    );
+    let third: Vec<Value> = [3, 30]
+        .iter()
+        .map(|track| observation(*track, 3_000, -117.6))
+        .collect();
+    assert_eq!(publish(&server, &json!(third)).await.0, 200);
+    assert_eq!(tracks(&next_json(&mut socket).await), [3], "live, filtered");
+}
+
+/// Server mode: the snapshot (one frame per track), then live frames of new observations only.
+#[actix_web::test]
+async fn snapshot_then_live_has_no_gap_and_no_duplicate_in_server_mode() {
+    let server = TestServer::start(ingest_config());
+    let first: Vec<Value> = (1..=12)
+        .map(|track| observation(track, 1_000, -117.1))
+        .collect();
+    assert_eq!(publish(&server, &json!(first)).await.0, 200);
+    let mut socket = connect(&server.ws_url(SUBSCRIBE)).await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..12 {
+        let feature = next_json(&mut socket).await;
+        assert!(
+            seen.insert(feature["attributes"]["TRACKID"].as_i64().unwrap()),
+            "{feature}"
+        );
+    }
+    let second: Vec<Value> = (10..=14)
+        .map(|track| observation(track, 2_000, -117.2))
+        .collect();
+    assert_eq!(publish(&server, &json!(second)).await.0, 200);
+    let mut live = BTreeSet::new();
+    for _ in 10..=14 {
+        let feature = next_json(&mut socket).await;
+        assert_eq!(feature["attributes"]["observed"], 2_000, "{feature}");
+        live.insert(feature["attributes"]["TRACKID"].as_i64().unwrap());
+    }
+    assert_eq!(live, (10..=14).collect());
 }
 
 /// A session that stops reading falls behind its queue; when it reads again it gets the
