@@ -29,6 +29,8 @@
 //! Dependency rules: `feature`, `geometry`, `filter`, `protocol`, `ingest`, `latest` and
 //! `source` never import actix.
 
+#![recursion_limit = "256"] // serde_json::json! of the feature layer document (protocol::feature_layer)
+
 pub mod auth;
 pub mod broker;
 pub mod config;

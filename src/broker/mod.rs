@@ -2,6 +2,7 @@
 //! it does the batch-level work once and hands each session ready bytes. It never awaits a
 //! session: a full queue is a slow consumer, a closed queue means unregister.
 
+pub mod archive;
 mod envelope_index;
 mod fanout;
 mod inbox;
@@ -169,6 +170,8 @@ pub struct BrokerActor {
     inbox: Arc<BatchInbox>,
     settings: BrokerSettings,
     state_file: Option<StateFile>,
+    /// The order of paged archive queries in progress.
+    paging: archive::PagingOrders,
     /// A save is being written (the next waits for it).
     saving: Arc<std::sync::atomic::AtomicBool>,
     /// When the last fan-out started.
@@ -241,6 +244,7 @@ impl BrokerActor {
                 inbox: broker_inbox,
                 settings,
                 state_file,
+                paging: archive::PagingOrders::default(),
                 saving: Arc::default(),
                 last_fan_out: None,
                 fan_out_scheduled: false,
@@ -442,6 +446,25 @@ impl Handler<SaveState> for BrokerActor {
             }
             saving.store(false, std::sync::atomic::Ordering::SeqCst);
         })
+    }
+}
+
+/// Runs a query on the latest state (the feature layer's `/query`).
+#[derive(actix::Message)]
+#[rtype(result = "archive::ArchiveResult")]
+pub struct QueryArchive(pub archive::ArchiveQuery);
+
+impl Handler<QueryArchive> for BrokerActor {
+    type Result = MessageResult<QueryArchive>;
+
+    fn handle(&mut self, message: QueryArchive, _: &mut Context<BrokerActor>) -> Self::Result {
+        let object_id_field = self.fanout.schema().object_id_field();
+        MessageResult(self.paging.run(
+            self.fanout.latest(),
+            &message.0,
+            object_id_field,
+            Instant::now(),
+        ))
     }
 }
 

@@ -259,6 +259,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "Most tracks a service holds; an observation of a new track past it is refused",
     },
     Setting {
+        var: "FEATURESTREAM_MAX_RECORD_COUNT",
+        flag: "max-record-count",
+        default: "6000",
+        help: "Features per page of the feature layer's /query (maxRecordCount; clients may ask up to 5 times it with maxRecordCountFactor, the ArcGIS SDK asks 3 times: 18,000 a page, 108,000 tracks in its 6 pages)",
+    },
+    Setting {
         var: "FEATURESTREAM_MAX_FEATURE_AGE_SECS",
         flag: "max-feature-age-secs",
         default: "0",
@@ -391,6 +397,8 @@ pub struct IngestSettings {
     pub coalesce: Duration,
     /// Most tracks per service.
     pub max_tracks: usize,
+    /// Features per page of the feature layer's `/query`.
+    pub max_record_count: usize,
 }
 
 /// Where the latest state is saved.
@@ -800,6 +808,7 @@ impl Raw {
                 10_000,
             )?),
             max_tracks: self.ranged("FEATURESTREAM_MAX_TRACKS", 1, 100_000_000)? as usize,
+            max_record_count: self.ranged("FEATURESTREAM_MAX_RECORD_COUNT", 1, 1_000_000)? as usize,
         };
         let (_, state_dir) = self.get("FEATURESTREAM_STATE_DIR");
         let state = StateSettings {

@@ -41,6 +41,16 @@ pub enum EnvelopeError {
 }
 
 impl Envelope {
+    /// The smallest envelope holding both.
+    pub fn union(&self, other: &Envelope) -> Envelope {
+        Envelope {
+            xmin: self.xmin.min(other.xmin),
+            ymin: self.ymin.min(other.ymin),
+            xmax: self.xmax.max(other.xmax),
+            ymax: self.ymax.max(other.ymax),
+        }
+    }
+
     /// Builds an envelope, refusing non-finite or inverted corners.
     ///
     /// ```

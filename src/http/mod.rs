@@ -8,6 +8,7 @@ pub mod client;
 pub mod cookie;
 pub mod debug_page;
 pub mod error;
+pub mod feature_layer;
 pub mod gate;
 pub mod ingest;
 pub mod metadata;
@@ -248,6 +249,23 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(
                     "/{name}/StreamServer",
                     web::get().to(metadata::stream_server),
+                )
+                .route(
+                    "/{name}/FeatureServer",
+                    web::get().to(feature_layer::feature_server),
+                )
+                .route(
+                    "/{name}/FeatureServer/{layer}",
+                    web::get().to(feature_layer::layer),
+                )
+                .route(
+                    "/{name}/FeatureServer/{layer}/query",
+                    web::route()
+                        .guard(
+                            actix_web::guard::Any(actix_web::guard::Get())
+                                .or(actix_web::guard::Post()),
+                        )
+                        .to(feature_layer::query),
                 ),
         )
         .route(

@@ -15,8 +15,10 @@ use crate::source::Batch;
 
 /// A track id as a map key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum TrackKey {
+pub enum TrackKey {
+    /// An integer track id.
     Integer(i64),
+    /// A text track id.
     Text(Arc<str>),
     /// Doubles, dates, booleans, NULL: keyed by their text.
     Other(String),
@@ -145,6 +147,16 @@ impl LatestState {
             }
             _ => false,
         }
+    }
+
+    /// A track's key, as this state keys tracks.
+    pub(crate) fn key_of(&self, feature: &Feature) -> TrackKey {
+        TrackKey::of(feature, self.track_field)
+    }
+
+    /// A track's latest observation, if it is live.
+    pub(crate) fn get(&self, key: &TrackKey) -> Option<&Feature> {
+        self.by_track.get(key).map(|&slot| &self.features[slot])
     }
 
     /// Every track's latest observation.

@@ -104,6 +104,20 @@ impl FeatureEncoder {
 
     /// Appends one feature's JSON.
     pub fn encode_feature(&self, feature: &Feature, out: &mut Vec<u8>) {
+        self.write_attributes(feature, out);
+        out.extend_from_slice(br#","geometry":"#);
+        self.write_geometry(out, &feature.geometry);
+        out.push(b'}');
+    }
+
+    /// Appends one feature's JSON without its geometry (`returnGeometry=false`).
+    pub fn encode_attributes_only(&self, feature: &Feature, out: &mut Vec<u8>) {
+        self.write_attributes(feature, out);
+        out.push(b'}');
+    }
+
+    /// `{"attributes":{..}`, the feature object left open.
+    fn write_attributes(&self, feature: &Feature, out: &mut Vec<u8>) {
         out.extend_from_slice(br#"{"attributes":{"#);
         for (position, (index, key, field_type)) in self.keys.iter().enumerate() {
             if position > 0 {
@@ -116,8 +130,6 @@ impl FeatureEncoder {
                 *field_type,
             );
         }
-        out.extend_from_slice(br#"},"geometry":"#);
-        self.write_geometry(out, &feature.geometry);
         out.push(b'}');
     }
 
@@ -165,7 +177,7 @@ impl FeatureEncoder {
     }
 }
 
-fn write_value(out: &mut Vec<u8>, value: &FieldValue, field_type: FieldType) {
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &FieldValue, field_type: FieldType) {
     match value {
         FieldValue::Null => out.extend_from_slice(b"null"),
         FieldValue::Integer(number) | FieldValue::Date(number) => {

@@ -18,10 +18,9 @@ pub fn catalog<'a>(services: impl Iterator<Item = &'a Service>) -> Value {
     json!({ "currentVersion": CURRENT_VERSION, "folders": [], "services": services })
 }
 
-/// A service's metadata. `stream_url` is the WebSocket base the SDK appends `/subscribe` to.
-pub fn stream_server(service: &Service, stream_url: &str, token: Option<&str>) -> Value {
-    let schema = &service.schema;
-    let fields: Vec<Value> = schema
+/// The `fields` array of a schema, as stream and feature layer metadata list them.
+pub fn fields_json(schema: &crate::feature::Schema) -> Vec<Value> {
+    schema
         .fields()
         .iter()
         .map(|field| {
@@ -38,7 +37,13 @@ pub fn stream_server(service: &Service, stream_url: &str, token: Option<&str>) -
             }
             value
         })
-        .collect();
+        .collect()
+}
+
+/// A service's metadata. `stream_url` is the WebSocket base the SDK appends `/subscribe` to.
+pub fn stream_server(service: &Service, stream_url: &str, token: Option<&str>) -> Value {
+    let schema = &service.schema;
+    let fields = fields_json(schema);
     let mut stream_urls = json!({ "transport": "ws", "urls": [stream_url] });
     if let Some(token) = token {
         stream_urls["token"] = json!(token);

@@ -3,6 +3,7 @@
 
 pub mod close;
 pub mod envelope_json;
+pub mod feature_layer;
 pub mod feature_result;
 pub mod filter_message;
 pub mod handshake;

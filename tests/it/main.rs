@@ -7,6 +7,7 @@ mod admin;
 mod admission;
 mod auth;
 mod custom_mode;
+mod feature_layer;
 mod filter_differential;
 mod filter_properties;
 mod ingest;
