@@ -347,3 +347,49 @@ async fn a_protected_layer_needs_a_token_in_the_parameters_or_a_bearer_header() 
     assert_eq!(status, 200);
     assert!(body.contains("\"Feature Layer\""), "{body}");
 }
+
+/// GDAL, a client nobody here wrote: `ogrinfo` reads the layer through its ESRIJSON driver,
+/// paging by itself (maxRecordCount 7 here: five pages for 30 tracks), and counts every live
+/// track. `scripts/test` installs Debian's gdal-bin.
+#[actix_web::test]
+async fn gdal_reads_every_live_track_through_its_esrijson_driver_paging_included() {
+    let server = server_with_tracks(7);
+    publish(
+        &server,
+        (1..=30)
+            .map(|track| observation(track, track as f64, -117.0 - track as f64 / 1000.0))
+            .collect(),
+    )
+    .await;
+    let url = format!(
+        "ESRIJSON:http://{}{LAYER}/query?where=1%3D1&outFields=*&orderByFields=OBJECTID+ASC&f=json",
+        server.addr
+    );
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new("ogrinfo")
+            .args(["-ro", "-al", &url])
+            .output(),
+    )
+    .await
+    .expect("ogrinfo finishes")
+    .expect("ogrinfo runs (scripts/test installs gdal-bin)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("Feature Count: 30"), "{text}");
+    let tracks: BTreeSet<i64> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("TRACKID (Integer) = "))
+        .map(|value| value.trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        tracks,
+        (1..=30).collect(),
+        "every track once, over the pages"
+    );
+    assert!(text.contains("POINT (-117.001 34.05)"), "geometry read");
+}
