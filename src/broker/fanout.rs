@@ -12,7 +12,7 @@ use super::envelope_index::EnvelopeIndex;
 use super::messages::{SessionId, Subscriber};
 use crate::broker::queue::Push;
 use crate::broker::subscription::{GroupKey, Subscription, WireMode};
-use crate::feature::Schema;
+use crate::feature::{Feature, Schema};
 use crate::latest::{LatestState, Recorded};
 use crate::protocol::close::CloseCause;
 use crate::protocol::feature_result::{EncodedBatch, FeatureEncoder, Selection, View};
@@ -66,6 +66,11 @@ pub struct Fanout {
     /// The latest state encoded once per view since the last batch, shared by every group's
     /// snapshot (ten thousand groups with their own envelope encode it once, not each).
     snapshot_encodings: HashMap<View, EncodedBatch>,
+    /// The latest state as snapshots send it since the last batch: every observation under a
+    /// fresh object id. The ArcGIS SDK keys its store by object id, and a server-mode layer
+    /// first reads the latest state from the feature layer (`/query`, stored ids); the same id
+    /// arriving again over the socket makes SDK 5.1 drop the feature (docs/protocol.md §8).
+    snapshot_features: Option<Vec<Feature>>,
     /// Sessions whose queue dropped data: each gets a snapshot once it has room.
     behind: HashSet<SessionId>,
     max_tracks: usize,
@@ -87,6 +92,7 @@ impl Fanout {
             latest: LatestState::new(&schema),
             snapshots: HashMap::new(),
             snapshot_encodings: HashMap::new(),
+            snapshot_features: None,
             schema,
         }
     }
@@ -181,15 +187,22 @@ impl Fanout {
             else {
                 continue;
             };
-            let push = match self.snapshot(&key) {
-                Some(frame) => queue.push_snapshot(frame),
-                None if queue.is_closed() => Push::Closed,
-                // Nothing to send: caught up once the queue has drained.
-                None if queue.queued_bytes() == 0 => {
-                    queue.clear();
-                    Push::Queued
+            // Build the snapshot only for a queue that drained enough to take one (a client
+            // that never reads costs nothing here).
+            let push = if queue.is_closed() {
+                Push::Closed
+            } else if !queue.has_room() {
+                Push::Conflated
+            } else {
+                match self.snapshot(&key) {
+                    Some(frame) => queue.push_snapshot(frame),
+                    // Nothing to send: caught up once the queue has drained.
+                    None if queue.queued_bytes() == 0 => {
+                        queue.clear();
+                        Push::Queued
+                    }
+                    None => Push::Conflated,
                 }
-                None => Push::Conflated,
             };
             match push {
                 Push::Queued => {
@@ -224,6 +237,7 @@ impl Fanout {
         }
         self.snapshots.clear();
         self.snapshot_encodings.clear();
+        self.snapshot_features = None;
         self.stats.tracks_expired += expired.len() as u64;
         let track_field = self.schema.track_id_field();
         let mut gone = Vec::new();
@@ -262,8 +276,12 @@ impl Fanout {
         if let Some(frame) = self.snapshots.get(key) {
             return frame.clone();
         }
+        self.groups.get(key)?;
+        if self.snapshot_features.is_none() {
+            self.snapshot_features = Some(self.latest.renumbered());
+        }
+        let features = self.snapshot_features.as_deref().unwrap_or_default();
         let subscription = &self.groups.get(key)?.subscription;
-        let features = self.latest.features();
         let frame = if features.is_empty() {
             None
         } else {
@@ -358,6 +376,7 @@ impl Fanout {
         let recorded = self.latest.record(batch, received_ms, self.max_tracks);
         self.snapshots.clear();
         self.snapshot_encodings.clear();
+        self.snapshot_features = None;
         self.stats.stale += recorded.stale.len() as u64;
         self.stats.tracks_refused += recorded.refused.len() as u64;
         if recorded.is_clean() {

@@ -235,9 +235,11 @@ impl BrokerActor {
         let broker = BrokerActor::start_in_arbiter(arbiter, move |_| {
             let mut fanout = Fanout::new(schema, settings.slow_consumer_after, settings.max_tracks);
             if let Some(saved) = restored {
-                fanout
-                    .latest_mut()
-                    .restore(saved.observations, saved.next_object_id);
+                fanout.latest_mut().restore(
+                    saved.observations,
+                    saved.next_object_id,
+                    saved.next_resend_id,
+                );
             }
             BrokerActor {
                 fanout,

@@ -131,6 +131,11 @@ impl OutboundQueue {
         state.behind = true;
     }
 
+    /// Whether the queue has drained to half its limit or less (a snapshot may fit).
+    pub fn has_room(&self) -> bool {
+        self.lock().queued_bytes <= self.max_bytes / 2
+    }
+
     /// Whether data was dropped since the last snapshot.
     pub fn is_behind(&self) -> bool {
         self.lock().behind

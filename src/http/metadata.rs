@@ -50,10 +50,19 @@ pub async fn stream_server(
         AuthDecision::Allowed(_) => {}
     }
     let echoed = token.filter(|_| state.config.auth.is_enabled());
+    let client = state.client(&req);
+    let archive = metadata::Archive {
+        features_url: format!(
+            "{}://{}/arcgis/rest/services/{}/FeatureServer/0",
+            client.scheme, client.host, runtime.service.name
+        ),
+        update_interval_ms: state.config.ingest.coalesce.as_millis() as u64,
+    };
     Ok(HttpResponse::Ok().json(metadata::stream_server(
         &runtime.service,
         &stream_url,
         echoed.as_deref(),
+        &archive,
     )))
 }
 

@@ -25,6 +25,8 @@ pub struct Saved {
     pub observations: Vec<(Feature, i64)>,
     /// The object id the next observation gets.
     pub next_object_id: i64,
+    /// The id the next resent copy gets.
+    pub next_resend_id: i64,
 }
 
 impl Saved {
@@ -38,6 +40,7 @@ impl Saved {
                 .zip(state.received_ms().iter().copied())
                 .collect(),
             next_object_id: state.next_object_id(),
+            next_resend_id: state.next_resend_id(),
         }
     }
 }
@@ -53,6 +56,8 @@ struct FileBody {
     geometry_type: String,
     wkid: u32,
     next_object_id: i64,
+    #[serde(default)]
+    next_resend_id: i64,
     observations: Vec<Observation>,
 }
 
@@ -108,6 +113,7 @@ pub fn save(path: &Path, service: &str, schema: &Schema, saved: &Saved) -> std::
         geometry_type: schema.geometry_type.esri_name().to_owned(),
         wkid: schema.wkid.number(),
         next_object_id: saved.next_object_id,
+        next_resend_id: saved.next_resend_id,
         observations: saved
             .observations
             .iter()
@@ -215,6 +221,7 @@ pub fn load(path: &Path, service: &str, schema: &Schema) -> Result<Option<Saved>
     Ok(Some(Saved {
         observations,
         next_object_id: body.next_object_id,
+        next_resend_id: body.next_resend_id,
     }))
 }
 

@@ -43,7 +43,16 @@ pub struct LatestState {
     features: Vec<Feature>,
     received_ms: Vec<i64>,
     next_object_id: i64,
+    /// Ids of resent copies ([`LatestState::renumbered`]): a range of their own above every
+    /// observation's ([`RESEND_IDS`]), so that resending never disturbs the observations'
+    /// sequence.
+    next_resend_id: i64,
 }
+
+/// Where the ids of resent copies start: 2^50, far above any observation's id (2^50
+/// observations are 357 years at 100,000 a second) and below JavaScript's exact integers
+/// (2^53), as the ArcGIS SDK keys its store by them.
+pub const RESEND_IDS: i64 = 1 << 50;
 
 /// What recording a batch did, by position in the batch.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -72,6 +81,7 @@ impl LatestState {
             features: Vec::new(),
             received_ms: Vec::new(),
             next_object_id: 1,
+            next_resend_id: RESEND_IDS,
         }
     }
 
@@ -159,6 +169,25 @@ impl LatestState {
         self.by_track.get(key).map(|&slot| &self.features[slot])
     }
 
+    /// A copy of every track's latest observation under fresh object ids (taken from the
+    /// service's sequence), for sending again where the stored ids were already seen.
+    pub fn renumbered(&mut self) -> Vec<Feature> {
+        let mut copy = self.features.clone();
+        for feature in &mut copy {
+            if let Some(id) = feature.attributes.get_mut(self.object_id_field) {
+                *id = FieldValue::Integer(self.next_resend_id);
+                self.next_resend_id += 1;
+            }
+        }
+        copy
+    }
+
+    /// The id the next resent copy gets (saved with the state, so that ids never repeat
+    /// across restarts: a client's store outlives a reconnect).
+    pub fn next_resend_id(&self) -> i64 {
+        self.next_resend_id
+    }
+
     /// Every track's latest observation.
     pub fn features(&self) -> &[Feature] {
         &self.features
@@ -176,7 +205,13 @@ impl LatestState {
 
     /// Restores a saved state: observations with their receive times, and the object id
     /// sequence (kept above every restored id, so that ids never repeat).
-    pub fn restore(&mut self, saved: Vec<(Feature, i64)>, next_object_id: i64) {
+    pub fn restore(
+        &mut self,
+        saved: Vec<(Feature, i64)>,
+        next_object_id: i64,
+        next_resend_id: i64,
+    ) {
+        self.next_resend_id = next_resend_id.max(RESEND_IDS);
         let mut next = next_object_id.max(1);
         for (feature, received_ms) in saved {
             if let Some(FieldValue::Integer(id)) = feature.attributes.get(self.object_id_field) {
@@ -310,8 +345,17 @@ mod tests {
                 (observation(&schema, 2, 7, 1000), 1000),
             ],
             12,
+            RESEND_IDS + 5,
         );
         assert_eq!(latest.next_object_id(), 42);
+        let copy = latest.renumbered();
+        assert_eq!(copy[0].attributes[0], FieldValue::Integer(RESEND_IDS + 5));
+        assert_eq!(
+            latest.features()[0].attributes[0],
+            FieldValue::Integer(41),
+            "stored ids stay"
+        );
+        assert_eq!(latest.next_resend_id(), RESEND_IDS + 7);
         assert_eq!(latest.features()[0].attributes[0], FieldValue::Integer(41));
         assert_eq!(latest.received_ms(), [1000, 1000]);
     }

@@ -41,7 +41,12 @@ pub fn fields_json(schema: &crate::feature::Schema) -> Vec<Value> {
 }
 
 /// A service's metadata. `stream_url` is the WebSocket base the SDK appends `/subscribe` to.
-pub fn stream_server(service: &Service, stream_url: &str, token: Option<&str>) -> Value {
+pub fn stream_server(
+    service: &Service,
+    stream_url: &str,
+    token: Option<&str>,
+    archive: &Archive,
+) -> Value {
     let schema = &service.schema;
     let fields = fields_json(schema);
     let mut stream_urls = json!({ "transport": "ws", "urls": [stream_url] });
@@ -86,9 +91,23 @@ pub fn stream_server(service: &Service, stream_url: &str, token: Option<&str>) -
                 }
             }
         },
-        "keepLatestArchive": null,
+        "keepLatestArchive": {
+            "featuresUrl": archive.features_url,
+            "maximumFeatureAge": service.max_feature_age.map_or(0, |age| age.as_secs()),
+            "updateInterval": archive.update_interval_ms,
+        },
         "relatedFeatures": null,
     })
+}
+
+/// Where a stream service's latest state is served as a feature layer (docs/protocol.md
+/// §2.3, §10).
+pub struct Archive {
+    /// `.../FeatureServer/0` of the service, as the client reached the server.
+    pub features_url: String,
+    /// How often the archive changes, in milliseconds (the coalescing interval: it follows
+    /// every fan-out).
+    pub update_interval_ms: u64,
 }
 
 /// The ArcGIS REST error body `{"error": {"code", "message", "details"}}`.
@@ -104,11 +123,21 @@ mod tests {
     #[test]
     fn metadata_has_every_key_the_sdk_needs() {
         let service = Service::vehicles(SimulatorSettings::default());
+        let archive = Archive {
+            features_url: "http://h/arcgis/rest/services/vehicles/FeatureServer/0".into(),
+            update_interval_ms: 25,
+        };
         let document = stream_server(
             &service,
             "ws://h/arcgis/ws/services/vehicles/StreamServer",
             None,
+            &archive,
         );
+        assert_eq!(
+            document["keepLatestArchive"]["featuresUrl"],
+            "http://h/arcgis/rest/services/vehicles/FeatureServer/0"
+        );
+        assert_eq!(document["keepLatestArchive"]["maximumFeatureAge"], 0);
         for key in [
             "streamUrls",
             "timeInfo",
@@ -126,7 +155,7 @@ mod tests {
         );
         assert!(document["streamUrls"][0].get("token").is_none());
         assert_eq!(
-            stream_server(&service, "ws://x", Some("T"))["streamUrls"][0]["token"],
+            stream_server(&service, "ws://x", Some("T"), &archive)["streamUrls"][0]["token"],
             "T"
         );
         let active = document["fields"]

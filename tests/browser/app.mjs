@@ -34,6 +34,16 @@ function extentIn(wkid) {
 }
 
 window.fs = {
+  // Adds a token to every request for the server's REST endpoints, the way an application
+  // gives the SDK credentials for the archive query (it does not put the layer's token there).
+  addTokenInterceptor({ origin, token }) {
+    esriConfig.request.interceptors.push({
+      urls: `${origin}/arcgis/rest/services`,
+      before(params) {
+        params.requestOptions.query = { ...(params.requestOptions.query || {}), token };
+      },
+    });
+  },
   // Creates a layer (server or custom mode) in a new MapView of the given wkid.
   async open({ mode, origin, service = "vehicles", wkid = 3857, definitionExpression, geometryDefinition, url, customParameters }) {
     const container = document.createElement("div");
@@ -67,7 +77,10 @@ window.fs = {
       await layer.load();
       entry.layerView = await view.whenLayerView(layer);
       entry.layerView.on("data-received", (feature) => {
-        entry.received.push({ attributes: { ...feature.attributes }, geometry: feature.geometry ? { x: feature.geometry.x, y: feature.geometry.y } : null });
+        // Features received before the socket is connected come from the archive
+        // (keepLatestArchive): the SDK queries it first and opens the socket after.
+        const live = entry.layerView.connectionStatus === "connected";
+        entry.received.push({ live, attributes: { ...feature.attributes }, geometry: feature.geometry ? { x: feature.geometry.x, y: feature.geometry.y } : null });
       });
       entry.layerView.on("message-received", (message) => entry.messages.push(JSON.parse(JSON.stringify(message))));
     } catch (error) {

@@ -183,7 +183,9 @@ async function runSdk(browser, pageOrigin, server, sdk) {
       const envelope = { xmin: -117.25, ymin: 34.03, xmax: -117.15, ymax: 34.08 };
       const id = await open({ mode, wkid: 3857, geometryDefinition: envelope });
       check(await waitFor(page, (id) => window.fs.receivedCount(id) >= 10, id), `${tag}: features arrive with a geometryDefinition`);
-      const received = await page.evaluate((id) => window.fs.received(id), id);
+      // The SDK queries the archive (keepLatestArchive) with the definitionExpression only,
+      // never the geometryDefinition (docs/protocol.md §2.3): judge what the socket delivers.
+      const received = (await page.evaluate((id) => window.fs.received(id), id)).filter((feature) => feature.live || mode === "custom");
       const [xmin, ymin] = toMercator(envelope.xmin, envelope.ymin);
       const [xmax, ymax] = toMercator(envelope.xmax, envelope.ymax);
       const outside = received.filter(({ geometry: g }) => !(g.x >= xmin - 0.5 && g.x <= xmax + 0.5 && g.y >= ymin - 0.5 && g.y <= ymax + 0.5));
@@ -397,21 +399,37 @@ async function runProtected(browser, pageOrigin, sdk) {
 // track that stops reporting expires: the server's {"type":"delete","trackIds":[..]} removes
 // its graphic.
 async function runIngest(browser, pageOrigin, sdk) {
-  const server = await startServer(0, 1, ["--simulator", "off", "--max-feature-age-secs", "4"]);
+  const server = await startServer(0, 1, ["--simulator", "off", "--max-feature-age-secs", "8"]);
   const { page, consoleLines } = await openPage(browser, pageOrigin, sdk);
   const tag = `${sdk} ${VERSIONS[sdk]} ingest`;
-  const publish = async (observed) => {
+  const publish = async (target, observed) => {
     const features = [901, 902].map((track, index) => ({
       attributes: { OBJECTID: 5, TRACKID: track, name: `bus ${track}`, route: "R1", status: "moving", speed: 42.5, heading: 90, active: true, observed },
       geometry: { x: -117.2 + index * 0.02, y: 34.06 },
     }));
-    const response = await fetch(`${server.origin}/api/services/vehicles/features`, {
+    const response = await fetch(`${target.origin}/api/services/vehicles/features`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ features, spatialReference: { wkid: 4326 } }),
     });
     return response.json();
   };
+  // Tracks that went quiet (no expiry on this server: they stay, however slow the page is).
+  const quiet = await startServer(0, 1, ["--simulator", "off"]);
+  await scenario(`${tag}: a server-mode layer draws quiet tracks from the archive before its socket opens, with its definitionExpression`, async () => {
+    const from = consoleLines.length;
+    const answer = await publish(quiet, Date.now());
+    check(answer.accepted === 2, `${tag}: both accepted`);
+    const id = await page.evaluate(({ origin }) => window.fs.open({ mode: "server", origin, definitionExpression: "TRACKID = 902" }), { origin: quiet.origin });
+    const drawnOne = await waitFor(page, async (id) => (await window.fs.drawn(id)) === 1, id, 20000);
+    const received = await page.evaluate((id) => window.fs.received(id), id);
+    check(drawnOne, `${tag}: the quiet track is drawn (drawn ${await page.evaluate((id) => window.fs.drawn(id), id)}, received ${JSON.stringify(received.map((f) => [f.attributes.TRACKID, f.live]))}, status ${await page.evaluate((id) => window.fs.status(id), id)}, load error ${await page.evaluate((id) => window.fs.loadError(id), id)})`);
+    const archived = received.filter((feature) => !feature.live);
+    check(archived.length === 1 && archived[0].attributes.TRACKID === 902, `${tag}: it came from the archive, before the socket opened, filtered by the definitionExpression (${JSON.stringify(archived.map((f) => f.attributes.TRACKID))})`);
+    noErrors(consoleLines, from, tag);
+    await page.evaluate((id) => window.fs.close(id), id);
+  });
+  await quiet.stop();
   await scenario(`${tag}: published features appear in both modes, and disappear when they expire`, async () => {
     const from = consoleLines.length;
     const ids = [];
@@ -420,7 +438,7 @@ async function runIngest(browser, pageOrigin, sdk) {
     // Keep the tracks alive until both layers draw them.
     let drawnBoth = false;
     for (let attempt = 0; attempt < 30 && !drawnBoth; attempt++) {
-      const answer = await publish(Date.now());
+      const answer = await publish(server, Date.now());
       check(answer.accepted === 2, `${tag}: both accepted (${JSON.stringify(answer)})`);
       await sleep(1000);
       const counts = [];
@@ -434,12 +452,12 @@ async function runIngest(browser, pageOrigin, sdk) {
       check(tracks.has(901) && tracks.has(902), `${tag}: data-received has tracks 901 and 902`);
       check(received.every((feature) => feature.attributes.OBJECTID !== 5), `${tag}: object ids are the server's, not the input's`);
     }
-    // No more reports: after 4 s the server expires both tracks and sends the delete message.
+    // No more reports: after 8 s the server expires both tracks and sends the delete message.
     const gone = [];
     for (const id of ids) gone.push(await waitFor(page, async (id) => (await window.fs.drawn(id)) === 0, id, 30000));
     check(gone.every(Boolean), `${tag}: expired tracks' graphics disappear in both modes (${gone})`);
     const stats = await server.stats();
-    check(stats.services.vehicles.tracksExpired === 2, `${tag}: the server expired 2 tracks (${stats.services.vehicles.tracksExpired})`);
+    check(stats.services.vehicles.tracksExpired >= 2 && stats.services.vehicles.tracksLive === 0, `${tag}: the server expired the tracks (${stats.services.vehicles.tracksExpired} expired, ${stats.services.vehicles.tracksLive} live)`);
     noErrors(consoleLines, from, tag);
     for (const id of ids) await page.evaluate((id) => window.fs.close(id), id);
   });
@@ -450,6 +468,29 @@ async function runIngest(browser, pageOrigin, sdk) {
 function noErrors(consoleLines, from, tag) {
   const bad = consoleLines.slice(from).filter((line) => PROTOCOL_ERRORS.test(line));
   check(bad.length === 0, `${tag}: SDK logged protocol errors: ${bad.slice(0, 3).join(" | ")}`);
+}
+
+// A protected service's archive: the SDK sends no token with the archive query (it logs the
+// refusal and streams anyway); an application's request interceptor supplies it.
+async function runProtectedArchive(browser, pageOrigin, sdk) {
+  const server = await startServer(0, 10, ["--tokens", "archive-token-1=vehicles,archive-admin-1=*:admin"], "archive-admin-1");
+  const tag = `${sdk} ${VERSIONS[sdk]} protected archive`;
+  await scenario(`${tag}: without credentials the archive query fails and the stream works; with an interceptor the archive primes the map`, async () => {
+    const bare = await openPage(browser, pageOrigin, sdk);
+    const id = await bare.page.evaluate(({ origin }) => window.fs.open({ mode: "server", origin, customParameters: { token: "archive-token-1" } }), { origin: server.origin });
+    check(await waitFor(bare.page, async (id) => (await window.fs.drawn(id)) > 0, id), `${tag}: draws from the socket`);
+    const early = (await bare.page.evaluate((id) => window.fs.received(id), id)).filter((feature) => !feature.live);
+    check(early.length === 0, `${tag}: no archive without credentials (${early.length})`);
+    await bare.page.close();
+    const { page } = await openPage(browser, pageOrigin, sdk);
+    await page.evaluate(({ origin }) => window.fs.addTokenInterceptor({ origin, token: "archive-token-1" }), { origin: server.origin });
+    const primed = await page.evaluate(({ origin }) => window.fs.open({ mode: "server", origin, customParameters: { token: "archive-token-1" } }), { origin: server.origin });
+    check(await waitFor(page, async (id) => (await window.fs.drawn(id)) > 0, primed), `${tag}: draws with the interceptor`);
+    const archived = (await page.evaluate((id) => window.fs.received(id), primed)).filter((feature) => !feature.live);
+    check(archived.length > 0, `${tag}: the archive primed the map (${archived.length} features before the socket)`);
+    await page.close();
+  });
+  await server.stop();
 }
 
 async function main() {
@@ -473,6 +514,7 @@ async function main() {
       if (!process.env.SKIP_STORMS) {
         await runStorms(browser, pageOrigin, sdk);
         await runProtected(browser, pageOrigin, sdk);
+        await runProtectedArchive(browser, pageOrigin, sdk);
       }
     }
   } finally {

@@ -462,7 +462,12 @@ async fn snapshot_then_live_has_no_gap_and_no_duplicate_in_custom_mode() {
         ids.is_disjoint(&snapshot_ids),
         "new observations, new object ids"
     );
-    assert!(ids.iter().min() > snapshot_ids.iter().max());
+    assert!(
+        snapshot_ids
+            .iter()
+            .all(|id| *id >= featurestream::latest::RESEND_IDS),
+        "a snapshot resends under ids of their own range"
+    );
     // After a filter change: the reply, the new filter's snapshot (latest of each), then live.
     send(&mut socket, r#"{"filter":{"where":"TRACKID <= 16"}}"#).await;
     let reply = next_json(&mut socket).await;
@@ -667,26 +672,41 @@ async fn the_latest_state_survives_a_restart_and_a_corrupt_file_is_set_aside() {
     let server = TestServer::start(config());
     assert_eq!(stats(&server).await["tracksLive"], 30);
     let mut socket = connect(&server.ws_url(SUBSCRIBE)).await;
-    let mut ids = BTreeSet::new();
+    let mut tracks = BTreeSet::new();
     for _ in 0..30 {
-        ids.insert(
-            next_json(&mut socket).await["attributes"]["OBJECTID"]
+        tracks.insert(
+            next_json(&mut socket).await["attributes"]["TRACKID"]
                 .as_i64()
                 .unwrap(),
         );
     }
-    assert_eq!(ids, (1..=30).collect(), "restored with their object ids");
+    assert_eq!(tracks, (1..=30).collect(), "every track restored");
+    let (_, stored) = get_json(
+        server.addr,
+        "/arcgis/rest/services/vehicles/FeatureServer/0/query?where=1%3D1&returnIdsOnly=true",
+    )
+    .await;
+    let ids: Vec<i64> = stored["objectIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=30).collect::<Vec<_>>(),
+        "restored with their object ids"
+    );
     assert_eq!(
         publish(&server, &json!([observation(99, 1_000, -117.0)]))
             .await
             .0,
         200
     );
-    assert_eq!(
-        next_json(&mut socket).await["attributes"]["OBJECTID"],
-        31,
-        "ids continue above"
-    );
+    let next = next_json(&mut socket).await["attributes"]["OBJECTID"]
+        .as_i64()
+        .unwrap();
+    assert!(next > 30, "ids continue above the restored ones ({next})");
     drop(socket);
     server.shutdown().await;
     drop(server);
