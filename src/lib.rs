@@ -12,13 +12,15 @@
 //! - [`broker`]: one per service (`ServiceRuntime`): the inbox that merges and coalesces
 //!   batches, the latest state, snapshots, expiry, subscriptions grouped when identical,
 //!   frames encoded once per batch and pushed as shared `Bytes` into each subscriber's bounded
-//!   `queue` (a subscriber behind it gets a snapshot when it has room). It knows subscribers
-//!   and the bytes it gives them, never a transport.
+//!   `queue` (a subscriber behind it gets a snapshot when it has room), and the queries of
+//!   the latest state the feature layer serves (`archive`). It knows subscribers and the
+//!   bytes it gives them, never a transport.
 //! - [`session`]: the transports: a WebSocket session (server and custom mode) or an SSE
 //!   session per client, its budgets, and the upgraded socket; each says "session ended,
 //!   because X" in its own bytes.
-//! - [`http`]: the only code that knows URLs: endpoints, admission (connection gate, origins,
-//!   hosts, trusted proxies), auth checks, metrics.
+//! - [`http`]: the only code that knows URLs: endpoints (streams, ingest, the feature layer of
+//!   the latest state), admission (connection gate, origins, hosts, trusted proxies), auth
+//!   checks, metrics.
 //! - [`server`]: wires services, brokers, simulators and the HTTP server together.
 //!
 //! Plain Rust underneath, no actix: [`feature`] (schema, values, features), [`geometry`]
