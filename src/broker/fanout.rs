@@ -210,8 +210,7 @@ impl Fanout {
                     self.behind.remove(&id);
                 }
                 Push::Conflated => {
-                    let behind = queue.full_since().map(|since| since.elapsed());
-                    if behind.is_some_and(|behind| behind >= self.slow_consumer_after)
+                    if queue.behind_for(self.slow_consumer_after)
                         && let Some(subscriber) = self.remove(id)
                     {
                         ended.push((subscriber, CloseCause::SlowConsumer));
@@ -483,8 +482,7 @@ impl Fanout {
                     Push::Conflated => {
                         self.stats.frames_conflated += 1;
                         self.behind.insert(member.id);
-                        let behind = member.queue.full_since().map(|since| since.elapsed());
-                        if behind.is_some_and(|behind| behind >= self.slow_consumer_after) {
+                        if member.queue.behind_for(self.slow_consumer_after) {
                             ended_ids.push(member.id);
                         }
                     }

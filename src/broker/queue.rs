@@ -180,8 +180,18 @@ impl OutboundQueue {
         }
     }
 
-    /// How long the queue has refused data without draining, if it is refusing now.
-    pub fn full_since(&self) -> Option<Instant> {
+    /// Whether the queue has refused data for `limit` or longer without catching up (a slow
+    /// consumer to end).
+    pub fn behind_for(&self, limit: std::time::Duration) -> bool {
+        self.lock()
+            .full_since
+            .is_some_and(|since| since.elapsed() >= limit)
+    }
+
+    /// Since when the queue has refused data without draining, if it is refusing now (unit
+    /// tests inspect queues this way).
+    #[cfg(test)]
+    pub(crate) fn full_since(&self) -> Option<Instant> {
         self.lock().full_since
     }
 

@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 
 use super::feature_result::{FeatureEncoder, View, write_value};
-use super::metadata::{CURRENT_VERSION, fields_json};
+use super::metadata::{
+    CURRENT_VERSION, display_field, drawing_info, fields_json, spatial_reference,
+};
 use crate::feature::{Feature, FieldValue, Schema};
 use crate::filter::OutFields;
 use crate::geometry::{Envelope, Geometry, Wkid};
@@ -13,16 +15,6 @@ use crate::service::Service;
 
 /// The one layer's id.
 pub const LAYER_ID: u32 = 0;
-
-fn spatial_reference(wkid: Wkid) -> Value {
-    let number = wkid.number();
-    let latest = if matches!(wkid, Wkid::WebMercator(_)) {
-        3857
-    } else {
-        number
-    };
-    json!({ "wkid": number, "latestWkid": latest })
-}
 
 fn extent_json(extent: Option<Envelope>, wkid: Wkid) -> Value {
     // An empty layer advertises the world in its reference.
@@ -99,7 +91,7 @@ pub fn layer(service: &Service, max_record_count: usize, extent: Option<Envelope
         "extent": extent_json(extent, wkid),
         "hasAttachments": false,
         "htmlPopupType": "esriServerHTMLPopupTypeNone",
-        "displayField": schema.fields().iter().find(|field| field.field_type == crate::feature::FieldType::String).map_or_else(|| name_of(schema.object_id_field()), |field| field.name.clone()),
+        "displayField": display_field(schema),
         "typeIdField": null,
         "subtypeFieldName": null,
         "subtypeField": null,
@@ -159,15 +151,7 @@ pub fn layer(service: &Service, max_record_count: usize, extent: Option<Envelope
         "hasM": false,
         "allowGeometryUpdates": false,
         "supportsRollbackOnFailureParameter": false,
-        "drawingInfo": {
-            "renderer": {
-                "type": "simple",
-                "symbol": {
-                    "type": "esriSMS", "style": "esriSMSCircle", "color": [0, 112, 255, 255], "size": 6,
-                    "outline": { "color": [255, 255, 255, 255], "width": 1 }
-                }
-            }
-        },
+        "drawingInfo": drawing_info(),
     })
 }
 

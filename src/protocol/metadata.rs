@@ -18,6 +18,37 @@ pub fn catalog<'a>(services: impl Iterator<Item = &'a Service>) -> Value {
     json!({ "currentVersion": CURRENT_VERSION, "folders": [], "services": services })
 }
 
+/// A `spatialReference` object: the wkid as configured, and 3857 as the latest of 102100.
+pub fn spatial_reference(wkid: crate::geometry::Wkid) -> Value {
+    let wkid = wkid.number();
+    json!({ "wkid": wkid, "latestWkid": if wkid == 102100 { 3857 } else { wkid } })
+}
+
+/// The field clients label features with: the first string field, else the object id.
+pub fn display_field(schema: &crate::feature::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .find(|field| field.field_type == FieldType::String)
+        .map_or_else(
+            || schema.fields()[schema.object_id_field()].name.clone(),
+            |field| field.name.clone(),
+        )
+}
+
+/// The default renderer of stream and feature layer documents.
+pub fn drawing_info() -> Value {
+    json!({
+        "renderer": {
+            "type": "simple",
+            "symbol": {
+                "type": "esriSMS", "style": "esriSMSCircle", "color": [0, 112, 255, 255], "size": 6,
+                "outline": { "color": [255, 255, 255, 255], "width": 1 }
+            }
+        }
+    })
+}
+
 /// The `fields` array of a schema, as stream and feature layer metadata list them.
 pub fn fields_json(schema: &crate::feature::Schema) -> Vec<Value> {
     schema
@@ -53,18 +84,9 @@ pub fn stream_server(
     if let Some(token) = token {
         stream_urls["token"] = json!(token);
     }
-    let wkid = schema.wkid.number();
     let start_time_field = schema
         .start_time_field()
         .map(|index| schema.fields()[index].name.clone());
-    let display_field = schema
-        .fields()
-        .iter()
-        .find(|field| field.field_type == FieldType::String)
-        .map_or_else(
-            || schema.fields()[schema.object_id_field()].name.clone(),
-            |field| field.name.clone(),
-        );
     json!({
         "currentVersion": CURRENT_VERSION,
         "serviceDescription": service.description,
@@ -73,24 +95,16 @@ pub fn stream_server(
         "capabilities": "broadcast,subscribe",
         "streamUrls": [stream_urls],
         "geometryType": schema.geometry_type.esri_name(),
-        "spatialReference": { "wkid": wkid, "latestWkid": if wkid == 102100 { 3857 } else { wkid } },
+        "spatialReference": spatial_reference(schema.wkid),
         "objectIdField": schema.fields()[schema.object_id_field()].name,
-        "displayField": display_field,
+        "displayField": display_field(schema),
         "timeInfo": {
             "trackIdField": schema.fields()[schema.track_id_field()].name,
             "startTimeField": start_time_field,
             "endTimeField": null,
         },
         "fields": fields,
-        "drawingInfo": {
-            "renderer": {
-                "type": "simple",
-                "symbol": {
-                    "type": "esriSMS", "style": "esriSMSCircle", "color": [0, 112, 255, 255], "size": 6,
-                    "outline": { "color": [255, 255, 255, 255], "width": 1 }
-                }
-            }
-        },
+        "drawingInfo": drawing_info(),
         "keepLatestArchive": {
             "featuresUrl": archive.features_url,
             "maximumFeatureAge": service.max_feature_age.map_or(0, |age| age.as_secs()),
