@@ -110,7 +110,9 @@ fn benches(criterion: &mut Criterion) {
                             observed_ms: batch_100.observed_ms,
                         };
                         let started = Instant::now();
-                        black_box(fanout.publish(&mut batch, 0));
+                        black_box(
+                            fanout.publish(&mut batch, featurestream::latest::Received::Here(0)),
+                        );
                         total += started.elapsed();
                         queues.iter().for_each(|queue| queue.clear());
                     }

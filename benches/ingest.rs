@@ -57,7 +57,11 @@ fn benches(criterion: &mut Criterion) {
                     features: ingested.features,
                     observed_ms: now,
                 };
-                latest.record(&mut batch, now, usize::MAX);
+                latest.record(
+                    &mut batch,
+                    featurestream::latest::Received::Here(now),
+                    usize::MAX,
+                );
                 black_box(encoder.encode_batch(&batch.features))
             })
         },

@@ -35,6 +35,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod feature;
 pub mod filter;

@@ -22,7 +22,11 @@ use futures_util::future::Either;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 
-use crate::broker::{BrokerActor, BrokerSettings, CloseAll, SaveState, ServiceRuntime, StateFile};
+use crate::broker::{
+    BatchInbox, BatchSink, BrokerActor, BrokerSettings, CloseAll, SaveState, ServiceRuntime,
+    StateFile,
+};
+use crate::cluster::{Backbone, Lease, ServiceLink};
 use crate::config::Config;
 use crate::filter::WhereLedger;
 use crate::http::gate::ConnectionGate;
@@ -162,6 +166,12 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     }
     let mut runtimes = BTreeMap::new();
     let mut arbiters = Vec::new();
+    let mut links = Vec::new();
+    if config.cluster.is_some() && config.state.dir.is_some() {
+        log::warn!(
+            "FEATURESTREAM_STATE_DIR is not used with FEATURESTREAM_NATS_URL: the latest state lives in JetStream"
+        );
+    }
     for service in &config.services {
         let schema = service.schema.clone();
         let settings = BrokerSettings {
@@ -170,15 +180,42 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             max_feature_age: service.max_feature_age,
             max_tracks: config.ingest.max_tracks,
         };
-        let state_file = config.state.dir.as_ref().map(|dir| StateFile {
-            path: crate::latest::path_for(dir, &service.name),
-            service: service.name.clone(),
-            interval: config.state.interval,
-        });
+        let state_file = match config.cluster {
+            Some(_) => None,
+            None => config.state.dir.as_ref().map(|dir| StateFile {
+                path: crate::latest::path_for(dir, &service.name),
+                service: service.name.clone(),
+                interval: config.state.interval,
+            }),
+        };
         // Each broker gets its own thread: fan-out never competes with socket writes.
         let arbiter = Arbiter::new().handle();
-        let (broker, sink) = BrokerActor::start(&arbiter, schema, settings, state_file);
+        let (broker, local_sink) = BrokerActor::start(&arbiter, schema, settings, state_file);
         arbiters.push(arbiter);
+        let (sink, lease) = match &config.cluster {
+            None => (local_sink, Lease::alone()),
+            Some(_) => {
+                // Sources hand their batches to the backbone; the broker gets what it stores.
+                let outbox = Arc::new(BatchInbox::new(
+                    service.schema.track_id_field(),
+                    service.schema.start_time_field(),
+                ));
+                let ready = Arc::new(tokio::sync::Notify::new());
+                links.push(ServiceLink {
+                    name: service.name.clone(),
+                    schema: service.schema.clone(),
+                    broker: broker.clone(),
+                    outbox: outbox.clone(),
+                    outbox_ready: ready.clone(),
+                    max_feature_age: service.max_feature_age,
+                    max_tracks: config.ingest.max_tracks,
+                    max_features: config.ingest.max_features,
+                    lease: None,
+                    ingest_subject: None,
+                });
+                (BatchSink::to_backbone(outbox, ready), Lease::new())
+            }
+        };
         if let Some(settings) = &service.simulator {
             let fleet = Fleet::on_routes(
                 service.schema.clone(),
@@ -188,27 +225,47 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                 settings.routes.as_ref(),
             );
             let interval = Duration::from_secs_f64(1.0 / settings.hz);
-            SimulatorActor::new(fleet, interval, sink.clone()).start();
+            SimulatorActor::new(fleet, interval, sink.clone(), lease.clone()).start();
         }
-        runtimes.insert(
-            service.name.clone(),
-            Arc::new(ServiceRuntime {
-                service: service.clone(),
-                broker,
-                sink,
-                ingest: Default::default(),
-                where_ledger: WhereLedger::new(config.session.max_service_where_nodes),
-            }),
+        let runtime = Arc::new(ServiceRuntime {
+            service: service.clone(),
+            broker,
+            sink,
+            ingest: Default::default(),
+            where_ledger: WhereLedger::new(config.session.max_service_where_nodes),
+        });
+        if let Some(link) = links.last_mut().filter(|link| link.name == service.name) {
+            link.lease = service.simulator.as_ref().map(|_| lease);
+            link.ingest_subject = service
+                .ingest_subject
+                .clone()
+                .map(|subject| (subject, runtime.clone()));
+        }
+        runtimes.insert(service.name.clone(), runtime);
+    }
+    let backbone = config.cluster.as_ref().map(|cluster| {
+        log::info!(
+            "node {} joins the cluster on NATS {} (state copies: {})",
+            cluster.node_name,
+            cluster.nats_url,
+            cluster.replicas
         );
+        Backbone::start(
+            &cluster.nats_url,
+            cluster.node_name.clone(),
+            cluster.replicas,
+            links,
+        )
+    });
+    let health = backbone.as_ref().map(|backbone| backbone.health.clone());
+    if let Some(backbone) = backbone {
+        arbiters.push(backbone.arbiter());
     }
     let services: Vec<Arc<ServiceRuntime>> = runtimes.values().cloned().collect();
     let draining = Arc::new(AtomicBool::new(false));
-    let state = web::Data::new(AppState::new(
-        runtimes,
-        config.clone(),
-        draining.clone(),
-        addr,
-    ));
+    let mut state = AppState::new(runtimes, config.clone(), draining.clone(), addr);
+    state.backbone = health;
+    let state = web::Data::new(state);
     // actix-web's HttpServer, plus an upgrade service: every WebSocket upgrade is answered
     // by the same application, then its connection is driven by `session::socket`, which
     // writes the shared frames to the socket without copying them (README, "Transport").

@@ -47,6 +47,8 @@ pub struct Service {
     pub simulator: Option<SimulatorSettings>,
     /// A track that has not reported for this long expires (`None`: never).
     pub max_feature_age: Option<std::time::Duration>,
+    /// A NATS subject the service also takes observations from (`cluster`).
+    pub ingest_subject: Option<String>,
 }
 
 /// The default schema: exercises the whole where grammar (integers, strings, a nullable
@@ -87,6 +89,7 @@ impl Service {
             schema: vehicles_schema(GeometryType::Point, Wkid::Wgs84),
             simulator: Some(settings),
             max_feature_age: None,
+            ingest_subject: None,
         }
     }
 }

@@ -23,4 +23,6 @@ pub struct Receipt {
     pub stale: Vec<usize>,
     /// New tracks past the service's track limit: refused.
     pub refused: Vec<usize>,
+    /// Not stored: the backbone (NATS) could not be reached; send them again.
+    pub unstored: Vec<usize>,
 }

@@ -370,13 +370,16 @@ impl Fanout {
     pub fn publish(
         &mut self,
         batch: &mut Batch,
-        received_ms: i64,
+        received: crate::latest::Received<'_>,
     ) -> (Vec<(Subscriber, CloseCause)>, Recorded) {
-        let recorded = self.latest.record(batch, received_ms, self.max_tracks);
+        let recorded = self.latest.record(batch, received, self.max_tracks);
         self.snapshots.clear();
         self.snapshot_encodings.clear();
         self.snapshot_features = None;
-        self.stats.stale += recorded.stale.len() as u64;
+        if let crate::latest::Received::Here(_) = received {
+            // Read again after a reconnect, a replicated duplicate is not a stale observation.
+            self.stats.stale += recorded.stale.len() as u64;
+        }
         self.stats.tracks_refused += recorded.refused.len() as u64;
         if recorded.is_clean() {
             return (self.fan_out(batch), recorded);
@@ -646,7 +649,12 @@ mod tests {
                 fanout.subscribe(subscriber, subscription.clone());
                 sessions.push((subscription, queue));
             }
-            assert!(fanout.publish(&mut batch, 0).0.is_empty());
+            assert!(
+                fanout
+                    .publish(&mut batch, crate::latest::Received::Here(0))
+                    .0
+                    .is_empty()
+            );
             let mut non_empty = 0;
             for (subscription, queue) in &sessions {
                 let expected: BTreeSet<i64> = batch
@@ -686,7 +694,10 @@ mod tests {
             let mut fanout = Fanout::new(schema.clone(), Duration::from_secs(60), usize::MAX);
             assert!(
                 fanout
-                    .publish(&mut fleet.step(1.0, 1_000), 1_000)
+                    .publish(
+                        &mut fleet.step(1.0, 1_000),
+                        crate::latest::Received::Here(1_000)
+                    )
                     .0
                     .is_empty()
             );

@@ -56,28 +56,31 @@ pub struct Taken {
 
 impl Taken {
     /// Tells each publisher that asked what became of its observations, given what recording
-    /// the merged batch did (`stale`, `refused`: positions in the merged batch).
-    pub fn acknowledge(self, stale: &[usize], refused: &[usize]) {
+    /// the merged batch did (positions in the merged batch).
+    pub fn acknowledge(self, recorded: &crate::latest::Recorded) {
         let Taken {
             origins,
             mut receipts,
             ..
         } = self;
-        for (positions, stale) in [(stale, true), (refused, false)] {
+        type List = fn(&mut Receipt) -> &mut Vec<usize>;
+        let lists: [(&[usize], List); 3] = [
+            (&recorded.stale, |receipt| &mut receipt.stale),
+            (&recorded.refused, |receipt| &mut receipt.refused),
+            (&recorded.unstored, |receipt| &mut receipt.unstored),
+        ];
+        for (positions, list) in lists {
             for &merged in positions {
                 let origin = origins[merged];
                 if let Some(receipt) = origin.receipt {
-                    let receipt = &mut receipts[receipt].1;
-                    match stale {
-                        true => receipt.stale.push(origin.position),
-                        false => receipt.refused.push(origin.position),
-                    }
+                    list(&mut receipts[receipt].1).push(origin.position);
                 }
             }
         }
         for (sender, mut receipt) in receipts {
             receipt.stale.sort_unstable();
             receipt.refused.sort_unstable();
+            receipt.unstored.sort_unstable();
             // A publisher that stopped waiting (its client went away) needs no answer.
             let _ = sender.send(receipt);
         }
@@ -270,13 +273,17 @@ mod tests {
             ]
         );
         // The broker found merged position 2 (track 3) refused: it is the second batch's 1.
-        taken.acknowledge(&[], &[2]);
+        taken.acknowledge(&crate::latest::Recorded {
+            refused: vec![2],
+            ..Default::default()
+        });
         assert_eq!(first.try_recv().expect("a receipt"), Receipt::default());
         assert_eq!(
             second.try_recv().expect("a receipt"),
             Receipt {
                 stale: vec![0],
-                refused: vec![1]
+                refused: vec![1],
+                unstored: vec![],
             }
         );
     }

@@ -124,7 +124,13 @@ impl ServiceRuntime {
             self.ingest
                 .reject(&crate::ingest::Reason::TooManyTracks(max_tracks));
         }
-        let accepted = ingested.indexes.len() - receipt.stale.len() - receipt.refused.len();
+        for _ in &receipt.unstored {
+            self.ingest.reject(&crate::ingest::Reason::Unstored);
+        }
+        let accepted = ingested.indexes.len()
+            - receipt.stale.len()
+            - receipt.refused.len()
+            - receipt.unstored.len();
         self.ingest
             .accepted
             .fetch_add(accepted as u64, std::sync::atomic::Ordering::Relaxed);
@@ -184,27 +190,51 @@ pub struct BrokerActor {
     lag_ms: u64,
 }
 
-/// Where sources hand a service's broker their batches (see [`BatchInbox`]).
+/// Where sources hand a service's batches (see [`BatchInbox`]): to its broker on a node alone,
+/// to the backbone's publisher in a cluster (`cluster`), which stores them for every node.
 #[derive(Clone)]
 pub struct BatchSink {
     inbox: Arc<BatchInbox>,
-    broker: Addr<BrokerActor>,
+    taker: Taker,
+}
+
+/// Who takes a sink's batches, and how it is told.
+#[derive(Clone)]
+enum Taker {
+    Broker(Addr<BrokerActor>),
+    Backbone(Arc<tokio::sync::Notify>),
 }
 
 impl BatchSink {
-    /// Leaves a batch for the broker, merged with any it has not taken yet.
+    /// A sink whose batches the backbone's publisher takes from `inbox` when rung.
+    pub fn to_backbone(inbox: Arc<BatchInbox>, ready: Arc<tokio::sync::Notify>) -> BatchSink {
+        BatchSink {
+            inbox,
+            taker: Taker::Backbone(ready),
+        }
+    }
+
+    fn wake(&self) {
+        match &self.taker {
+            Taker::Broker(broker) => broker.do_send(BatchReady),
+            Taker::Backbone(ready) => ready.notify_one(),
+        }
+    }
+
+    /// Leaves a batch, merged with any not taken yet.
     pub fn publish(&self, batch: Batch) {
         if self.inbox.push(batch, None) {
-            self.broker.do_send(BatchReady);
+            self.wake();
         }
     }
 
     /// Leaves a batch and returns what becomes of it: the receipt arrives once the broker has
-    /// recorded it in the latest state and queued it to every session that selects it.
+    /// recorded it in the latest state and queued it to every session that selects it (in a
+    /// cluster: once the backbone has stored it).
     pub fn publish_confirmed(&self, batch: Batch) -> oneshot::Receiver<Receipt> {
         let (sender, receiver) = oneshot::channel();
         if self.inbox.push(batch, Some(sender)) {
-            self.broker.do_send(BatchReady);
+            self.wake();
         }
         receiver
     }
@@ -256,7 +286,7 @@ impl BrokerActor {
         });
         let sink = BatchSink {
             inbox,
-            broker: broker.clone(),
+            taker: Taker::Broker(broker.clone()),
         };
         (broker, sink)
     }
@@ -327,8 +357,10 @@ impl BrokerActor {
         self.lag_ms = now_ms.saturating_sub(taken.batch.observed_ms).max(0) as u64;
         self.batches_merged += taken.batches - 1;
         self.fanout.count_stale(taken.stale);
-        let (ended, recorded) = self.fanout.publish(&mut taken.batch, now_ms);
-        taken.acknowledge(&recorded.stale, &recorded.refused);
+        let (ended, recorded) = self
+            .fanout
+            .publish(&mut taken.batch, crate::latest::Received::Here(now_ms));
+        taken.acknowledge(&recorded);
         for (subscriber, cause) in ended {
             log::info!(
                 "session {} closed by the broker: {}",
@@ -366,6 +398,66 @@ impl Handler<BatchReady> for BrokerActor {
             broker.fan_out_scheduled = false;
             broker.fan_out();
         });
+    }
+}
+
+/// Observations read from the backbone (`cluster`), numbered and timed by it.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Replicated {
+    /// At most one per track.
+    pub features: Vec<crate::feature::Feature>,
+    /// When the backbone stored each (epoch ms).
+    pub received_ms: Vec<i64>,
+}
+
+impl Handler<Replicated> for BrokerActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Replicated, _: &mut Context<BrokerActor>) {
+        let Replicated {
+            features,
+            received_ms,
+        } = message;
+        let now_ms = now_ms();
+        // What expired meanwhile (read again after a reconnect) stays expired.
+        let (features, received_ms): (Vec<_>, Vec<_>) = match self.settings.max_feature_age {
+            Some(max_age) => {
+                let cutoff = now_ms - max_age.as_millis() as i64;
+                features
+                    .into_iter()
+                    .zip(received_ms)
+                    .filter(|(_, received)| *received >= cutoff)
+                    .unzip()
+            }
+            None => (features, received_ms),
+        };
+        let observed_ms = received_ms.iter().copied().max().unwrap_or(now_ms);
+        self.lag_ms = now_ms.saturating_sub(observed_ms).max(0) as u64;
+        let mut batch = Batch {
+            features,
+            observed_ms,
+        };
+        let (ended, _) = self.fanout.publish(
+            &mut batch,
+            crate::latest::Received::Replicated(&received_ms),
+        );
+        for (subscriber, cause) in ended {
+            end(&subscriber, cause);
+        }
+    }
+}
+
+/// Observations found stale before they reached the broker (by the backbone's publisher).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct CountStale(pub u64);
+
+impl Handler<CountStale> for BrokerActor {
+    type Result = ();
+
+    fn handle(&mut self, message: CountStale, _: &mut Context<BrokerActor>) {
+        self.fanout.count_stale(message.0);
     }
 }
 

@@ -288,7 +288,50 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "Routes of the default service's simulator: an Esri JSON featureSet of polylines or GeoJSON LineStrings (unset: the embedded routes)",
     },
+    Setting {
+        var: "FEATURESTREAM_NATS_URL",
+        flag: "nats-url",
+        default: "",
+        help: "NATS server(s) with JetStream, comma-separated (nats://host:4222): the node joins every node configured with the same NATS and services, sharing their latest state, ingest and simulator (unset: this node alone)",
+    },
+    Setting {
+        var: "FEATURESTREAM_NATS_REPLICAS",
+        flag: "nats-replicas",
+        default: "1",
+        help: "NATS servers that keep a copy of each service's latest state (1, or 3 with a NATS cluster of three or more)",
+    },
+    Setting {
+        var: "FEATURESTREAM_NODE_NAME",
+        flag: "node-name",
+        default: "",
+        help: "This node's name in logs, leases and /api/stats (unset: host name and port)",
+    },
+    Setting {
+        var: "FEATURESTREAM_INGEST_SUBJECT",
+        flag: "ingest-subject",
+        default: "",
+        help: "NATS subject the default service also takes observations from (any form the HTTP ingest takes; needs FEATURESTREAM_NATS_URL); a services file may set ingestSubject per service",
+    },
 ];
+
+/// Whether `subject` is a NATS subject one can subscribe to: dot-separated tokens without
+/// spaces (wildcards `*` and a final `>` allowed).
+pub fn check_subject(subject: &str) -> Result<(), String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (position, token) in tokens.iter().enumerate() {
+        let wildcard = *token == "*" || (*token == ">" && position == tokens.len() - 1);
+        if token.is_empty()
+            || token.chars().any(char::is_whitespace)
+            || (!wildcard && token.contains(['*', '>']))
+        {
+            return Err(
+                "not a NATS subject (dot-separated tokens, no spaces; wildcards * and a final >)"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
+}
 
 /// A setting that cannot be used. `main` prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -435,6 +478,19 @@ pub struct Config {
     pub admission: AdmissionSettings,
     /// Token checks (off unless configured).
     pub auth: Auth,
+    /// The NATS backbone (`None`: this node alone).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How a node joins the others (`cluster`).
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// NATS server URLs, comma-separated.
+    pub nats_url: String,
+    /// Copies of each service's state among the NATS servers.
+    pub replicas: usize,
+    /// This node's name.
+    pub node_name: String,
 }
 
 /// The configuration plus warnings to log once logging is up.
@@ -623,9 +679,27 @@ impl Raw {
         let max_feature_age = (max_age > 0).then(|| Duration::from_secs(max_age));
         let (routes_var, routes_path) = self.get("FEATURESTREAM_ROUTES");
         let (_, services_path) = self.get("FEATURESTREAM_SERVICES");
+        let (_, nats_url) = self.get("FEATURESTREAM_NATS_URL");
+        let (subject_var, ingest_subject) = self.get("FEATURESTREAM_INGEST_SUBJECT");
+        let ingest_subject = Some(ingest_subject.trim().to_owned()).filter(|s| !s.is_empty());
+        if let Some(subject) = &ingest_subject {
+            if nats_url.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    var: subject_var,
+                    value: subject.clone(),
+                    reason: "needs FEATURESTREAM_NATS_URL".into(),
+                });
+            }
+            check_subject(subject).map_err(|reason| ConfigError::Invalid {
+                var: subject_var.clone(),
+                value: subject.clone(),
+                reason,
+            })?;
+        }
         let services = if services_path.trim().is_empty() {
             let mut service = Service::vehicles(simulator_settings);
             service.max_feature_age = max_feature_age;
+            service.ingest_subject = ingest_subject;
             if !simulator_on {
                 service.simulator = None;
             }
@@ -821,7 +895,44 @@ impl Raw {
                 86_400,
             )?),
         };
+        let cluster = match nats_url.trim() {
+            "" => None,
+            url => {
+                let (_, name) = self.get("FEATURESTREAM_NODE_NAME");
+                let node_name = match name.trim() {
+                    "" => format!(
+                        "{}:{port}",
+                        std::fs::read_to_string("/etc/hostname")
+                            .map(|host| host.trim().to_owned())
+                            .ok()
+                            .filter(|host| !host.is_empty())
+                            .unwrap_or_else(|| "node".to_owned())
+                    ),
+                    name => name.to_owned(),
+                };
+                Some(ClusterSettings {
+                    nats_url: url.to_owned(),
+                    replicas: self.ranged("FEATURESTREAM_NATS_REPLICAS", 1, 5)? as usize,
+                    node_name,
+                })
+            }
+        };
+        if cluster.is_none()
+            && let Some(service) = services
+                .iter()
+                .find(|service| service.ingest_subject.is_some())
+        {
+            return Err(ConfigError::Invalid {
+                var: "FEATURESTREAM_SERVICES".into(),
+                value: services_path,
+                reason: format!(
+                    "service {} takes a NATS subject (ingestSubject), which needs FEATURESTREAM_NATS_URL",
+                    service.name
+                ),
+            });
+        }
         Ok(Config {
+            cluster,
             ingest,
             state,
             bind,

@@ -42,6 +42,8 @@ struct ServiceEntry {
     fields: Option<Vec<FieldEntry>>,
     #[serde(default)]
     max_feature_age_secs: Option<u64>,
+    #[serde(default)]
+    ingest_subject: Option<String>,
     #[serde(default = "keep_default_simulator", deserialize_with = "nullable")]
     simulator: Option<Option<SimulatorEntry>>,
 }
@@ -215,6 +217,14 @@ fn entry_to_service(
             Some(0) => None,
             Some(secs) => Some(std::time::Duration::from_secs(secs)),
             None => max_feature_age,
+        },
+        ingest_subject: match entry.ingest_subject {
+            Some(subject) => {
+                super::check_subject(&subject)
+                    .map_err(|reason| format!("ingestSubject {subject:?}: {reason}"))?;
+                Some(subject)
+            }
+            None => None,
         },
     })
 }

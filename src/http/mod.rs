@@ -76,6 +76,8 @@ pub struct AppState {
     pub local_addr: SocketAddr,
     /// Upgraded connections reset because their client did not read its last frames.
     pub teardown: Arc<crate::session::socket::TeardownStats>,
+    /// How the node stands with the NATS backbone (`None`: alone).
+    pub backbone: Option<Arc<crate::cluster::Health>>,
     next_session: AtomicU64,
 }
 
@@ -98,6 +100,7 @@ impl AppState {
             draining,
             local_addr,
             teardown: Arc::default(),
+            backbone: None,
             next_session: AtomicU64::new(1),
         }
     }
@@ -224,6 +227,31 @@ fn rest_cors() -> Cors {
         .max_age(3600)
 }
 
+/// `GET /readyz`: 200 when this node serves complete data: alone, always (until shutdown
+/// begins); in a cluster, while connected to NATS and caught up with every service's latest
+/// state. 503 otherwise, with what it waits for. `/healthz` stays liveness.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "shutting down" }));
+    }
+    match &state.backbone {
+        Some(health) if !health.is_connected() => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "waiting for NATS", "nats": "disconnected" })),
+        Some(health) if !health.is_ready() => {
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({
+                "status": "reading the latest state",
+                "nats": "connected",
+                "catchingUp": health.lagging_services(),
+            }))
+        }
+        Some(_) => {
+            HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "nats": "connected" }))
+        }
+        None => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+    }
+}
+
 /// Every endpoint.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -234,6 +262,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::get()
                 .to(|| async { HttpResponse::Ok().json(serde_json::json!({ "status": "ok" })) }),
         )
+        .route("/readyz", web::get().to(readyz))
         .route("/api/stats", web::get().to(stats))
         .route("/metrics", web::get().to(metrics::metrics))
         .route(

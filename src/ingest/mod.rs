@@ -57,7 +57,10 @@ impl Report {
     /// may have been handed to the broker already: their indexes tell how many were valid.
     pub fn add(&mut self, ingested: Ingested, receipt: &Receipt, max_tracks: usize) {
         self.received += ingested.indexes.len() + ingested.rejected.len();
-        self.accepted += ingested.indexes.len() - receipt.stale.len() - receipt.refused.len();
+        self.accepted += ingested.indexes.len()
+            - receipt.stale.len()
+            - receipt.refused.len()
+            - receipt.unstored.len();
         self.stale.extend(
             receipt
                 .stale
@@ -69,6 +72,11 @@ impl Report {
             .extend(receipt.refused.iter().map(|&position| Rejection {
                 index: ingested.indexes[position],
                 reason: Reason::TooManyTracks(max_tracks),
+            }));
+        self.errors
+            .extend(receipt.unstored.iter().map(|&position| Rejection {
+                index: ingested.indexes[position],
+                reason: Reason::Unstored,
             }));
         self.errors.sort_by_key(|rejection| rejection.index);
     }
@@ -160,6 +168,11 @@ pub enum Reason {
     /// The service already holds its maximum number of tracks and this is a new one.
     #[error("the service holds its maximum of {0} tracks; a new track is refused")]
     TooManyTracks(usize),
+    /// The backbone (NATS) did not store it (unreachable): nothing was recorded.
+    #[error(
+        "the observation could not be stored (the NATS backbone is unavailable); send it again"
+    )]
+    Unstored,
 }
 
 impl Reason {
@@ -180,11 +193,12 @@ impl Reason {
             Reason::OutOfWorld { .. } => "outOfWorld",
             Reason::UnsupportedSpatialReference(_) => "spatialReference",
             Reason::TooManyTracks(_) => "tooManyTracks",
+            Reason::Unstored => "unstored",
         }
     }
 
     /// Every code, for counters that list each reason.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 15] = [
         "malformed",
         "unknownField",
         "wrongType",
@@ -199,6 +213,7 @@ impl Reason {
         "outOfWorld",
         "spatialReference",
         "tooManyTracks",
+        "unstored",
     ];
 }
 

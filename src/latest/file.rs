@@ -281,6 +281,7 @@ mod tests {
     use super::*;
     use crate::feature::GeometryType;
     use crate::geometry::Wkid;
+    use crate::latest::Received;
     use crate::service::vehicles_schema;
     use crate::simulator::Fleet;
 
@@ -291,7 +292,7 @@ mod tests {
         let schema = vehicles_schema(GeometryType::Polygon, Wkid::Wgs84);
         let mut state = LatestState::new(&schema);
         let mut batch = Fleet::new(schema.clone(), 25, 1, 4).step(1.0, 5_000);
-        state.record(&mut batch, 5_000, usize::MAX);
+        state.record(&mut batch, Received::Here(5_000), usize::MAX);
         let saved = Saved::of(&state);
         let path = path_for(&dir, "zones");
         save(&path, "zones", &schema, &saved).unwrap();

@@ -61,13 +61,26 @@ pub struct Recorded {
     pub stale: Vec<usize>,
     /// New tracks past the service's track limit: refused.
     pub refused: Vec<usize>,
+    /// Not stored: the backbone could not be reached (`cluster`).
+    pub unstored: Vec<usize>,
 }
 
 impl Recorded {
     /// Whether every observation was recorded.
     pub fn is_clean(&self) -> bool {
-        self.stale.is_empty() && self.refused.is_empty()
+        self.stale.is_empty() && self.refused.is_empty() && self.unstored.is_empty()
     }
+}
+
+/// When a batch's observations were received, and who numbers them.
+#[derive(Clone, Copy, Debug)]
+pub enum Received<'a> {
+    /// Received here at this time (epoch ms): the latest state numbers them.
+    Here(i64),
+    /// Read from the backbone, each stored at its time: numbered already (by the backbone's
+    /// sequence, higher for a newer observation of a track); one at or below the track's
+    /// is a duplicate.
+    Replicated(&'a [i64]),
 }
 
 impl LatestState {
@@ -88,13 +101,25 @@ impl LatestState {
     /// Records a batch received at `received_ms`: every observation that is not stale gets the
     /// next object id (unique and increasing per service, whatever its source said) and becomes
     /// its track's latest. A new track past `max_tracks` is refused.
-    pub fn record(&mut self, batch: &mut Batch, received_ms: i64, max_tracks: usize) -> Recorded {
+    /// Replicated observations keep their ids; one not above its track's id is stale.
+    pub fn record(
+        &mut self,
+        batch: &mut Batch,
+        received: Received<'_>,
+        max_tracks: usize,
+    ) -> Recorded {
         let mut recorded = Recorded::default();
         for (index, feature) in batch.features.iter_mut().enumerate() {
             let key = TrackKey::of(feature, self.track_field);
             let slot = match self.by_track.get(&key) {
                 Some(&slot) => {
-                    if self.is_older(feature, &self.features[slot]) {
+                    let stale = match received {
+                        Received::Here(_) => self.is_older(feature, &self.features[slot]),
+                        Received::Replicated(_) => {
+                            self.object_id(feature) <= self.object_id(&self.features[slot])
+                        }
+                    };
+                    if stale {
                         recorded.stale.push(index);
                         continue;
                     }
@@ -106,10 +131,16 @@ impl LatestState {
                 }
                 None => None,
             };
-            if let Some(id) = feature.attributes.get_mut(self.object_id_field) {
-                *id = FieldValue::Integer(self.next_object_id);
-                self.next_object_id += 1;
-            }
+            let received_ms = match received {
+                Received::Here(received_ms) => {
+                    if let Some(id) = feature.attributes.get_mut(self.object_id_field) {
+                        *id = FieldValue::Integer(self.next_object_id);
+                        self.next_object_id += 1;
+                    }
+                    received_ms
+                }
+                Received::Replicated(times) => times[index],
+            };
             match slot {
                 Some(slot) => {
                     self.features[slot] = feature.clone();
@@ -145,6 +176,18 @@ impl LatestState {
             expired.push(feature);
         }
         expired
+    }
+
+    fn object_id(&self, feature: &Feature) -> i64 {
+        match feature.attributes.get(self.object_id_field) {
+            Some(FieldValue::Integer(id)) => *id,
+            _ => 0,
+        }
+    }
+
+    /// Starts the ids of resent copies at `first` (a node of a cluster takes a range of its own).
+    pub fn resend_from(&mut self, first: i64) {
+        self.next_resend_id = first;
     }
 
     fn is_older(&self, candidate: &Feature, latest: &Feature) -> bool {
@@ -276,7 +319,11 @@ mod tests {
             observed_ms: 1000,
         };
         let mut first = first;
-        assert!(latest.record(&mut first, 1000, usize::MAX).is_clean());
+        assert!(
+            latest
+                .record(&mut first, Received::Here(1000), usize::MAX)
+                .is_clean()
+        );
         let second = Batch {
             features: vec![
                 observation(&schema, 2, 12, 900),
@@ -287,10 +334,10 @@ mod tests {
         };
         let mut second = second;
         assert_eq!(
-            latest.record(&mut second, 2000, 3),
+            latest.record(&mut second, Received::Here(2000), 3),
             Recorded {
                 stale: vec![0],
-                refused: vec![]
+                ..Recorded::default()
             },
             "track 2 at 900 is older than at 1000"
         );
@@ -314,7 +361,7 @@ mod tests {
             observed_ms: 3000,
         };
         assert_eq!(
-            latest.record(&mut third, 3000, 3).refused,
+            latest.record(&mut third, Received::Here(3000), 3).refused,
             [0],
             "a 4th track"
         );
@@ -326,7 +373,11 @@ mod tests {
             features: vec![observation(&schema, 3, 0, 4000)],
             observed_ms: 4000,
         };
-        assert!(latest.record(&mut again, 4000, 3).is_clean());
+        assert!(
+            latest
+                .record(&mut again, Received::Here(4000), 3)
+                .is_clean()
+        );
         assert_eq!(
             latest.len(),
             2,

@@ -5,28 +5,39 @@ mod fleet;
 mod routes;
 mod routes_file;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, AsyncContext, Context};
 
 use crate::broker::BatchSink;
+use crate::cluster::Lease;
 pub use fleet::Fleet;
 pub use routes_file::{NamedRoutes, load_routes, parse_routes};
 
-/// Ticks a fleet and publishes each batch.
+/// Ticks a fleet and publishes each batch while it holds the service's simulator lease (a
+/// node alone always does; in a cluster one node at a time, see `cluster::Lease`). The fleet
+/// moves on every node, so that a node taking over continues a moving fleet.
 pub struct SimulatorActor {
     fleet: Fleet,
     interval: Duration,
-    broker: BatchSink,
+    sink: BatchSink,
+    lease: Arc<Lease>,
 }
 
 impl SimulatorActor {
     /// A simulator ticking every `interval`.
-    pub fn new(fleet: Fleet, interval: Duration, broker: BatchSink) -> SimulatorActor {
+    pub fn new(
+        fleet: Fleet,
+        interval: Duration,
+        sink: BatchSink,
+        lease: Arc<Lease>,
+    ) -> SimulatorActor {
         SimulatorActor {
             fleet,
             interval,
-            broker,
+            sink,
+            lease,
         }
     }
 
@@ -35,7 +46,9 @@ impl SimulatorActor {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as i64);
         let batch = self.fleet.step(self.interval.as_secs_f64(), observed_ms);
-        self.broker.publish(batch);
+        if self.lease.is_held() {
+            self.sink.publish(batch);
+        }
     }
 }
 

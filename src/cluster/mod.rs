@@ -1,0 +1,121 @@
+//! The NATS backbone, for running several nodes as one service (`FEATURESTREAM_NATS_URL`).
+//! Unset, a node is alone and nothing here runs.
+//!
+//! With it, the latest state of each service lives in a JetStream stream, one subject per
+//! track holding only its newest message (`naming`), and every node is a replica of it:
+//! - sources (HTTP and WebSocket ingest, the simulator, subscribed NATS subjects) hand their
+//!   batches to the `publisher`, which stores each observation only if it is newer than the
+//!   track's stored one (a compare-and-set on the subject's last sequence, so no node and no
+//!   ordering can move a track backwards); the stream sequence is the observation's object id;
+//! - every node, the accepting one included, fans out only what its `replica` reads back
+//!   from the stream (`codec`), so identical subscriptions get identical bytes on every node;
+//!   a starting or reconnected node first reads the stream's last message per subject (the
+//!   whole latest state) and is ready (`/readyz`) once it has caught up;
+//! - the simulator of a service runs where its `lease` is held, one node at a time;
+//! - a service may also take observations from a NATS subject (`subject_ingest`).
+
+mod codec;
+mod lease;
+pub mod naming;
+mod publisher;
+mod replica;
+mod subject_ingest;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use codec::Codec;
+pub use lease::Lease;
+
+/// How long a lease lives without renewal before another node may take it; its holder stops
+/// using it after half of this without a renewal, so two holders never overlap.
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// How the node stands with the backbone, for `/readyz`, `/api/stats` and `/metrics`.
+#[derive(Default)]
+pub struct Health {
+    services: Vec<String>,
+    connected: AtomicBool,
+    /// Services whose replica has not caught up with the stream since the last (re)connect.
+    lagging: Mutex<HashSet<String>>,
+    /// Connections lost since start.
+    pub disconnects: AtomicU64,
+    /// Reads of the whole latest state after a (re)connect or a gap.
+    pub resyncs: AtomicU64,
+    /// Observations stored in the backbone by this node.
+    pub stored: AtomicU64,
+    /// Stores refused because another node stored a newer observation of the track first.
+    pub conflicts: AtomicU64,
+    /// Observations read back from the backbone.
+    pub replicated: AtomicU64,
+    /// Backbone messages that are not observations of the service (logged, skipped).
+    pub unreadable: AtomicU64,
+    /// Observations the backbone did not take (unreachable): their publishers were told.
+    pub unstored: AtomicU64,
+}
+
+impl Health {
+    /// A health record for a node serving `services`, none caught up yet.
+    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Health {
+        let services: Vec<String> = services.into_iter().map(str::to_owned).collect();
+        Health {
+            lagging: Mutex::new(services.iter().cloned().collect()),
+            services,
+            ..Health::default()
+        }
+    }
+
+    fn lagging(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.lagging
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the node is connected and every service has caught up with the stream.
+    pub fn is_ready(&self) -> bool {
+        self.is_connected() && self.lagging().is_empty()
+    }
+
+    /// Whether the node is connected to NATS.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    /// Services not caught up, sorted (for `/readyz`).
+    pub fn lagging_services(&self) -> Vec<String> {
+        let mut services: Vec<String> = self.lagging().iter().cloned().collect();
+        services.sort();
+        services
+    }
+
+    fn set_connected(&self, connected: bool) {
+        let was = self.connected.swap(connected, Ordering::SeqCst);
+        if was && !connected {
+            self.disconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every service must catch up again (after a reconnect).
+    fn set_all_lagging(&self) {
+        self.lagging().extend(self.services.iter().cloned());
+    }
+
+    fn set_lagging(&self, service: &str, lagging: bool) {
+        let mut set = self.lagging();
+        match lagging {
+            true => set.insert(service.to_owned()),
+            false => set.remove(service),
+        };
+    }
+}
+
+/// A counter's value.
+pub fn count(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+pub use self::start::{Backbone, ServiceLink};
+
+mod start;

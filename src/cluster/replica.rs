@@ -1,0 +1,183 @@
+//! A node's replica of a service's latest state: reads the state stream's last message per
+//! track subject (the whole state), then every new message, and hands them to the service's
+//! broker in batches, each observation numbered by its stream sequence and timed by when the
+//! stream stored it (so expiry is the same on every node). After a reconnect or a gap it
+//! reads the whole state again; the broker keeps a track's observation only if its sequence
+//! is higher than the one it holds, so nothing is delivered twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::stream::{Config, StorageType};
+use futures_util::{FutureExt, StreamExt};
+
+use super::codec::Codec;
+use super::naming;
+use super::publisher::TrackIndex;
+use super::start::{ServiceLink, Shared};
+use crate::broker::Replicated;
+use crate::latest::TrackKey;
+
+/// Most observations handed to the broker at once.
+const MAX_BATCH: usize = 20_000;
+
+/// Longest wait between two attempts to read the stream while NATS misbehaves.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Keeps a service's broker a replica of its state stream, forever.
+pub(super) async fn follow(shared: Arc<Shared>, link: Arc<ServiceLink>, tracks: Arc<TrackIndex>) {
+    let codec = Codec::new(&link.schema);
+    let mut epoch = shared.epoch.clone();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if !shared.health.is_connected() {
+            // Wait for the next connection (a new epoch).
+            let _ = epoch.changed().await;
+            continue;
+        }
+        epoch.borrow_and_update();
+        shared.health.set_lagging(&link.name, true);
+        shared
+            .health
+            .resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let run = read(&shared, &link, &codec, &tracks);
+        tokio::select! {
+            ended = run => match ended {
+                Ok(()) => {}
+                Err(err) => {
+                    log::warn!("service {}: reading the state stream: {err}; again in {backoff:?}", link.name);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+            _ = epoch.changed() => {
+                log::info!("service {}: reading the whole state again", link.name);
+            }
+        }
+        backoff = Duration::from_millis(100);
+    }
+}
+
+/// Makes sure the service's stream exists with the service's settings.
+async fn ensure_stream(shared: &Shared, link: &ServiceLink) -> Result<(), async_nats::Error> {
+    let config = Config {
+        name: naming::state_stream(&link.name),
+        subjects: vec![naming::track_subjects(&link.name)],
+        max_messages_per_subject: 1,
+        max_age: link.max_feature_age.unwrap_or_default(),
+        storage: StorageType::File,
+        num_replicas: shared.replicas,
+        ..Default::default()
+    };
+    let mut stream = shared
+        .jetstream
+        .get_or_create_stream(config.clone())
+        .await?;
+    let current = &stream.info().await?.config;
+    if current.max_age != config.max_age {
+        shared.jetstream.update_stream(config).await?;
+    }
+    Ok(())
+}
+
+async fn read(
+    shared: &Shared,
+    link: &ServiceLink,
+    codec: &Codec,
+    tracks: &TrackIndex,
+) -> Result<(), async_nats::Error> {
+    ensure_stream(shared, link).await?;
+    let stream = shared
+        .jetstream
+        .get_stream_no_info(naming::state_stream(&link.name))
+        .await?;
+    let mut consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: naming::track_subjects(&link.name),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?;
+    if consumer.info().await?.num_pending == 0 {
+        shared.health.set_lagging(&link.name, false);
+        log::info!(
+            "service {}: caught up (the state stream is empty)",
+            link.name
+        );
+    }
+    let mut messages = consumer.messages().await?;
+    let track_field = link.schema.track_id_field();
+    loop {
+        let Some(first) = messages.next().await else {
+            return Err("the consumer ended".into());
+        };
+        let mut batch = vec![first?];
+        while batch.len() < MAX_BATCH {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(message))) => batch.push(message),
+                Some(Some(Err(err))) => return Err(err.into()),
+                Some(None) => return Err("the consumer ended".into()),
+                None => break,
+            }
+        }
+        let mut caught_up = false;
+        let mut newest: HashMap<TrackKey, usize> = HashMap::with_capacity(batch.len());
+        let mut features = Vec::with_capacity(batch.len());
+        let mut received_ms = Vec::with_capacity(batch.len());
+        for message in &batch {
+            let info = message.info()?;
+            caught_up = info.pending == 0;
+            let sequence = info.stream_sequence;
+            let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+            let feature = match codec.decode(&message.payload, sequence as i64) {
+                Ok(feature) => feature,
+                Err(err) => {
+                    shared
+                        .health
+                        .unreadable
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    log::warn!(
+                        "service {}: message {sequence} on {} is not an observation: {err}",
+                        link.name,
+                        message.subject
+                    );
+                    continue;
+                }
+            };
+            let key = TrackKey::of(&feature, track_field);
+            tracks.note(key.clone(), sequence, codec.time_of(&feature), stored_ms);
+            // One observation per track and batch: the newest (the stream's order).
+            match newest.get(&key) {
+                Some(&slot) => {
+                    features[slot] = feature;
+                    received_ms[slot] = stored_ms;
+                }
+                None => {
+                    newest.insert(key, features.len());
+                    features.push(feature);
+                    received_ms.push(stored_ms);
+                }
+            }
+        }
+        shared
+            .health
+            .replicated
+            .fetch_add(features.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if !features.is_empty() {
+            link.broker
+                .send(Replicated {
+                    features,
+                    received_ms,
+                })
+                .await?;
+        }
+        if caught_up {
+            shared.health.set_lagging(&link.name, false);
+        }
+    }
+}

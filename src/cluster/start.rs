@@ -1,0 +1,169 @@
+//! Connecting to NATS and starting each service's tasks on the backbone's own thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, Arbiter, ArbiterHandle};
+use async_nats::connection::State;
+use tokio::sync::{Notify, watch};
+
+use super::Health;
+use super::lease::Lease;
+use crate::broker::{BatchInbox, BrokerActor, ServiceRuntime};
+use crate::feature::Schema;
+
+/// What the backbone needs of one service.
+pub struct ServiceLink {
+    /// The service's name.
+    pub name: String,
+    /// Its schema.
+    pub schema: Schema,
+    /// Its broker (fed by the replica).
+    pub broker: Addr<BrokerActor>,
+    /// Where its sources leave batches for the publisher.
+    pub outbox: Arc<BatchInbox>,
+    /// Rung when the outbox has a batch.
+    pub outbox_ready: Arc<Notify>,
+    /// A track that has not reported for this long expires (also the stream's `max_age`).
+    pub max_feature_age: Option<Duration>,
+    /// Most tracks.
+    pub max_tracks: usize,
+    /// Most features per ingest document (a subject's message).
+    pub max_features: usize,
+    /// The simulator's lease, when the service is simulated.
+    pub lease: Option<Arc<Lease>>,
+    /// A subject other systems publish observations to, and the runtime that takes them.
+    pub ingest_subject: Option<(String, Arc<ServiceRuntime>)>,
+}
+
+/// A node's place on the backbone.
+pub struct Backbone {
+    /// Readiness and counters.
+    pub health: Arc<Health>,
+    arbiter: ArbiterHandle,
+}
+
+/// Everything a service's tasks share.
+pub(super) struct Shared {
+    pub client: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub health: Arc<Health>,
+    /// Bumped on every (re)connect and gap: replicas read the whole state again.
+    pub epoch: watch::Receiver<u64>,
+    pub node: String,
+    pub replicas: usize,
+}
+
+/// How long a NATS request (a store, a lookup) may take; JetStream pauses writes for about
+/// five seconds while a clustered stream elects a new leader.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Backbone {
+    /// Connects to `url` in the background (retrying until it answers) and starts every
+    /// service's replica, publisher, lease and subject ingest on a thread of their own.
+    /// `replicas` is the stream replication (the number of NATS servers that hold each
+    /// service's state).
+    pub fn start(url: &str, node: String, replicas: usize, links: Vec<ServiceLink>) -> Backbone {
+        let health = Arc::new(Health::new(links.iter().map(|link| link.name.as_str())));
+        let arbiter = Arbiter::new().handle();
+        let url = url.to_owned();
+        let task_health = health.clone();
+        arbiter.spawn(async move {
+            let (epoch_sender, epoch) = watch::channel(0u64);
+            let epoch_sender = Arc::new(epoch_sender);
+            let gaps = epoch_sender.clone();
+            let options = async_nats::ConnectOptions::new()
+                .name(format!("featurestream {node}"))
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .request_timeout(Some(REQUEST_TIMEOUT))
+                .event_callback(move |event| {
+                    let gaps = gaps.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::SlowConsumer(_) => {
+                                // Messages were dropped: read the whole state again.
+                                log::warn!("NATS: a subscription fell behind; resynchronising");
+                                gaps.send_modify(|epoch| *epoch += 1);
+                            }
+                            other => log::info!("NATS: {other}"),
+                        }
+                    }
+                });
+            let client = match options.connect(&url).await {
+                Ok(client) => client,
+                Err(err) => {
+                    log::error!("NATS {url}: {err}; this node will not serve");
+                    return;
+                }
+            };
+            let mut jetstream = async_nats::jetstream::new(client.clone());
+            jetstream.set_timeout(REQUEST_TIMEOUT);
+            let shared = Arc::new(Shared {
+                jetstream,
+                client: client.clone(),
+                health: task_health.clone(),
+                epoch,
+                node,
+                replicas,
+            });
+            for link in links {
+                let link = Arc::new(link);
+                let tracks = Arc::new(super::publisher::TrackIndex::default());
+                actix::spawn(super::replica::follow(
+                    shared.clone(),
+                    link.clone(),
+                    tracks.clone(),
+                ));
+                actix::spawn(super::publisher::run(shared.clone(), link.clone(), tracks));
+                if let Some(lease) = link.lease.clone() {
+                    actix::spawn(lease.hold(shared.clone(), link.name.clone()));
+                }
+                if let Some((subject, runtime)) = link.ingest_subject.clone() {
+                    actix::spawn(super::subject_ingest::serve(
+                        shared.clone(),
+                        subject,
+                        runtime,
+                        link.max_features,
+                    ));
+                }
+            }
+            watch_connection(client, task_health, epoch_sender, url).await;
+        });
+        Backbone { health, arbiter }
+    }
+
+    /// The thread its tasks run on (stopped at shutdown).
+    pub fn arbiter(&self) -> ArbiterHandle {
+        self.arbiter.clone()
+    }
+}
+
+/// Follows the connection: ready only while connected; every reconnect starts a new epoch
+/// (replicas read the whole state again, whatever they missed while it was down).
+async fn watch_connection(
+    client: async_nats::Client,
+    health: Arc<Health>,
+    epoch: Arc<watch::Sender<u64>>,
+    url: String,
+) {
+    let mut connected = false;
+    loop {
+        let now = client.connection_state() == State::Connected;
+        if now != connected {
+            connected = now;
+            health.set_all_lagging();
+            health.set_connected(now);
+            match now {
+                true => {
+                    log::info!("NATS {url}: connected; reading the latest state");
+                    epoch.send_modify(|epoch| *epoch += 1);
+                }
+                false => log::warn!(
+                    "NATS {url}: connection lost; serving what this node holds, reconnecting"
+                ),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
