@@ -233,6 +233,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             sink,
             ingest: Default::default(),
             where_ledger: WhereLedger::new(config.session.max_service_where_nodes),
+            simulator_lease: service.simulator.as_ref().map(|_| lease.clone()),
         });
         if let Some(link) = links.last_mut().filter(|link| link.name == service.name) {
             link.lease = service.simulator.as_ref().map(|_| lease);

@@ -40,6 +40,8 @@ pub struct ServiceRuntime {
     pub ingest: IngestCounters,
     /// What its distinct where clauses cost per feature, against its budget.
     pub where_ledger: Arc<WhereLedger>,
+    /// Where its simulator may publish (`None`: not simulated).
+    pub simulator_lease: Option<Arc<crate::cluster::Lease>>,
 }
 
 /// How a broker treats what its sources publish.

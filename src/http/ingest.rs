@@ -51,6 +51,9 @@ pub enum PublishError {
     /// The service's broker is gone (the server is stopping).
     #[error("The service is not taking observations now; retry shortly")]
     Unavailable,
+    /// This node of a cluster has lost the NATS backbone, where observations are stored.
+    #[error("The NATS backbone is unavailable, nothing can be stored; retry shortly")]
+    BackboneUnavailable,
 }
 
 impl ResponseError for PublishError {
@@ -64,7 +67,9 @@ impl ResponseError for PublishError {
                 ..
             } => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::Document { .. } => StatusCode::BAD_REQUEST,
-            PublishError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::Unavailable | PublishError::BackboneUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -120,6 +125,13 @@ pub fn check_publisher(
         return Err(PublishError::NotLoopback);
     }
     state.admission.check_ingest_rate(&client)?;
+    if state
+        .backbone
+        .as_ref()
+        .is_some_and(|health| !health.is_connected())
+    {
+        return Err(PublishError::BackboneUnavailable);
+    }
     Ok(())
 }
 

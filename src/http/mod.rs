@@ -403,12 +403,34 @@ async fn stats(
                 "ingestRequestsRefused": runtime.ingest.refused_requests.load(Ordering::Relaxed),
                 "lagMs": stats.lag_ms,
                 "whereConditions": runtime.where_ledger.usage().0,
+                "simulatorHere": runtime.simulator_lease.as_ref().map(|lease| lease.is_held()),
             }),
         );
     }
     let connections = &state.connections;
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let cluster = state
+        .config
+        .cluster
+        .as_ref()
+        .zip(state.backbone.as_ref())
+        .map(|(settings, health)| {
+            use crate::cluster::count;
+            serde_json::json!({
+                "node": settings.node_name,
+                "natsConnected": health.is_connected(),
+                "ready": health.is_ready(),
+                "disconnects": count(&health.disconnects),
+                "resyncs": count(&health.resyncs),
+                "stored": count(&health.stored),
+                "conflicts": count(&health.conflicts),
+                "replicated": count(&health.replicated),
+                "unreadable": count(&health.unreadable),
+                "unstored": count(&health.unstored),
+            })
+        });
     Ok(HttpResponse::Ok().json(serde_json::json!({
+        "cluster": cluster,
         "services": services,
         "closes": state.registry.closes().into_iter().map(|(code, count)| (code.to_string(), count)).collect::<BTreeMap<String, u64>>(),
         "filterErrors": state.registry.filter_errors(),

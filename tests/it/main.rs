@@ -6,6 +6,7 @@ mod abuse;
 mod admin;
 mod admission;
 mod auth;
+mod cluster;
 mod custom_mode;
 mod feature_layer;
 mod filter_differential;

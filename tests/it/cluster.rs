@@ -1,0 +1,605 @@
+//! Several nodes on one NATS backbone (docs/cluster.md): real `nats-server` processes with
+//! JetStream on 127.0.0.1, real nodes on ephemeral ports, real sockets. Every wait is bounded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use featurestream::config::{ClusterSettings, Config};
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, WAIT, connect, get_json, next_json, post_json, send};
+
+const FEATURES: &str = "/api/services/vehicles/features";
+const CUSTOM: &str = "/arcgis/ws/services/vehicles/custom";
+
+/// A `nats-server` with JetStream, its store in a directory of its own; killed on drop.
+pub struct Nats {
+    child: Child,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let dir = std::env::temp_dir().join(format!(
+            "featurestream-nats-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).expect("a store directory");
+        let child = Nats::spawn(&dir, "-1");
+        let ports = dir.join(format!("nats-server_{}.ports", child.id()));
+        let mut nats = Nats {
+            child,
+            dir,
+            port: 0,
+        };
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&ports)
+                && let Ok(value) = serde_json::from_str::<Value>(&text)
+                && let Some(url) = value["nats"][0].as_str()
+            {
+                nats.port = url.rsplit(':').next().unwrap().parse().unwrap();
+                return nats;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        nats.kill();
+        panic!("nats-server did not write its port (is it installed? scripts/test installs it)");
+    }
+
+    fn spawn(dir: &std::path::Path, port: &str) -> Child {
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
+            .arg(dir)
+            .arg("--ports_file_dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts (scripts/test installs Debian's nats-server)")
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its file store stays).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        for _ in 0..100 {
+            self.child = Nats::spawn(&self.dir, &self.port.to_string());
+            std::thread::sleep(Duration::from_millis(200));
+            if self.child.try_wait().expect("wait").is_none() {
+                return;
+            }
+            // The port may not be free yet: it exited; try again.
+        }
+        panic!("nats-server did not start again on port {}", self.port);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A node of the cluster on `nats`, without a simulator unless `simulated`.
+pub fn node_config(nats: &Nats, name: &str, simulated: bool) -> Config {
+    let mut config = Config::for_tests(20, 20.0);
+    if !simulated {
+        config.services[0].simulator = None;
+    }
+    config.cluster = Some(ClusterSettings {
+        nats_url: nats.url(),
+        replicas: 1,
+        node_name: name.to_owned(),
+    });
+    config
+}
+
+/// Waits (bounded) until `/readyz` says 200.
+pub async fn ready(node: &TestServer) {
+    for _ in 0..400 {
+        if get_json(node.addr, "/readyz").await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("node {} never became ready", node.addr);
+}
+
+fn observation(track: i64, observed: i64, x: f64) -> Value {
+    json!({
+        "attributes": {
+            "TRACKID": track, "name": format!("bus {track}"), "route": "R1",
+            "status": "moving", "speed": 10.5, "heading": 90, "active": true, "observed": observed
+        },
+        "geometry": { "x": x, "y": 34.05 }
+    })
+}
+
+async fn publish(node: &TestServer, body: &Value) -> Value {
+    let (status, report) = post_json(node.addr, FEATURES, &[], &body.to_string()).await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+async fn stats(node: &TestServer) -> Value {
+    get_json(node.addr, "/api/stats").await.1
+}
+
+/// Waits (bounded) until the node's broker has `count` sessions.
+async fn sessions(node: &TestServer, count: u64) {
+    for _ in 0..400 {
+        if stats(node).await["services"]["vehicles"]["sessions"] == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("node {} never had {count} sessions", node.addr);
+}
+
+/// A custom-mode session with `setup`, past its `format` echo.
+async fn custom_session(node: &TestServer, setup: &str) -> crate::support::Socket {
+    let mut socket = connect(&node.ws_url(CUSTOM)).await;
+    send(&mut socket, setup).await;
+    assert_eq!(next_json(&mut socket).await["format"], "json");
+    socket
+}
+
+fn tracks(frame: &Value) -> Vec<i64> {
+    let mut tracks: Vec<i64> = frame["features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a feature frame: {frame}"))
+        .iter()
+        .map(|f| f["attributes"]["TRACKID"].as_i64().unwrap())
+        .collect();
+    tracks.sort();
+    tracks
+}
+
+/// Test 1: what node A accepts reaches a session on node B, filtered, in B's session's view,
+/// with the same bytes an identical session on A gets.
+#[actix_web::test]
+async fn an_observation_accepted_on_one_node_reaches_sessions_on_the_other_in_their_view() {
+    let nats = Nats::start();
+    let a = TestServer::start(node_config(&nats, "a", false));
+    let b = TestServer::start(node_config(&nats, "b", false));
+    ready(&a).await;
+    ready(&b).await;
+    let setup = r#"{"format":"json","spatialReference":{"wkid":102100},"filter":{"where":"TRACKID < 3","outFields":"TRACKID,speed"}}"#;
+    let mut on_a = custom_session(&a, setup).await;
+    let mut on_b = custom_session(&b, setup).await;
+    sessions(&a, 1).await;
+    sessions(&b, 1).await;
+    let report = publish(
+        &a,
+        &json!([
+            observation(1, 1_000, -117.1),
+            observation(2, 1_000, -117.2),
+            observation(5, 1_000, -117.5)
+        ]),
+    )
+    .await;
+    assert_eq!(report["accepted"], 3, "{report}");
+    let from_a = next_json(&mut on_a).await;
+    let from_b = next_json(&mut on_b).await;
+    assert_eq!(tracks(&from_b), [1, 2], "filtered on B: {from_b}");
+    assert_eq!(from_a, from_b, "the same bytes on both nodes");
+    let feature = &from_b["features"][0];
+    let x = feature["geometry"]["x"].as_f64().unwrap();
+    assert!(x < -13_000_000.0, "Web Mercator metres on B: {feature}");
+    let fields: BTreeSet<&String> = feature["attributes"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        fields,
+        ["OBJECTID", "TRACKID", "speed"]
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .iter()
+            .collect(),
+        "B's outFields"
+    );
+    // Posted to B, read on A: both directions.
+    publish(&b, &json!([observation(1, 2_000, -117.3)])).await;
+    assert_eq!(tracks(&next_json(&mut on_a).await), [1]);
+    assert_eq!(tracks(&next_json(&mut on_b).await), [1]);
+}
+
+/// Tests 2 and 3: a session that connects late to B gets every track's latest value before
+/// live frames; a node started after the data is not ready (503) until it has read the whole
+/// state, and then serves complete snapshots and the feature layer.
+#[actix_web::test]
+async fn a_node_that_starts_late_reads_the_whole_state_before_it_is_ready() {
+    let mut nats = Nats::start();
+    // Before NATS answers, a node is not ready, and says why.
+    nats.kill();
+    let early = TestServer::start(node_config(&nats, "early", false));
+    let (status, body) = get_json(early.addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["nats"], "disconnected", "{body}");
+    nats.restart();
+    ready(&early).await;
+    let a = TestServer::start(node_config(&nats, "a", false));
+    ready(&a).await;
+    let tracks_total = 3_000;
+    let all: Vec<Value> = (1..=tracks_total)
+        .map(|track| observation(track, 1_000 + track, -117.0 - track as f64 / 10_000.0))
+        .collect();
+    let report = publish(&a, &json!(all)).await;
+    assert_eq!(report["accepted"], tracks_total, "{report}");
+    publish(&a, &json!([observation(7, 5_000, -118.0)])).await;
+    let b = TestServer::start(node_config(&nats, "b", false));
+    ready(&b).await;
+    let mut late =
+        custom_session(&b, r#"{"format":"json","spatialReference":{"wkid":4326}}"#).await;
+    let snapshot = next_json(&mut late).await;
+    let seen = tracks(&snapshot);
+    assert_eq!(
+        seen,
+        (1..=tracks_total).collect::<Vec<_>>(),
+        "every track, once"
+    );
+    let seven = snapshot["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["attributes"]["TRACKID"] == 7)
+        .unwrap();
+    assert_eq!(
+        seven["attributes"]["observed"], 5_000,
+        "the latest of track 7"
+    );
+    let (_, count) = get_json(
+        b.addr,
+        "/arcgis/rest/services/vehicles/FeatureServer/0/query?where=1%3D1&returnCountOnly=true&f=json",
+    )
+    .await;
+    assert_eq!(
+        count["count"], tracks_total,
+        "the feature layer on B: {count}"
+    );
+    sessions(&b, 1).await;
+    publish(&a, &json!([observation(9_000, 6_000, -118.0)])).await;
+    assert_eq!(tracks(&next_json(&mut late).await), [9_000], "then live");
+    drop(early);
+}
+
+/// Test 4: observations of one track sent to both nodes out of order and twice never move the
+/// track backwards on either node, and no session gets one twice.
+#[actix_web::test]
+async fn out_of_order_and_duplicated_observations_across_nodes_never_go_backwards() {
+    let nats = Nats::start();
+    let a = TestServer::start(node_config(&nats, "a", false));
+    let b = TestServer::start(node_config(&nats, "b", false));
+    ready(&a).await;
+    ready(&b).await;
+    let setup = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
+    let mut on_a = custom_session(&a, setup).await;
+    let mut on_b = custom_session(&b, setup).await;
+    sessions(&a, 1).await;
+    sessions(&b, 1).await;
+    // Concurrently: every time of 1..=40 for tracks 1..=3, each posted to both nodes, in a
+    // shuffled order.
+    let mut sends = Vec::new();
+    for time in 1..=40i64 {
+        for track in 1..=3 {
+            sends.push((track, time * 1_000));
+        }
+    }
+    use rand::seq::SliceRandom;
+    sends.shuffle(&mut rand::rng());
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let posts = sends.iter().map(|&(track, time)| async move {
+        let body = json!([observation(track, time, -117.0 - time as f64 / 1e6)]).to_string();
+        let (first, second) = tokio::join!(
+            post_json(a_addr, FEATURES, &[], &body),
+            post_json(b_addr, FEATURES, &[], &body)
+        );
+        (first, second)
+    });
+    let mut accepted = 0;
+    use futures_util::StreamExt;
+    let mut posts = futures_util::stream::iter(posts).buffer_unordered(8);
+    while let Some(((s1, r1), (s2, r2))) = posts.next().await {
+        assert_eq!((s1, s2), (200, 200), "{r1} {r2}");
+        accepted += r1["accepted"].as_i64().unwrap() + r2["accepted"].as_i64().unwrap();
+    }
+    assert!(accepted >= 3, "at least each track's first observation");
+    // The newest of every track, last, on both nodes.
+    publish(&a, &json!([observation(99, 100_000, -117.0)])).await;
+    for socket in [&mut on_a, &mut on_b] {
+        let mut latest: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        loop {
+            let frame = next_json(socket).await;
+            let mut done = false;
+            for feature in frame["features"].as_array().unwrap() {
+                let track = feature["attributes"]["TRACKID"].as_i64().unwrap();
+                let time = feature["attributes"]["observed"].as_i64().unwrap();
+                done |= track == 99;
+                assert!(
+                    seen.insert((track, time)),
+                    "({track}, {time}) delivered twice"
+                );
+                if let Some(previous) = latest.insert(track, time) {
+                    assert!(
+                        time > previous,
+                        "track {track} went back from {previous} to {time}"
+                    );
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        for track in 1..=3 {
+            assert_eq!(
+                latest.get(&track),
+                Some(&40_000),
+                "track {track} ends at its newest"
+            );
+        }
+    }
+    for node in [&a, &b] {
+        let (_, page) = get_json(
+            node.addr,
+            "/arcgis/rest/services/vehicles/FeatureServer/0/query?where=TRACKID%3C4&outFields=TRACKID,observed&f=json",
+        )
+        .await;
+        for feature in page["features"].as_array().unwrap() {
+            assert_eq!(feature["attributes"]["observed"], 40_000, "{feature}");
+        }
+    }
+}
+
+/// Test 6: a track expires on every node, with the delete message on each.
+#[actix_web::test]
+async fn tracks_expire_on_every_node_with_the_delete_message() {
+    let nats = Nats::start();
+    let config = |name| {
+        let mut config = node_config(&nats, name, false);
+        config.services[0].max_feature_age = Some(Duration::from_secs(1));
+        config
+    };
+    let a = TestServer::start(config("a"));
+    let b = TestServer::start(config("b"));
+    ready(&a).await;
+    ready(&b).await;
+    let setup = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
+    let mut on_a = custom_session(&a, setup).await;
+    let mut on_b = custom_session(&b, setup).await;
+    sessions(&a, 1).await;
+    sessions(&b, 1).await;
+    publish(&a, &json!([observation(41, 1_000, -117.1)])).await;
+    for socket in [&mut on_a, &mut on_b] {
+        assert_eq!(tracks(&next_json(socket).await), [41]);
+        assert_eq!(
+            next_json(socket).await,
+            json!({"type": "delete", "trackIds": [41]})
+        );
+    }
+    for node in [&a, &b] {
+        let services = &stats(node).await["services"]["vehicles"];
+        assert_eq!(services["tracksLive"], 0);
+        assert_eq!(services["tracksExpired"], 1);
+    }
+    // Gone from the backbone too: a node started now does not bring it back.
+    let c = TestServer::start(config("c"));
+    ready(&c).await;
+    assert_eq!(stats(&c).await["services"]["vehicles"]["tracksLive"], 0);
+}
+
+/// Test 7: NATS restarts (file store): both nodes say they are not ready while it is away,
+/// keep their sessions, then resume and resynchronise without a restart of their own.
+#[actix_web::test]
+async fn both_nodes_resume_after_nats_restarts() {
+    let mut nats = Nats::start();
+    let a = TestServer::start(node_config(&nats, "a", false));
+    let b = TestServer::start(node_config(&nats, "b", false));
+    ready(&a).await;
+    ready(&b).await;
+    publish(&a, &json!([observation(1, 1_000, -117.1)])).await;
+    let mut on_b =
+        custom_session(&b, r#"{"format":"json","spatialReference":{"wkid":4326}}"#).await;
+    assert_eq!(tracks(&next_json(&mut on_b).await), [1], "the snapshot");
+    nats.kill();
+    for node in [&a, &b] {
+        let mut down = false;
+        for _ in 0..400 {
+            if get_json(node.addr, "/readyz").await.0 == 503 {
+                down = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(down, "node {} still says ready without NATS", node.addr);
+    }
+    let (status, body) = post_json(
+        a.addr,
+        FEATURES,
+        &[],
+        &json!([observation(2, 2_000, -117.2)]).to_string(),
+    )
+    .await;
+    assert_eq!(status, 503, "nothing can be stored: {body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("NATS"),
+        "{body}"
+    );
+    // The node still serves what it holds.
+    let (_, page) = get_json(b.addr, "/arcgis/rest/services/vehicles/FeatureServer/0/query?where=1%3D1&returnCountOnly=true&f=json").await;
+    assert_eq!(page["count"], 1);
+    nats.restart();
+    ready(&a).await;
+    ready(&b).await;
+    publish(&a, &json!([observation(3, 3_000, -117.3)])).await;
+    assert_eq!(
+        tracks(&next_json(&mut on_b).await),
+        [3],
+        "the same session, live again"
+    );
+    let late = custom_session(&b, r#"{"format":"json","spatialReference":{"wkid":4326}}"#).await;
+    let mut late = late;
+    assert_eq!(
+        tracks(&next_json(&mut late).await),
+        [1, 3],
+        "the state outlived NATS's restart"
+    );
+    let cluster = &stats(&b).await["cluster"];
+    assert!(cluster["disconnects"].as_u64().unwrap() >= 1, "{cluster}");
+    assert!(cluster["resyncs"].as_u64().unwrap() >= 2, "{cluster}");
+}
+
+/// Test 5: the simulator runs on one node at a time; when its node dies, another takes it
+/// over within the documented bound (docs/cluster.md: 2 x LEASE_TTL).
+#[actix_web::test]
+async fn the_simulator_runs_on_one_node_and_moves_when_that_node_dies() {
+    let nats = Nats::start();
+    let a = TestServer::start(node_config(&nats, "a", true));
+    let b = TestServer::start(node_config(&nats, "b", true));
+    ready(&a).await;
+    ready(&b).await;
+    let here = |stats: &Value| stats["services"]["vehicles"]["simulatorHere"] == true;
+    // Sampled while both live: never both, and one within the bound.
+    let mut holders_seen = BTreeSet::new();
+    for _ in 0..60 {
+        let (on_a, on_b) = (here(&stats(&a).await), here(&stats(&b).await));
+        assert!(!(on_a && on_b), "two simulators at once");
+        if on_a {
+            holders_seen.insert("a");
+        }
+        if on_b {
+            holders_seen.insert("b");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(holders_seen.len(), 1, "one holder, kept: {holders_seen:?}");
+    let (holder, survivor) = if holders_seen.contains("a") {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut on_survivor = custom_session(
+        &survivor,
+        r#"{"format":"json","spatialReference":{"wkid":4326}}"#,
+    )
+    .await;
+    next_json(&mut on_survivor).await; // the snapshot
+    holder.stopper().stop_now();
+    drop(holder);
+    let bound = featurestream::cluster::LEASE_TTL * 2 + Duration::from_secs(2);
+    let mut taken = false;
+    for _ in 0..(bound.as_millis() / 50) {
+        if here(&stats(&survivor).await) {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        taken,
+        "the survivor did not take the simulator within {bound:?}"
+    );
+    // And its simulator's observations stream on.
+    let frame = next_json(&mut on_survivor).await;
+    assert!(!tracks(&frame).is_empty());
+}
+
+/// Test 8: a service fed from a NATS subject: one node takes each message, sessions on both
+/// nodes get it, bad messages are counted and answered.
+#[actix_web::test]
+async fn observations_published_to_a_subject_reach_sessions_on_every_node() {
+    let nats = Nats::start();
+    let config = |name| {
+        let mut config = node_config(&nats, name, false);
+        config.services[0].ingest_subject = Some("sensors.vehicles".into());
+        config
+    };
+    let a = TestServer::start(config("a"));
+    let b = TestServer::start(config("b"));
+    ready(&a).await;
+    ready(&b).await;
+    let setup = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
+    let mut on_a = custom_session(&a, setup).await;
+    let mut on_b = custom_session(&b, setup).await;
+    sessions(&a, 1).await;
+    sessions(&b, 1).await;
+    let client = async_nats::connect(nats.url())
+        .await
+        .expect("connect to NATS");
+    // A request gets the report (once both nodes subscribe: retried, bounded).
+    let good = json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [-117.1, 34.0]},
+        "properties": {"TRACKID": 8, "name": "s8", "route": "R", "status": null, "speed": 1.0,
+        "heading": 2.0, "active": true, "observed": 1_000}});
+    let mut report = None;
+    for _ in 0..100 {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request("sensors.vehicles", good.to_string().into()),
+        )
+        .await
+        {
+            Ok(Ok(reply)) => {
+                report = Some(serde_json::from_slice::<Value>(&reply.payload).unwrap());
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let report = report.expect("a node answered the request");
+    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(tracks(&next_json(&mut on_a).await), [8]);
+    assert_eq!(tracks(&next_json(&mut on_b).await), [8]);
+    // Bad ones: a bad feature (named in the reply), and a message that is not features.
+    let bad = json!([observation(9, 2_000, -117.0), {"attributes": {"TRACKID": 10, "speed": "fast"}, "geometry": {"x": 0, "y": 0}}]);
+    let reply = client
+        .request("sensors.vehicles", bad.to_string().into())
+        .await
+        .expect("reply");
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    assert_eq!(reply["errors"][0]["index"], 1, "{reply}");
+    client
+        .publish("sensors.vehicles", "not json".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(tracks(&next_json(&mut on_b).await), [9]);
+    let mut refused = 0;
+    let mut rejected = 0;
+    for _ in 0..200 {
+        refused = 0;
+        rejected = 0;
+        for node in [&a, &b] {
+            let services = &stats(node).await["services"]["vehicles"];
+            refused += services["ingestRequestsRefused"].as_u64().unwrap();
+            rejected += services["observationsRejected"]["wrongType"]
+                .as_u64()
+                .unwrap()
+                + services["observationsRejected"]["nullNotAllowed"]
+                    .as_u64()
+                    .unwrap();
+        }
+        if refused == 1 && rejected == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        (refused, rejected),
+        (1, 1),
+        "counted on the node that took them"
+    );
+    let _ = WAIT;
+}
