@@ -244,6 +244,10 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
         }
         runtimes.insert(service.name.clone(), runtime);
     }
+    let control = config
+        .cluster
+        .as_ref()
+        .map(|_| crate::cluster::control::Control::new());
     let backbone = config.cluster.as_ref().map(|cluster| {
         log::info!(
             "node {} joins the cluster on NATS {} (state copies: {})",
@@ -256,6 +260,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             cluster.node_name.clone(),
             cluster.replicas,
             links,
+            control.clone().expect("a cluster has a control end"),
         )
     });
     let health = backbone.as_ref().map(|backbone| backbone.health.clone());
@@ -266,6 +271,10 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     let draining = Arc::new(AtomicBool::new(false));
     let mut state = AppState::new(runtimes, config.clone(), draining.clone(), addr);
     state.backbone = health;
+    if let Some(control) = &control {
+        control.serve_sessions(Arc::new(http::NodeSessions::of(&state)));
+    }
+    state.control = control;
     let state = web::Data::new(state);
     // actix-web's HttpServer, plus an upgrade service: every WebSocket upgrade is answered
     // by the same application, then its connection is driven by `session::socket`, which

@@ -12,9 +12,12 @@
 //!   a starting or reconnected node first reads the stream's last message per subject (the
 //!   whole latest state) and is ready (`/readyz`) once it has caught up;
 //! - the simulator of a service runs where its `lease` is held, one node at a time;
-//! - a service may also take observations from a NATS subject (`subject_ingest`).
+//! - a service may also take observations from a NATS subject (`subject_ingest`);
+//! - `control` carries server-initiated messages and SSE filter updates to the node that
+//!   holds the session.
 
 mod codec;
+pub mod control;
 mod lease;
 pub mod naming;
 mod publisher;

@@ -63,7 +63,13 @@ impl Backbone {
     /// service's replica, publisher, lease and subject ingest on a thread of their own.
     /// `replicas` is the stream replication (the number of NATS servers that hold each
     /// service's state).
-    pub fn start(url: &str, node: String, replicas: usize, links: Vec<ServiceLink>) -> Backbone {
+    pub fn start(
+        url: &str,
+        node: String,
+        replicas: usize,
+        links: Vec<ServiceLink>,
+        control: Arc<super::control::Control>,
+    ) -> Backbone {
         let health = Arc::new(Health::new(links.iter().map(|link| link.name.as_str())));
         let arbiter = Arbiter::new().handle();
         let url = url.to_owned();
@@ -107,6 +113,7 @@ impl Backbone {
                 node,
                 replicas,
             });
+            actix::spawn(super::control::serve(shared.clone(), control));
             for link in links {
                 let link = Arc::new(link);
                 let tracks = Arc::new(super::publisher::TrackIndex::default());

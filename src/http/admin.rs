@@ -19,6 +19,7 @@ use super::error::BodyError;
 /// Largest admin request body.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 use crate::auth::{AuthDecision, Role};
+use crate::cluster::control::Audience as To;
 use crate::protocol::metadata::error_body;
 use crate::session::registry::{Audience, ServerMessage};
 
@@ -137,10 +138,15 @@ pub async fn to_browser_session(
     check_admin(&req, &state)?;
     let body = body::read(payload, MAX_MESSAGE_BYTES).await?;
     let message = message(&body)?;
-    match state
+    let mut delivered = state
         .registry
-        .send(Audience::BrowserSession(&path), &message)
-    {
+        .send(Audience::BrowserSession(&path), &message);
+    if let Some(control) = &state.control {
+        delivered += control
+            .deliver_elsewhere(To::BrowserSession(path.clone()), &message.json)
+            .await;
+    }
+    match delivered {
         0 => Err(AdminError::NoSuchSession),
         delivered => Ok(HttpResponse::Ok().json(json!({ "delivered": delivered }))),
     }
@@ -172,5 +178,13 @@ pub async fn broadcast(
         Some(service) => Audience::Service(service),
         None => Audience::Everyone,
     };
-    Ok(HttpResponse::Ok().json(json!({ "delivered": state.registry.send(audience, &message) })))
+    let mut delivered = state.registry.send(audience, &message);
+    if let Some(control) = &state.control {
+        let audience = match service {
+            Some(service) => To::Service(service),
+            None => To::Everyone,
+        };
+        delivered += control.deliver_elsewhere(audience, &message.json).await;
+    }
+    Ok(HttpResponse::Ok().json(json!({ "delivered": delivered })))
 }

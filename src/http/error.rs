@@ -37,6 +37,9 @@ pub enum HttpError {
     /// No SSE session of this service holds that handle (or it has ended).
     #[error("SSE session not found")]
     SseSessionNotFound,
+    /// The session may be on another node, and the NATS backbone is unavailable.
+    #[error("The NATS backbone is unavailable; retry shortly")]
+    BackboneUnavailable,
     /// The request names a host this server does not serve (DNS rebinding, a stray name).
     #[error("Host \"{0}\" is not served here (see FEATURESTREAM_ALLOWED_HOSTS)")]
     HostNotAllowed(String),
@@ -87,7 +90,9 @@ impl ResponseError for HttpError {
             | HttpError::NotWebSocket(_)
             | HttpError::UpgradeNotAllowed => StatusCode::BAD_REQUEST,
             HttpError::Body(error) => error.status(),
-            HttpError::ShuttingDown | HttpError::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::ShuttingDown | HttpError::OverCapacity | HttpError::BackboneUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             HttpError::OriginRefused(_)
             | HttpError::TokenForbidden(_)
@@ -104,7 +109,7 @@ impl ResponseError for HttpError {
         };
         let mut response = HttpResponse::build(status);
         match self {
-            HttpError::ShuttingDown | HttpError::OverCapacity => {
+            HttpError::ShuttingDown | HttpError::OverCapacity | HttpError::BackboneUnavailable => {
                 response.insert_header(("Retry-After", "5"));
             }
             HttpError::RateLimited => {

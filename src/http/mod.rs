@@ -78,6 +78,8 @@ pub struct AppState {
     pub teardown: Arc<crate::session::socket::TeardownStats>,
     /// How the node stands with the NATS backbone (`None`: alone).
     pub backbone: Option<Arc<crate::cluster::Health>>,
+    /// Sessions held by other nodes (`None`: alone).
+    pub control: Option<Arc<crate::cluster::control::Control>>,
     next_session: AtomicU64,
 }
 
@@ -101,6 +103,7 @@ impl AppState {
             local_addr,
             teardown: Arc::default(),
             backbone: None,
+            control: None,
             next_session: AtomicU64::new(1),
         }
     }
@@ -111,6 +114,7 @@ impl AppState {
             // Not an upgrade attempt.
             Err(
                 error::HttpError::SseSessionNotFound
+                | error::HttpError::BackboneUnavailable
                 | error::HttpError::HostNotAllowed(_)
                 | error::HttpError::UpgradeNotAllowed
                 | error::HttpError::Body(_),
@@ -225,6 +229,57 @@ fn rest_cors() -> Cors {
             header::HeaderName::from_static("x-esri-authorization"),
         ])
         .max_age(3600)
+}
+
+/// This node's sessions, for the requests of other nodes (`cluster::control`).
+pub struct NodeSessions {
+    registry: Arc<crate::session::registry::Registry>,
+    sse_sessions: sse::SseRegistry,
+}
+
+impl NodeSessions {
+    /// The sessions `state` holds.
+    pub fn of(state: &AppState) -> NodeSessions {
+        NodeSessions {
+            registry: state.registry.clone(),
+            sse_sessions: state.sse_sessions.clone(),
+        }
+    }
+}
+
+impl crate::cluster::control::LocalSessions for NodeSessions {
+    fn deliver(&self, audience: &crate::cluster::control::Audience, frame: bytes::Bytes) -> usize {
+        use crate::cluster::control::Audience as To;
+        use crate::session::registry::Audience;
+        let audience = match audience {
+            To::BrowserSession(cookie) => Audience::BrowserSession(cookie),
+            To::Service(service) => Audience::Service(service),
+            To::Everyone => Audience::Everyone,
+        };
+        self.registry.send(
+            audience,
+            &crate::session::registry::ServerMessage { json: frame },
+        )
+    }
+
+    fn update_sse_filter(
+        &self,
+        service: String,
+        handle: String,
+        body: String,
+    ) -> futures_util::future::BoxFuture<'static, Option<crate::cluster::control::SseAnswer>> {
+        let address = self.sse_sessions.find_for(&service, &handle);
+        Box::pin(async move {
+            let answer = address?
+                .send(crate::session::sse_stream::ApplyFilter { text: body })
+                .await
+                .ok()?;
+            Some(crate::cluster::control::SseAnswer {
+                reply: answer.reply,
+                rate_limited: answer.rate_limited,
+            })
+        })
+    }
 }
 
 /// `GET /readyz`: 200 when this node serves complete data: alone, always (until shutdown
@@ -427,6 +482,7 @@ async fn stats(
                 "replicated": count(&health.replicated),
                 "unreadable": count(&health.unreadable),
                 "unstored": count(&health.unstored),
+                "peers": state.control.as_ref().map_or(0, |control| control.live_peers().len()),
             })
         });
     Ok(HttpResponse::Ok().json(serde_json::json!({

@@ -34,6 +34,11 @@ impl SseRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The session holding `handle` (as a client sent it), if it streams `service`.
+    pub fn find_for(&self, service: &str, handle: &str) -> Option<Addr<SseSessionActor>> {
+        self.find(service, &SseHandle::from_client(handle))
+    }
+
     /// The session holding `handle`, if it streams `service`.
     fn find(&self, service: &str, handle: &SseHandle) -> Option<Addr<SseSessionActor>> {
         self.lock()
@@ -61,7 +66,11 @@ pub async fn events(
     let service = runtime.service.name.clone();
     let parts = session_parts(&req, &state, runtime, slot, None);
     let queue = parts.queue.clone();
-    let handle = SseHandle::random();
+    let handle = match &state.control {
+        // In a cluster, the handle names its node, so that any node can pass an update on.
+        Some(control) => SseHandle::tagged(control.tag()),
+        None => SseHandle::random(),
+    };
     let unregister = {
         let registry = state.sse_sessions.clone();
         Box::new(move |handle: &SseHandle| {
@@ -100,12 +109,29 @@ pub async fn filter(
     let body = String::from_utf8_lossy(&body).into_owned();
     let address = state
         .sse_sessions
-        .find(&runtime.service.name, &SseHandle::from_client(&handle))
-        .ok_or(HttpError::SseSessionNotFound)?;
-    let answer = address
-        .send(ApplyFilter { text: body })
-        .await
-        .map_err(|_| HttpError::SseSessionNotFound)?;
+        .find(&runtime.service.name, &SseHandle::from_client(&handle));
+    let answer = match (address, &state.control) {
+        (Some(address), _) => address
+            .send(ApplyFilter { text: body })
+            .await
+            .map_err(|_| HttpError::SseSessionNotFound)?,
+        (None, None) => return Err(HttpError::SseSessionNotFound),
+        // Held by another node of the cluster, maybe.
+        (None, Some(control)) => {
+            use crate::cluster::control::ControlError;
+            let answer = control
+                .update_sse_filter_elsewhere(&runtime.service.name, &handle, body)
+                .await
+                .map_err(|err| match err {
+                    ControlError::NotFound => HttpError::SseSessionNotFound,
+                    ControlError::Unavailable => HttpError::BackboneUnavailable,
+                })?;
+            crate::session::sse_stream::FilterAnswer {
+                reply: answer.reply,
+                rate_limited: answer.rate_limited,
+            }
+        }
+    };
     let mut response = if answer.rate_limited {
         let mut response = HttpResponse::TooManyRequests();
         response.insert_header(("Retry-After", "1"));

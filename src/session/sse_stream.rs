@@ -38,6 +38,11 @@ impl SseHandle {
         SseHandle(format!("{:032x}", rand::random::<u128>()))
     }
 
+    /// A fresh handle naming its node (`<tag>-<random>`), for a node of a cluster.
+    pub fn tagged(tag: &str) -> SseHandle {
+        SseHandle(format!("{tag}-{:032x}", rand::random::<u128>()))
+    }
+
     /// A handle as a client sent it back (looked up, never trusted).
     pub fn from_client(text: &str) -> SseHandle {
         SseHandle(text.to_owned())

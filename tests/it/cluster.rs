@@ -603,3 +603,110 @@ async fn observations_published_to_a_subject_reach_sessions_on_every_node() {
     );
     let _ = WAIT;
 }
+
+/// Test 9: a server-initiated message posted to A reaches a browser session on B, a broadcast
+/// reaches both nodes' sessions, and an SSE filter update posted to A changes a session on B.
+#[actix_web::test]
+async fn messages_and_sse_filter_updates_reach_sessions_on_another_node() {
+    let nats = Nats::start();
+    let a = TestServer::start(node_config(&nats, "a", false));
+    let b = TestServer::start(node_config(&nats, "b", false));
+    ready(&a).await;
+    ready(&b).await;
+    let (mut on_b, headers) = crate::support::connect_with(&b.ws_url(CUSTOM), &[]).await;
+    let browser = crate::support::header(&headers, "set-cookie")
+        .expect("a session cookie")
+        .split(['=', ';'])
+        .nth(1)
+        .expect("its id")
+        .to_owned();
+    send(
+        &mut on_b,
+        r#"{"format":"json","spatialReference":{"wkid":4326}}"#,
+    )
+    .await;
+    assert_eq!(next_json(&mut on_b).await["format"], "json");
+    let mut on_a =
+        custom_session(&a, r#"{"format":"json","spatialReference":{"wkid":4326}}"#).await;
+    sessions(&a, 1).await;
+    sessions(&b, 1).await;
+    // A knows B is alive (nodes announce themselves every second): it waits for B's answer.
+    let mut peers = Value::Null;
+    for _ in 0..200 {
+        peers = stats(&a).await["cluster"]["peers"].clone();
+        if peers == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(peers, 1, "A never heard of B");
+    let (status, body) = post_json(
+        a.addr,
+        &format!("/api/sessions/{browser}/messages"),
+        &[],
+        r#"{"message":{"hello":"b"}}"#,
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({"delivered": 1})));
+    assert_eq!(
+        next_json(&mut on_b).await,
+        json!({"type": "message", "message": {"hello": "b"}})
+    );
+    let (status, _) = post_json(
+        a.addr,
+        "/api/sessions/nobody/messages",
+        &[],
+        r#"{"message":1}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "no node holds it");
+    let (status, body) = post_json(
+        a.addr,
+        "/api/messages",
+        &[],
+        r#"{"message":"all","service":"vehicles"}"#,
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({"delivered": 2})));
+    for socket in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            next_json(socket).await,
+            json!({"type": "message", "message": "all"})
+        );
+    }
+    // SSE on B, its filter changed through A.
+    publish(
+        &a,
+        &json!([observation(1, 1_000, -117.1), observation(2, 1_000, -117.2)]),
+    )
+    .await;
+    let (status, mut events) =
+        crate::sse::EventStream::open(&b, "/api/services/vehicles/events?where=TRACKID%3D1").await;
+    assert_eq!(status, 200);
+    let handle = crate::sse::handle(&mut events).await;
+    let snapshot = events.next("features").await;
+    assert_eq!(snapshot.as_array().unwrap().len(), 1, "{snapshot}");
+    let (status, reply) = post_json(
+        a.addr,
+        &format!("/api/services/vehicles/events/{handle}/filter"),
+        &[],
+        r#"{"filter":{"where":"TRACKID = 2"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["error"], Value::Null, "{reply}");
+    assert_eq!(reply["filter"]["where"], "TRACKID = 2", "{reply}");
+    let snapshot = events.next("features").await;
+    assert_eq!(
+        snapshot[0]["attributes"]["TRACKID"], 2,
+        "B's session follows the new filter"
+    );
+    let (status, _) = post_json(
+        a.addr,
+        "/api/services/vehicles/events/0badc0de-0000/filter",
+        &[],
+        r#"{"filter":{"where":"1=1"}}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "a node that does not exist holds no session");
+}

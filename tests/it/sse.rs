@@ -13,13 +13,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{TestServer, WAIT, get_json, http};
 
-struct EventStream {
+pub struct EventStream {
     stream: tokio::net::TcpStream,
     buffer: String,
 }
 
 impl EventStream {
-    async fn open(server: &TestServer, path_and_query: &str) -> (u16, EventStream) {
+    pub async fn open(server: &TestServer, path_and_query: &str) -> (u16, EventStream) {
         let mut stream = tokio::net::TcpStream::connect(server.addr)
             .await
             .expect("connect");
@@ -75,7 +75,7 @@ impl EventStream {
     }
 
     /// The next event of this name, as (name, JSON data); other events are skipped.
-    async fn next(&mut self, name: &str) -> Value {
+    pub async fn next(&mut self, name: &str) -> Value {
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -106,7 +106,7 @@ async fn post_filter(server: &TestServer, session: &str, body: &str) -> (u16, Va
 }
 
 /// The `session` event's handle.
-async fn handle(events: &mut EventStream) -> String {
+pub async fn handle(events: &mut EventStream) -> String {
     let hello = events.next("session").await;
     hello["session"].as_str().expect("a handle").to_owned()
 }
