@@ -214,6 +214,9 @@ pub async fn metrics(
         "Sessions holding a place under the cap",
         active,
     );
+    if let Some(health) = &state.backbone {
+        register_cluster(&mut registry, health, state.control.as_deref());
+    }
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
         return Ok(HttpResponse::InternalServerError().finish());
@@ -221,4 +224,78 @@ pub async fn metrics(
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))
+}
+
+/// The node's standing with the NATS backbone (a node of a cluster only).
+fn register_cluster(
+    registry: &mut Registry,
+    health: &crate::cluster::Health,
+    control: Option<&crate::cluster::control::Control>,
+) {
+    use crate::cluster::count;
+    let gauge = |value: i64| {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value);
+        gauge
+    };
+    let counter = |value: u64| {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(value);
+        counter
+    };
+    registry.register(
+        "nats_connected",
+        "1 while this node is connected to NATS",
+        gauge(health.is_connected() as i64),
+    );
+    registry.register(
+        "ready",
+        "1 while this node is connected and caught up with every service's latest state (/readyz)",
+        gauge(health.is_ready() as i64),
+    );
+    registry.register(
+        "nats_peers",
+        "Other nodes heard from in the last seconds",
+        gauge(control.map_or(0, |control| control.live_peers().len() as i64)),
+    );
+    let counters: [(&str, &str, u64); 7] = [
+        (
+            "nats_disconnects",
+            "Connections to NATS lost",
+            count(&health.disconnects),
+        ),
+        (
+            "nats_resyncs",
+            "Reads of the whole latest state (after a (re)connect or a gap)",
+            count(&health.resyncs),
+        ),
+        (
+            "nats_stored",
+            "Observations this node stored in JetStream",
+            count(&health.stored),
+        ),
+        (
+            "nats_conflicts",
+            "Stores that found a newer store of the track by another node first",
+            count(&health.conflicts),
+        ),
+        (
+            "nats_replicated",
+            "Observations read back from JetStream",
+            count(&health.replicated),
+        ),
+        (
+            "nats_unreadable",
+            "JetStream messages that are not observations of their service (skipped)",
+            count(&health.unreadable),
+        ),
+        (
+            "nats_unstored",
+            "Observations JetStream did not take (publishers were told)",
+            count(&health.unstored),
+        ),
+    ];
+    for (name, help, value) in counters {
+        registry.register(name, help, counter(value));
+    }
 }

@@ -459,6 +459,15 @@ async fn both_nodes_resume_after_nats_restarts() {
     let cluster = &stats(&b).await["cluster"];
     assert!(cluster["disconnects"].as_u64().unwrap() >= 1, "{cluster}");
     assert!(cluster["resyncs"].as_u64().unwrap() >= 2, "{cluster}");
+    // The operator sees it in /metrics too.
+    let (_, _, metrics) = crate::support::http(b.addr, "GET", "/metrics", &[]).await;
+    assert!(metrics.contains("featurestream_nats_connected 1"), "{metrics}");
+    assert!(metrics.contains("featurestream_ready 1"), "{metrics}");
+    let disconnects = metrics
+        .lines()
+        .find(|line| line.starts_with("featurestream_nats_disconnects_total "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_ne!(disconnects, "featurestream_nats_disconnects_total 0");
 }
 
 /// Test 5: the simulator runs on one node at a time; when its node dies, another takes it
