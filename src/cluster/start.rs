@@ -96,7 +96,8 @@ impl Backbone {
                         }
                     }
                 });
-            let client = match options.connect(&url).await {
+            let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+            let client = match options.connect(servers).await {
                 Ok(client) => client,
                 Err(err) => {
                     log::error!("NATS {url}: {err}; this node will not serve");

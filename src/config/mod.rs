@@ -898,6 +898,15 @@ impl Raw {
         let cluster = match nats_url.trim() {
             "" => None,
             url => {
+                for server in url.split(',').map(str::trim) {
+                    server.parse::<async_nats::ServerAddr>().map_err(|err| {
+                        ConfigError::Invalid {
+                            var: "FEATURESTREAM_NATS_URL".into(),
+                            value: url.to_owned(),
+                            reason: format!("{server}: {err}"),
+                        }
+                    })?;
+                }
                 let (_, name) = self.get("FEATURESTREAM_NODE_NAME");
                 let node_name = match name.trim() {
                     "" => format!(
@@ -960,6 +969,31 @@ mod tests {
             .iter()
             .map(|(name, value)| (OsString::from(name), OsString::from(value)));
         Config::from_sources(args, vars.collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let loaded = load(&["--nats-url", "nats://127.0.0.1:4222, nats://127.0.0.1:4223"], &[])
+            .expect("a list of servers");
+        let cluster = loaded.config.cluster.expect("a cluster");
+        assert_eq!(cluster.replicas, 1);
+        assert!(!cluster.node_name.is_empty());
+        for (args, vars) in [
+            (vec!["--nats-url", "not a url"], vec![]),
+            (vec!["--nats-url", "nats://h:1", "--nats-replicas", "0"], vec![]),
+            (vec!["--ingest-subject", "a.b"], vec![]),
+            (vec!["--nats-url", "nats://h:1", "--ingest-subject", "a b"], vec![]),
+            (vec!["--nats-url", "nats://h:1", "--ingest-subject", "a.>.b"], vec![]),
+            (vec![], vec![("FEATURESTREAM_INGEST_SUBJECT", "x")]),
+        ] {
+            assert!(load(&args, &vars).is_err(), "{args:?} {vars:?}");
+        }
+        let loaded = load(&["--nats-url", "nats://h:1", "--ingest-subject", "sensors.*.>"], &[])
+            .expect("wildcards");
+        assert_eq!(
+            loaded.config.services[0].ingest_subject.as_deref(),
+            Some("sensors.*.>")
+        );
     }
 
     #[test]
