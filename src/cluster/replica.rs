@@ -24,6 +24,11 @@ use crate::latest::TrackKey;
 /// Most observations handed to the broker at once.
 const MAX_BATCH: usize = 20_000;
 
+/// How often a replica checks that its consumer keeps up with the stream, and how many
+/// checks in a row may find it behind before it reads the whole state again.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+const STALL_CHECKS: u32 = 3;
+
 /// Longest wait between two attempts to read the stream while NATS misbehaves.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -112,10 +117,40 @@ async fn read(
     }
     let mut messages = consumer.messages().await?;
     let track_field = link.schema.track_id_field();
+    // The highest stream sequence read, and checks that found the stream ahead of it.
+    let mut last_read = 0u64;
+    let mut behind_checks = 0;
+    let mut check = tokio::time::interval(STALL_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let Some(first) = messages.next().await else {
+        let first = tokio::select! {
+            first = messages.next() => first,
+            _ = check.tick() => {
+                // A consumer whose server died may stop without an error: if the stream holds
+                // newer messages than we read for several checks, read the whole state again.
+                if let Ok(info) = stream.get_info().await {
+                    let newest = info.state.last_sequence;
+                    // The newest message may have expired since (the sequence stays).
+                    if newest > last_read && stream.get_raw_message(newest).await.is_ok() {
+                        behind_checks += 1;
+                        if behind_checks >= STALL_CHECKS {
+                            return Err(format!(
+                                "the consumer stalled at {last_read}, the stream is at {}",
+                                info.state.last_sequence
+                            )
+                            .into());
+                        }
+                    } else {
+                        behind_checks = 0;
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(first) = first else {
             return Err("the consumer ended".into());
         };
+        behind_checks = 0;
         let mut batch = vec![first?];
         while batch.len() < MAX_BATCH {
             match messages.next().now_or_never() {
@@ -133,6 +168,7 @@ async fn read(
             let info = message.info()?;
             caught_up = info.pending == 0;
             let sequence = info.stream_sequence;
+            last_read = last_read.max(sequence);
             let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
             let feature = match codec.decode(&message.payload, sequence as i64) {
                 Ok(feature) => feature,

@@ -973,23 +973,43 @@ mod tests {
 
     #[test]
     fn cluster_settings_are_checked() {
-        let loaded = load(&["--nats-url", "nats://127.0.0.1:4222, nats://127.0.0.1:4223"], &[])
-            .expect("a list of servers");
+        let loaded = load(
+            &["--nats-url", "nats://127.0.0.1:4222, nats://127.0.0.1:4223"],
+            &[],
+        )
+        .expect("a list of servers");
         let cluster = loaded.config.cluster.expect("a cluster");
         assert_eq!(cluster.replicas, 1);
         assert!(!cluster.node_name.is_empty());
         for (args, vars) in [
             (vec!["--nats-url", "not a url"], vec![]),
-            (vec!["--nats-url", "nats://h:1", "--nats-replicas", "0"], vec![]),
+            (
+                vec!["--nats-url", "nats://h:1", "--nats-replicas", "0"],
+                vec![],
+            ),
             (vec!["--ingest-subject", "a.b"], vec![]),
-            (vec!["--nats-url", "nats://h:1", "--ingest-subject", "a b"], vec![]),
-            (vec!["--nats-url", "nats://h:1", "--ingest-subject", "a.>.b"], vec![]),
+            (
+                vec!["--nats-url", "nats://h:1", "--ingest-subject", "a b"],
+                vec![],
+            ),
+            (
+                vec!["--nats-url", "nats://h:1", "--ingest-subject", "a.>.b"],
+                vec![],
+            ),
             (vec![], vec![("FEATURESTREAM_INGEST_SUBJECT", "x")]),
         ] {
             assert!(load(&args, &vars).is_err(), "{args:?} {vars:?}");
         }
-        let loaded = load(&["--nats-url", "nats://h:1", "--ingest-subject", "sensors.*.>"], &[])
-            .expect("wildcards");
+        let loaded = load(
+            &[
+                "--nats-url",
+                "nats://h:1",
+                "--ingest-subject",
+                "sensors.*.>",
+            ],
+            &[],
+        )
+        .expect("wildcards");
         assert_eq!(
             loaded.config.services[0].ingest_subject.as_deref(),
             Some("sensors.*.>")

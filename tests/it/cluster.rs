@@ -461,7 +461,10 @@ async fn both_nodes_resume_after_nats_restarts() {
     assert!(cluster["resyncs"].as_u64().unwrap() >= 2, "{cluster}");
     // The operator sees it in /metrics too.
     let (_, _, metrics) = crate::support::http(b.addr, "GET", "/metrics", &[]).await;
-    assert!(metrics.contains("featurestream_nats_connected 1"), "{metrics}");
+    assert!(
+        metrics.contains("featurestream_nats_connected 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("featurestream_ready 1"), "{metrics}");
     let disconnects = metrics
         .lines()
@@ -718,4 +721,201 @@ async fn messages_and_sse_filter_updates_reach_sessions_on_another_node() {
     )
     .await;
     assert_eq!(status, 404, "a node that does not exist holds no session");
+}
+
+/// Free loopback ports (bound then released: a server started right after takes them).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// Three `nats-server`s in one JetStream cluster.
+struct NatsCluster {
+    servers: Vec<Child>,
+    dir: PathBuf,
+    client_ports: Vec<u16>,
+}
+
+impl NatsCluster {
+    fn start() -> NatsCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "featurestream-nats-cluster-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let ports = free_ports(6);
+        let (client_ports, route_ports) = ports.split_at(3);
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = (0..3)
+            .map(|index| {
+                let store = dir.join(format!("s{index}"));
+                std::fs::create_dir_all(&store).expect("a store directory");
+                Command::new("nats-server")
+                    .args(["-a", "127.0.0.1", "-p", &client_ports[index].to_string()])
+                    .args([
+                        "-n",
+                        &format!("s{index}"),
+                        "--cluster_name",
+                        "featurestream",
+                    ])
+                    .args([
+                        "--cluster",
+                        &format!("nats://127.0.0.1:{}", route_ports[index]),
+                    ])
+                    .args(["--routes", &routes, "-js", "-sd"])
+                    .arg(&store)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("nats-server starts")
+            })
+            .collect();
+        NatsCluster {
+            servers,
+            dir,
+            client_ports: client_ports.to_vec(),
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.client_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn kill(&mut self, index: usize) {
+        let _ = self.servers[index].kill();
+        let _ = self.servers[index].wait();
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for index in 0..self.servers.len() {
+            self.kill(index);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A three-server NATS cluster keeping three copies of the state: one server dies while
+/// observations stream in; every observation a node reported accepted is in the state
+/// afterwards, on both nodes and on a node started later.
+#[actix_web::test]
+async fn a_nats_cluster_losing_a_server_loses_nothing_accepted() {
+    let mut nats = NatsCluster::start();
+    let urls = nats.urls();
+    let config = |name: &str| {
+        let mut config = Config::for_tests(1, 1.0);
+        config.services[0].simulator = None;
+        config.cluster = Some(ClusterSettings {
+            nats_url: urls.clone(),
+            replicas: 3,
+            node_name: name.to_owned(),
+        });
+        config
+    };
+    let a = TestServer::start(config("a"));
+    let b = TestServer::start(config("b"));
+    // JetStream elects its leaders first: bounded, generously.
+    for node in [&a, &b] {
+        let mut up = false;
+        for _ in 0..600 {
+            if get_json(node.addr, "/readyz").await.0 == 200 {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            up,
+            "node {} never became ready on the NATS cluster",
+            node.addr
+        );
+    }
+    let mut accepted: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut refused = 0;
+    for round in 1..=40i64 {
+        if round == 10 {
+            nats.kill(0);
+        }
+        let body: Vec<Value> = (1..=20)
+            .map(|track| observation(track, round * 1_000, -117.0 - round as f64 / 1_000.0))
+            .collect();
+        let node = if round % 2 == 0 { &a } else { &b };
+        let (status, report) = post_json(node.addr, FEATURES, &[], &json!(body).to_string()).await;
+        if status != 200 {
+            assert_eq!(status, 503, "{report}");
+            refused += 20;
+            continue;
+        }
+        let errors: BTreeSet<u64> = report["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|error| error["index"].as_u64().unwrap())
+            .collect();
+        assert!(
+            report["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|error| error["code"] == "unstored"),
+            "{report}"
+        );
+        refused += errors.len();
+        for index in 0..20u64 {
+            if !errors.contains(&index) {
+                accepted.insert(index as i64 + 1, round * 1_000);
+            }
+        }
+    }
+    assert!(!accepted.is_empty(), "nothing was accepted");
+    let c = TestServer::start(config("c"));
+    for node in [&a, &b, &c] {
+        let mut matched = false;
+        let mut page = Value::Null;
+        for _ in 0..600 {
+            if get_json(node.addr, "/readyz").await.0 == 200 {
+                page = get_json(
+                    node.addr,
+                    "/arcgis/rest/services/vehicles/FeatureServer/0/query?where=1%3D1&outFields=TRACKID,observed&f=json",
+                )
+                .await
+                .1;
+                let state: BTreeMap<i64, i64> = page["features"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| {
+                        (
+                            f["attributes"]["TRACKID"].as_i64().unwrap(),
+                            f["attributes"]["observed"].as_i64().unwrap(),
+                        )
+                    })
+                    .collect();
+                if state == accepted {
+                    matched = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            matched,
+            "node {}: the state is not what was accepted ({refused} refused): {accepted:?} vs {page}",
+            node.addr
+        );
+    }
 }
