@@ -179,6 +179,11 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             coalesce: config.ingest.coalesce,
             max_feature_age: service.max_feature_age,
             max_tracks: config.ingest.max_tracks,
+            // Nodes of a cluster resend under ranges of their own: 2^22 ranges of 2^30 ids
+            // above RESEND_IDS, all below 2^53.
+            first_resend_id: config.cluster.as_ref().map(|_| {
+                crate::latest::RESEND_IDS + i64::from(rand::random::<u32>() >> 10) * (1 << 30)
+            }),
         };
         let state_file = match config.cluster {
             Some(_) => None,

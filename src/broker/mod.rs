@@ -56,6 +56,9 @@ pub struct BrokerSettings {
     pub max_feature_age: Option<Duration>,
     /// Most tracks the service holds; a new track past it is refused.
     pub max_tracks: usize,
+    /// Where the ids of resent copies start, when not at [`crate::latest::RESEND_IDS`] (a node
+    /// of a cluster takes a range of its own: a client may reconnect to another node).
+    pub first_resend_id: Option<i64>,
 }
 
 impl Default for BrokerSettings {
@@ -65,6 +68,7 @@ impl Default for BrokerSettings {
             coalesce: Duration::ZERO,
             max_feature_age: None,
             max_tracks: usize::MAX,
+            first_resend_id: None,
         }
     }
 }
@@ -266,6 +270,9 @@ impl BrokerActor {
         let broker_inbox = inbox.clone();
         let broker = BrokerActor::start_in_arbiter(arbiter, move |_| {
             let mut fanout = Fanout::new(schema, settings.slow_consumer_after, settings.max_tracks);
+            if let Some(first) = settings.first_resend_id {
+                fanout.latest_mut().resend_from(first);
+            }
             if let Some(saved) = restored {
                 fanout.latest_mut().restore(
                     saved.observations,

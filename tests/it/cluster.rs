@@ -919,3 +919,238 @@ async fn a_nats_cluster_losing_a_server_loses_nothing_accepted() {
         );
     }
 }
+
+/// Debian's nginx, configured with `deploy/nginx.conf` (only its ports changed), in front of
+/// `nodes`; stopped on drop.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(nodes: &[&TestServer]) -> Nginx {
+        let dir = std::env::temp_dir().join(format!(
+            "featurestream-nginx-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).expect("a prefix directory");
+        let port = free_ports(1)[0];
+        let documented = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf"),
+        )
+        .expect("deploy/nginx.conf");
+        let upstream: String = nodes
+            .iter()
+            .map(|node| format!("    server {};\n", node.addr))
+            .collect();
+        let site = documented
+            .replace(
+                "    server 127.0.0.1:8001;\n    server 127.0.0.1:8002;\n",
+                &upstream,
+            )
+            .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"));
+        assert_ne!(
+            site, documented,
+            "the documented upstream and port were replaced"
+        );
+        std::fs::write(dir.join("featurestream.conf"), site).expect("write the site");
+        let prefix = dir.display();
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "worker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {prefix}/body;\n  \
+                 proxy_temp_path {prefix}/proxy;\n  fastcgi_temp_path {prefix}/fastcgi;\n  \
+                 uwsgi_temp_path {prefix}/uwsgi;\n  scgi_temp_path {prefix}/scgi;\n  \
+                 include {prefix}/featurestream.conf;\n}}\n"
+            ),
+        )
+        .expect("write nginx.conf");
+        // Debian puts it in /usr/sbin, which a user's PATH may lack.
+        let binary = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())
+            .unwrap_or("nginx");
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts (scripts/test installs Debian's nginx)");
+        let mut nginx = Nginx { child, dir, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return nginx;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
+        nginx.stop();
+        panic!("nginx did not listen: {log}");
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Two nodes behind nginx with the documented configuration: WebSocket sessions spread over
+/// both, each gets what is published through nginx; the metadata names nginx's address; an
+/// SSE stream and its filter updates work whichever node each request lands on.
+#[actix_web::test]
+async fn two_nodes_behind_nginx_serve_websocket_sse_and_ingest() {
+    let nats = Nats::start();
+    // The nodes believe nginx's X-Forwarded-For (FEATURESTREAM_TRUSTED_PROXIES=127.0.0.1). A
+    // forwarded request is never taken for a caller on this machine: publishing through the
+    // proxy needs a publisher token, so this publisher (on this machine) posts to a node.
+    let behind_nginx = |name| {
+        let mut config = node_config(&nats, name, false);
+        config.admission.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+        config
+    };
+    let a = TestServer::start(behind_nginx("a"));
+    let b = TestServer::start(behind_nginx("b"));
+    ready(&a).await;
+    ready(&b).await;
+    let nginx = Nginx::start(&[&a, &b]);
+    let front = nginx.addr();
+    let (status, metadata) =
+        get_json(front, "/arcgis/rest/services/vehicles/StreamServer?f=json").await;
+    assert_eq!(status, 200, "{metadata}");
+    let socket_url = metadata["streamUrls"][0]["urls"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        socket_url.starts_with(&format!("ws://{front}/")),
+        "the clients' URL is nginx's: {socket_url}"
+    );
+    let setup = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        let mut socket = connect(&format!("ws://{front}{CUSTOM}")).await;
+        send(&mut socket, setup).await;
+        assert_eq!(next_json(&mut socket).await["format"], "json");
+        sockets.push(socket);
+    }
+    sessions(&a, 2).await;
+    sessions(&b, 2).await;
+    let (status, report) = post_json(
+        front,
+        FEATURES,
+        &[],
+        &json!([observation(1, 1_000, -117.1)]).to_string(),
+    )
+    .await;
+    assert_eq!(status, 403, "forwarded, without a token: {report}");
+    publish(&b, &json!([observation(1, 1_000, -117.1)])).await;
+    for socket in &mut sockets {
+        assert_eq!(tracks(&next_json(socket).await), [1]);
+    }
+    // SSE through nginx; the filter update may land on either node.
+    let mut events =
+        SseThroughProxy::open(front, "/api/services/vehicles/events?where=TRACKID%3D2").await;
+    let hello = events.next("session").await;
+    let handle = hello["session"].as_str().unwrap().to_owned();
+    for round in 0..4 {
+        let clause = if round % 2 == 0 {
+            "TRACKID = 1"
+        } else {
+            "TRACKID = 2"
+        };
+        let (status, reply) = post_json(
+            front,
+            &format!("/api/services/vehicles/events/{handle}/filter"),
+            &[],
+            &json!({"filter": {"where": clause}}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["filter"]["where"], clause, "{reply}");
+    }
+    publish(&a, &json!([observation(2, 2_000, -117.2)])).await;
+    // Past the snapshots of the filters it went through (track 1), bounded.
+    let mut last = Value::Null;
+    for _ in 0..8 {
+        last = events.next("features").await;
+        if last[0]["attributes"]["TRACKID"] == 2 {
+            break;
+        }
+        assert_eq!(last[0]["attributes"]["TRACKID"], 1, "{last}");
+    }
+    assert_eq!(
+        last[0]["attributes"]["TRACKID"], 2,
+        "the last filter holds: {last}"
+    );
+}
+
+/// An SSE stream read through a proxy (HTTP/1.1, chunked).
+struct SseThroughProxy {
+    stream: tokio::net::TcpStream,
+    buffer: String,
+}
+
+impl SseThroughProxy {
+    async fn open(addr: std::net::SocketAddr, path: &str) -> SseThroughProxy {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        SseThroughProxy {
+            stream,
+            buffer: String::new(),
+        }
+    }
+
+    /// The data of the next event named `name` (other events skipped).
+    async fn next(&mut self, name: &str) -> Value {
+        use tokio::io::AsyncReadExt;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let mut kind = "";
+                let mut data = String::new();
+                for line in event.lines() {
+                    if let Some(value) = line.strip_prefix("event: ") {
+                        kind = value;
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        data.push_str(value);
+                    }
+                }
+                if kind == name {
+                    return serde_json::from_str(&data).expect("JSON data");
+                }
+            }
+            let mut chunk = vec![0u8; 65536];
+            let read = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("an event in time")
+                .expect("read");
+            assert!(read > 0, "the stream ended");
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk[..read]));
+        }
+    }
+}
