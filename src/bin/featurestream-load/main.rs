@@ -135,6 +135,10 @@ pub(crate) struct Args {
     /// Ingest mode: the broadcast WebSocket or HTTP NDJSON.
     #[arg(long, value_enum, default_value = "ws")]
     pub(crate) publish_via: publish::PublishVia,
+    /// Ingest mode: base URL the publishers send to (default: `--url`; another node of a
+    /// cluster measures from ingest on one node to sessions on another).
+    #[arg(long)]
+    pub(crate) publish_url: Option<String>,
 }
 
 fn parse_pair(text: &str) -> Result<(f64, f64), String> {
@@ -234,7 +238,13 @@ fn build_specs(args: &Args) -> Vec<SessionSpec> {
 
 fn main() {
     let args = Args::parse();
-    if !args.allow_remote && !is_loopback(&args.url) {
+    if !args.allow_remote
+        && (!is_loopback(&args.url)
+            || args
+                .publish_url
+                .as_deref()
+                .is_some_and(|url| !is_loopback(url)))
+    {
         eprintln!(
             "featurestream-load: {} is not on this machine; pass --allow-remote to load it anyway",
             args.url

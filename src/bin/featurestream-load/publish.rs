@@ -107,7 +107,11 @@ async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Publish
     let per_send =
         ((args.publish_rate / args.publishers as f64 / SENDS_PER_SECOND).ceil() as usize).max(1);
     let mut rng = StdRng::seed_from_u64(args.seed + publisher as u64);
-    let base = args.url.trim_end_matches('/');
+    let base = args
+        .publish_url
+        .as_deref()
+        .unwrap_or(&args.url)
+        .trim_end_matches('/');
     let mut sink = match args.publish_via {
         PublishVia::Ws => {
             let url = format!(
