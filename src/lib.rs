@@ -9,6 +9,11 @@
 //!   and validated feature by feature, published by `http` (HTTP and the broadcast WebSocket).
 //! - [`latest`]: the latest observation of every track (numbered, ordered by the start-time
 //!   field, expired by age), saved to and restored from a file. Plain Rust.
+//! - [`cluster`]: with `FEATURESTREAM_NATS_URL`, the NATS backbone between sources and
+//!   brokers: the sources' batches are stored in a JetStream stream per service (a subject per
+//!   track, compare-and-set so no track moves backwards), and every node's broker is fed what
+//!   its replica reads back; the simulator's lease; server-initiated messages and SSE filter
+//!   updates for sessions on other nodes; ingest from NATS subjects. Unset: not running.
 //! - [`broker`]: one per service (`ServiceRuntime`): the inbox that merges and coalesces
 //!   batches, the latest state, snapshots, expiry, subscriptions grouped when identical,
 //!   frames encoded once per batch and pushed as shared `Bytes` into each subscriber's bounded
@@ -19,7 +24,7 @@
 //!   session per client, its budgets, and the upgraded socket; each says "session ended,
 //!   because X" in its own bytes.
 //! - [`http`]: the only code that knows URLs: endpoints (streams, ingest, the feature layer of
-//!   the latest state), admission (connection gate, origins, hosts, trusted proxies), auth
+//!   the latest state, readiness), admission (connection gate, origins, hosts, trusted proxies), auth
 //!   checks, metrics.
 //! - [`server`]: wires services, brokers, simulators and the HTTP server together.
 //!

@@ -25,6 +25,10 @@ const IN_FLIGHT: usize = 2000;
 /// Rounds of compare-and-set for one observation racing other nodes' stores of its track.
 const ROUNDS: usize = 8;
 
+/// Longest a batch's stores may take (a JetStream leader election pauses writes for seconds);
+/// what is not stored by then is reported `unstored`.
+const STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What this node knows of each track's stored observation.
 #[derive(Default)]
 pub(super) struct TrackIndex {
@@ -156,8 +160,9 @@ async fn store(
             });
         }
     }
+    let started = std::time::Instant::now();
     for _ in 0..ROUNDS {
-        if attempts.is_empty() {
+        if attempts.is_empty() || started.elapsed() > STORE_DEADLINE {
             break;
         }
         let mut conflicts = Vec::new();

@@ -340,6 +340,17 @@ pub async fn post_json(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Value) {
+    post_json_within(addr, path, headers, body, WAIT).await
+}
+
+/// `post_json` waiting up to `within` for the answer.
+pub async fn post_json_within(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    within: Duration,
+) -> (u16, Value) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -352,7 +363,7 @@ pub async fn post_json(
     request.push_str(body);
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut raw))
+    tokio::time::timeout(within, stream.read_to_string(&mut raw))
         .await
         .expect("response")
         .expect("read");
