@@ -22,6 +22,16 @@ pub struct SimulatorSettings {
     pub routes: Option<crate::simulator::NamedRoutes>,
 }
 
+impl SimulatorSettings {
+    /// The routes the simulator drives, WGS84: from its file, else the embedded ones.
+    pub fn routes_wgs84(&self) -> crate::simulator::NamedRoutes {
+        match &self.routes {
+            Some(routes) => routes.clone(),
+            None => crate::simulator::embedded_routes(),
+        }
+    }
+}
+
 impl Default for SimulatorSettings {
     fn default() -> SimulatorSettings {
         SimulatorSettings {

@@ -31,6 +31,34 @@ pub async fn example(path: web::Path<String>) -> HttpResponse {
     }
 }
 
+/// `GET /api/services/{name}/routes`: the simulator's routes as a GeoJSON FeatureCollection of
+/// LineStrings (WGS84, `name` in properties), which the debug page draws faintly; 404 for a
+/// service without a simulator.
+pub async fn routes(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let not_found = |message: String| {
+        HttpResponse::NotFound().json(crate::protocol::metadata::error_body(404, &message, &[]))
+    };
+    let Some(runtime) = state.services.get(path.as_str()) else {
+        return not_found(format!("Service \"{path}\" not found"));
+    };
+    let Some(simulator) = &runtime.service.simulator else {
+        return not_found(format!("Service \"{path}\" is not simulated"));
+    };
+    let features: Vec<serde_json::Value> = simulator
+        .routes_wgs84()
+        .into_iter()
+        .map(|(name, vertices)| {
+            serde_json::json!({
+                "type": "Feature",
+                "properties": { "name": name },
+                "geometry": { "type": "LineString", "coordinates": vertices },
+            })
+        })
+        .collect();
+    HttpResponse::Ok()
+        .json(serde_json::json!({ "type": "FeatureCollection", "features": features }))
+}
+
 /// `GET /`.
 pub async fn index(
     req: HttpRequest,

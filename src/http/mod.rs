@@ -368,6 +368,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/arcgis/ws/services/{name}/StreamServer/broadcast",
             web::get().to(subscribe::broadcast),
         )
+        .route(
+            "/api/services/{name}/routes",
+            web::get().to(debug_page::routes),
+        )
         .route("/api/services/{name}/events", web::get().to(sse::events))
         .route(
             "/api/services/{name}/events/{handle}/filter",

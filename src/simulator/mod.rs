@@ -15,6 +15,14 @@ use crate::cluster::Lease;
 pub use fleet::Fleet;
 pub use routes_file::{NamedRoutes, load_routes, parse_routes};
 
+/// The routes embedded in the binary, WGS84.
+pub fn embedded_routes() -> NamedRoutes {
+    routes::ROUTES
+        .iter()
+        .map(|(name, vertices)| ((*name).to_owned(), vertices.to_vec()))
+        .collect()
+}
+
 /// Ticks a fleet and publishes each batch while it holds the service's simulator lease (a
 /// node alone always does; in a cluster one node at a time, see `cluster::Lease`). The fleet
 /// moves on every node, so that a node taking over continues a moving fleet.

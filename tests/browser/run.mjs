@@ -3,6 +3,7 @@
 //
 //   node build.mjs && node run.mjs            (scripts/test does both)
 //   FEATURESTREAM_BIN=path SDKS=sdk4 MODES=server node run.mjs
+//   ONLY=debug node run.mjs                  (the debug page's scenario alone)
 import { chromium } from "playwright-core";
 import http from "node:http";
 import net from "node:net";
@@ -292,51 +293,133 @@ async function runStorms(browser, pageOrigin, sdk) {
   await page.close();
 }
 
-// The bundled debug page, served by featurestream itself (no external assets).
-async function runDebugPage(browser, server) {
-  await scenario("debug page: connects, draws, sends filters, shows replies and errors", async () => {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+// The bundled debug page, served by featurestream itself (no external assets): live on first
+// sight, routes and tracks on a map, filters in every mode (custom, server, SSE) clearing what
+// they no longer select, expiry, the publish panel with its validation errors, attributes on a
+// click, a reconnect after a restart. A screenshot of each state goes to target/browser/
+// (SCREENSHOT_DOCS=1 also refreshes docs/debug-page.png).
+async function runDebugPage(browser) {
+  await scenario("debug page: a live map, filters in three modes, publish, expiry, reconnect", async () => {
+    const port = await freePort();
+    const extra = ["--max-feature-age-secs", "4"];
+    let server = await startServer(port, 60, extra);
+    const page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
     const external = [];
+    const errors = [];
     page.on("request", (request) => { if (!request.url().startsWith(server.origin)) external.push(request.url()); });
-    await page.goto(`${server.origin}/`);
-    await page.waitForFunction(() => document.getElementById("service").options.length > 0);
-    await page.click("#connect");
-    check(await waitFor(page, () => Number(document.getElementById("features").textContent) > 0), "debug page: features counted");
-    const painted = await waitFor(page, () => {
+    page.on("console", (message) => { if (message.type() === "error") errors.push(message.text()); });
+    page.on("pageerror", (error) => errors.push(String(error)));
+    const shots = path.join(here, "../../target/browser");
+    fs.mkdirSync(shots, { recursive: true });
+    const shot = async (name) => {
+      await page.screenshot({ path: path.join(shots, `debug-${name}.png`) });
+      if (name === "live" && process.env.SCREENSHOT_DOCS) await page.screenshot({ path: path.join(here, "../../docs/debug-page.png") });
+    };
+    const state = () => page.evaluate(() => ({ ...window.featurestreamDebug, ids: window.featurestreamDebug.trackIds() }));
+    const painted = () => page.evaluate(() => {
       const canvas = document.getElementById("map");
       const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-      for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) return true;
-      return false;
+      let colored = 0;
+      for (let i = 0; i < data.length; i += 4) if (data[i + 3] !== 0 && Math.abs(data[i] - data[i + 2]) > 60) colored++;
+      return colored;
     });
-    check(painted, "debug page: features painted on the map canvas");
-    await page.fill("#editor", '{"filter":{"where":"speed > 50"}}');
+
+    // Live on first sight: connected without a click, routes and tracks drawn.
+    await page.goto(`${server.origin}/`);
+    check(await waitFor(page, () => window.featurestreamDebug && window.featurestreamDebug.status === "connected"), "debug page: connects on load");
+    check(await waitFor(page, () => window.featurestreamDebug.drawn >= 60), "debug page: every track drawn");
+    check((await state()).routes > 0, "debug page: the simulator's routes loaded");
+    check((await painted()) > 200, "debug page: tracks painted in colour on the map");
+    check(page.url().includes("service=vehicles") && page.url().includes("mode=custom"), `debug page: service and mode in the URL (${page.url()})`);
+    check(await waitFor(page, () => document.getElementById("legend").textContent.includes("speed")), "debug page: a legend for the colour field");
+    await sleep(1500);
+    await shot("live");
+
+    // A click on a track shows its attributes.
+    const point = await page.evaluate(() => window.featurestreamDebug.screenOf(window.featurestreamDebug.trackIds()[0]));
+    const box = await page.locator("#map").boundingBox();
+    await page.mouse.click(box.x + point[0], box.y + point[1]);
+    check(await waitFor(page, () => document.getElementById("popup").style.display === "block" && document.getElementById("popup").textContent.includes("TRACKID")), "debug page: a click shows the track's attributes");
+    await shot("attributes");
+
+    // A filter clears what it no longer selects; the URL keeps it.
+    await page.fill("#editor", '{"filter":{"where":"TRACKID < 5"}}');
     await page.click("#send");
-    check(await waitFor(page, () => document.getElementById("reply").textContent.includes('"where":"speed > 50"')), "debug page: filter reply shown");
+    check(await waitFor(page, () => document.getElementById("reply").textContent.includes('"where":"TRACKID < 5"')), "debug page: filter reply shown");
+    check(await waitFor(page, () => {
+      const ids = window.featurestreamDebug.trackIds();
+      return ids.length > 0 && ids.length <= 4 && ids.every((id) => id < 5);
+    }), "debug page: the filter removes the tracks it excludes");
+    check(page.url().includes("where=TRACKID"), "debug page: the filter in the URL");
+    await shot("filtered");
     await page.click("button[data-example*=no_such_field]");
     await page.click("#send");
-    const errorShown = await waitFor(page, () => {
+    check(await waitFor(page, () => {
       const reply = document.getElementById("reply");
       return reply.className === "error" && reply.textContent.includes("does not exist");
-    });
-    check(errorShown, "debug page: a bad where shows its error");
-    // Shift-drag draws an envelope and sends it.
-    const box = await page.locator("#map").boundingBox();
+    }), "debug page: a bad where shows its error");
+    await page.click("button[data-example='{\"filter\":null}']");
+    await page.click("#send");
+    check(await waitFor(page, () => window.featurestreamDebug.trackIds().length >= 60), "debug page: clearing the filter brings every track back");
+    // Shift-drag: an envelope, sent and answered.
     await page.keyboard.down("Shift");
-    await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.3);
+    await page.mouse.move(box.x + box.width * 0.35, box.y + box.height * 0.35);
     await page.mouse.down();
-    await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.7, { steps: 5 });
+    await page.mouse.move(box.x + box.width * 0.65, box.y + box.height * 0.65, { steps: 5 });
     await page.mouse.up();
     await page.keyboard.up("Shift");
     check(await waitFor(page, () => document.getElementById("reply").textContent.includes("geometry")), "debug page: dragged envelope sent and answered");
-    await sleep(1500);
-    // Into target/ (a test run leaves the tree clean); SCREENSHOT_DOCS=1 refreshes the README's.
-    const shots = path.join(here, process.env.SCREENSHOT_DOCS ? "../../docs" : "../../target/browser");
-    fs.mkdirSync(shots, { recursive: true });
-    await page.screenshot({ path: path.join(shots, "debug-page.png") });
-    await page.click("#disconnect");
-    check(await waitFor(page, () => document.getElementById("log").textContent.includes("close 1000")), "debug page: close code logged");
+    check(page.url().includes("envelope="), "debug page: the envelope in the URL");
+    await page.click("button[data-example='{\"filter\":null}']");
+    await page.click("#send");
+    check(await waitFor(page, () => !document.getElementById("reply").textContent.includes("geometry") && window.featurestreamDebug.trackIds().length >= 60), "debug page: envelope cleared");
+
+    // Publish: a bad feature is refused with its reason inline; a good one is drawn, then
+    // expires (the server's maximum age is 4 s) and leaves the map.
+    await page.fill("#publishText", JSON.stringify({ attributes: { TRACKID: 777001, speed: "fast" }, geometry: { x: -117.2, y: 34.06 } }));
+    await page.click("#publish");
+    check(await waitFor(page, () => {
+      const result = document.getElementById("publishResult");
+      return result.className === "error" && result.textContent.includes("wrongType");
+    }), "debug page: a bad feature's validation error shown");
+    await shot("publish-error");
+    await page.click("#sampleEsri");
+    const published = await page.evaluate(() => JSON.parse(document.getElementById("publishText").value).attributes.TRACKID);
+    await page.click("#publish");
+    check(await waitFor(page, () => document.getElementById("publishResult").textContent.includes("accepted 1 of 1")), "debug page: a good feature accepted");
+    check(await waitFor(page, (id) => window.featurestreamDebug.trackIds().includes(id), published), "debug page: the published feature drawn");
+    await shot("published");
+    check(await waitFor(page, (id) => !window.featurestreamDebug.trackIds().includes(id), published), "debug page: the expired track leaves the map");
+
+    // Server mode and SSE: connected, drawing, filters answered and applied.
+    for (const mode of ["server", "sse"]) {
+      await page.selectOption("#mode", mode);
+      check(await waitFor(page, () => window.featurestreamDebug.status === "connected" && window.featurestreamDebug.drawn >= 60), `debug page: ${mode} mode draws every track`);
+      await page.fill("#editor", '{"filter":{"where":"TRACKID < 3"}}');
+      await page.click("#send");
+      check(await waitFor(page, () => {
+        const ids = window.featurestreamDebug.trackIds();
+        return document.getElementById("reply").textContent.includes("TRACKID < 3") && ids.length > 0 && ids.every((id) => id < 3);
+      }), `debug page: ${mode} mode applies a filter`);
+      await shot(mode);
+      await page.click("button[data-example='{\"filter\":null}']");
+      await page.click("#send");
+      check(await waitFor(page, () => window.featurestreamDebug.trackIds().length >= 60), `debug page: ${mode} mode clears the filter`);
+    }
+    check(page.url().includes("mode=sse"), "debug page: the mode in the URL");
+
+    // A restart: the page says it is reconnecting, then streams again by itself.
+    await page.selectOption("#mode", "custom");
+    check(await waitFor(page, () => window.featurestreamDebug.status === "connected"), "debug page: back to custom mode");
+    await server.stop();
+    check(await waitFor(page, () => window.featurestreamDebug.status.startsWith("reconnecting") && document.getElementById("banner").style.display === "block"), "debug page: says it is reconnecting");
+    await shot("reconnecting");
+    server = await startServer(port, 60, extra);
+    check(await waitFor(page, () => window.featurestreamDebug.status === "connected" && window.featurestreamDebug.drawn >= 60), "debug page: reconnected after the restart");
+    check(errors.filter((text) => !text.includes("ERR_CONNECTION_REFUSED") && !text.includes("WebSocket connection")).length === 0, `debug page: no console errors (${errors.slice(0, 3).join(" | ")})`);
     check(external.length === 0, `debug page: no external requests (${external.slice(0, 3).join(", ")})`);
     await page.close();
+    await server.stop();
   });
 }
 
@@ -505,8 +588,9 @@ async function main() {
   const started = Date.now();
   try {
     console.log(`Chromium ${browser.version()}, featurestream at ${server.origin}, page at ${pageOrigin}`);
-    await runDebugPage(browser, server);
-    for (const sdk of SDKS) {
+    await runDebugPage(browser);
+    // ONLY=debug: the debug page alone (while working on it).
+    for (const sdk of process.env.ONLY === "debug" ? [] : SDKS) {
       const { page } = await runSdk(browser, pageOrigin, server, sdk);
       await page.close();
       await runExample(browser, pageOrigin, server, sdk);
