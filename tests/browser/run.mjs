@@ -70,6 +70,7 @@ async function startServer(port, features = 40, extra = [], adminToken = null) {
       return (await fetch(`${origin}/api/stats`, { headers })).json();
     },
     async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGTERM");
       await new Promise((resolve) => child.once("exit", resolve));
     },
@@ -303,6 +304,7 @@ async function runDebugPage(browser) {
     const port = await freePort();
     const extra = ["--max-feature-age-secs", "4"];
     let server = await startServer(port, 60, extra);
+    try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
     const external = [];
     const errors = [];
@@ -419,7 +421,10 @@ async function runDebugPage(browser) {
     check(errors.filter((text) => !text.includes("ERR_CONNECTION_REFUSED") && !text.includes("WebSocket connection")).length === 0, `debug page: no console errors (${errors.slice(0, 3).join(" | ")})`);
     check(external.length === 0, `debug page: no external requests (${external.slice(0, 3).join(", ")})`);
     await page.close();
-    await server.stop();
+    } finally {
+      // Also when a check threw: no server left behind.
+      await server.stop();
+    }
   });
 }
 
