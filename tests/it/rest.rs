@@ -253,3 +253,44 @@ async fn a_services_file_declares_more_services_with_their_schemas() {
     );
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+/// The simulator's routes for the debug page: GeoJSON LineStrings in WGS84; 404 (JSON) for an
+/// unknown service and for a service without a simulator.
+#[actix_web::test]
+async fn a_simulated_service_lists_its_routes() {
+    let server = TestServer::simulated(3);
+    let (status, routes) = get_json(server.addr, "/api/services/vehicles/routes").await;
+    assert_eq!(status, 200, "{routes}");
+    assert_eq!(routes["type"], "FeatureCollection");
+    let lines = routes["features"].as_array().expect("features");
+    assert!(!lines.is_empty());
+    for line in lines {
+        assert_eq!(line["geometry"]["type"], "LineString", "{line}");
+        assert!(line["properties"]["name"].is_string(), "{line}");
+        for vertex in line["geometry"]["coordinates"].as_array().unwrap() {
+            let (x, y) = (vertex[0].as_f64().unwrap(), vertex[1].as_f64().unwrap());
+            assert!(
+                (-180.0..=180.0).contains(&x) && (-90.0..=90.0).contains(&y),
+                "{vertex}"
+            );
+        }
+    }
+    let (status, body) = get_json(server.addr, "/api/services/nope/routes").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!(404)),
+        "{body}"
+    );
+    let mut config = featurestream::config::Config::for_tests(1, 1.0);
+    config.services[0].simulator = None;
+    let quiet = TestServer::start(config);
+    let (status, body) = get_json(quiet.addr, "/api/services/vehicles/routes").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not simulated"),
+        "{body}"
+    );
+}
