@@ -119,6 +119,75 @@ pub fn count(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
+/// One of the node's backbone counters, as `/api/stats` (`key`) and `/metrics` (`metric`,
+/// `help`) show it.
+pub struct Counter {
+    /// Its key under `cluster` in `/api/stats`.
+    pub key: &'static str,
+    /// Its Prometheus name (after `featurestream_`, before `_total`).
+    pub metric: &'static str,
+    /// What it counts.
+    pub help: &'static str,
+    /// Its value.
+    pub value: u64,
+}
+
+impl Health {
+    /// Every counter, for `/api/stats` and `/metrics` alike.
+    pub fn counters(&self) -> [Counter; 7] {
+        let counter = |key, metric, help, value: &AtomicU64| Counter {
+            key,
+            metric,
+            help,
+            value: count(value),
+        };
+        [
+            counter(
+                "disconnects",
+                "nats_disconnects",
+                "Connections to NATS lost",
+                &self.disconnects,
+            ),
+            counter(
+                "resyncs",
+                "nats_resyncs",
+                "Reads of the whole latest state (after a (re)connect or a gap)",
+                &self.resyncs,
+            ),
+            counter(
+                "stored",
+                "nats_stored",
+                "Observations this node stored in JetStream",
+                &self.stored,
+            ),
+            counter(
+                "conflicts",
+                "nats_conflicts",
+                "Stores that found a newer store of the track by another node first",
+                &self.conflicts,
+            ),
+            counter(
+                "replicated",
+                "nats_replicated",
+                "Observations read back from JetStream",
+                &self.replicated,
+            ),
+            counter(
+                "unreadable",
+                "nats_unreadable",
+                "JetStream messages that are not observations of their service (skipped)",
+                &self.unreadable,
+            ),
+            counter(
+                "unstored",
+                "nats_unstored",
+                "Observations JetStream did not take (publishers were told)",
+                &self.unstored,
+            ),
+        ]
+    }
+}
+
 pub use self::start::{Backbone, ServiceLink};
 
 mod start;

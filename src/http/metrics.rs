@@ -232,7 +232,6 @@ fn register_cluster(
     health: &crate::cluster::Health,
     control: Option<&crate::cluster::control::Control>,
 ) {
-    use crate::cluster::count;
     let gauge = |value: i64| {
         let gauge = Gauge::<i64>::default();
         gauge.set(value);
@@ -258,44 +257,7 @@ fn register_cluster(
         "Other nodes heard from in the last seconds",
         gauge(control.map_or(0, |control| control.live_peers().len() as i64)),
     );
-    let counters: [(&str, &str, u64); 7] = [
-        (
-            "nats_disconnects",
-            "Connections to NATS lost",
-            count(&health.disconnects),
-        ),
-        (
-            "nats_resyncs",
-            "Reads of the whole latest state (after a (re)connect or a gap)",
-            count(&health.resyncs),
-        ),
-        (
-            "nats_stored",
-            "Observations this node stored in JetStream",
-            count(&health.stored),
-        ),
-        (
-            "nats_conflicts",
-            "Stores that found a newer store of the track by another node first",
-            count(&health.conflicts),
-        ),
-        (
-            "nats_replicated",
-            "Observations read back from JetStream",
-            count(&health.replicated),
-        ),
-        (
-            "nats_unreadable",
-            "JetStream messages that are not observations of their service (skipped)",
-            count(&health.unreadable),
-        ),
-        (
-            "nats_unstored",
-            "Observations JetStream did not take (publishers were told)",
-            count(&health.unstored),
-        ),
-    ];
-    for (name, help, value) in counters {
-        registry.register(name, help, counter(value));
+    for each in health.counters() {
+        registry.register(each.metric, each.help, counter(each.value));
     }
 }

@@ -474,20 +474,16 @@ async fn stats(
         .as_ref()
         .zip(state.backbone.as_ref())
         .map(|(settings, health)| {
-            use crate::cluster::count;
-            serde_json::json!({
+            let mut cluster = serde_json::json!({
                 "node": settings.node_name,
                 "natsConnected": health.is_connected(),
                 "ready": health.is_ready(),
-                "disconnects": count(&health.disconnects),
-                "resyncs": count(&health.resyncs),
-                "stored": count(&health.stored),
-                "conflicts": count(&health.conflicts),
-                "replicated": count(&health.replicated),
-                "unreadable": count(&health.unreadable),
-                "unstored": count(&health.unstored),
                 "peers": state.control.as_ref().map_or(0, |control| control.live_peers().len()),
-            })
+            });
+            for each in health.counters() {
+                cluster[each.key] = each.value.into();
+            }
+            cluster
         });
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "cluster": cluster,

@@ -149,6 +149,36 @@ async fn sessions(node: &TestServer, count: u64) {
     panic!("node {} never had {count} sessions", node.addr);
 }
 
+/// Two ready nodes on `nats` (each config adjusted by `adjust`), and a custom-mode session on
+/// each with `setup`, subscribed.
+async fn two_watched_nodes(
+    nats: &Nats,
+    adjust: impl Fn(&mut Config),
+    setup: &str,
+) -> (
+    TestServer,
+    TestServer,
+    crate::support::Socket,
+    crate::support::Socket,
+) {
+    let config = |name| {
+        let mut config = node_config(nats, name, false);
+        adjust(&mut config);
+        config
+    };
+    let a = TestServer::start(config("a"));
+    let b = TestServer::start(config("b"));
+    ready(&a).await;
+    ready(&b).await;
+    let on_a = custom_session(&a, setup).await;
+    let on_b = custom_session(&b, setup).await;
+    sessions(&a, 1).await;
+    sessions(&b, 1).await;
+    (a, b, on_a, on_b)
+}
+
+const WGS84: &str = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
+
 /// A custom-mode session with `setup`, past its `format` echo.
 async fn custom_session(node: &TestServer, setup: &str) -> crate::support::Socket {
     let mut socket = connect(&node.ws_url(CUSTOM)).await;
@@ -191,15 +221,8 @@ fn tracks(frame: &Value) -> Vec<i64> {
 #[actix_web::test]
 async fn an_observation_accepted_on_one_node_reaches_sessions_on_the_other_in_their_view() {
     let nats = Nats::start();
-    let a = TestServer::start(node_config(&nats, "a", false));
-    let b = TestServer::start(node_config(&nats, "b", false));
-    ready(&a).await;
-    ready(&b).await;
     let setup = r#"{"format":"json","spatialReference":{"wkid":102100},"filter":{"where":"TRACKID < 3","outFields":"TRACKID,speed"}}"#;
-    let mut on_a = custom_session(&a, setup).await;
-    let mut on_b = custom_session(&b, setup).await;
-    sessions(&a, 1).await;
-    sessions(&b, 1).await;
+    let (a, b, mut on_a, mut on_b) = two_watched_nodes(&nats, |_| {}, setup).await;
     let report = publish(
         &a,
         &json!([
@@ -306,15 +329,7 @@ async fn a_node_that_starts_late_reads_the_whole_state_before_it_is_ready() {
 #[actix_web::test]
 async fn out_of_order_and_duplicated_observations_across_nodes_never_go_backwards() {
     let nats = Nats::start();
-    let a = TestServer::start(node_config(&nats, "a", false));
-    let b = TestServer::start(node_config(&nats, "b", false));
-    ready(&a).await;
-    ready(&b).await;
-    let setup = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
-    let mut on_a = custom_session(&a, setup).await;
-    let mut on_b = custom_session(&b, setup).await;
-    sessions(&a, 1).await;
-    sessions(&b, 1).await;
+    let (a, b, mut on_a, mut on_b) = two_watched_nodes(&nats, |_| {}, WGS84).await;
     // Concurrently: every time of 1..=40 for tracks 1..=3, each posted to both nodes, in a
     // shuffled order.
     let mut sends = Vec::new();
@@ -393,20 +408,9 @@ async fn out_of_order_and_duplicated_observations_across_nodes_never_go_backward
 #[actix_web::test]
 async fn tracks_expire_on_every_node_with_the_delete_message() {
     let nats = Nats::start();
-    let config = |name| {
-        let mut config = node_config(&nats, name, false);
-        config.services[0].max_feature_age = Some(Duration::from_secs(1));
-        config
-    };
-    let a = TestServer::start(config("a"));
-    let b = TestServer::start(config("b"));
-    ready(&a).await;
-    ready(&b).await;
-    let setup = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
-    let mut on_a = custom_session(&a, setup).await;
-    let mut on_b = custom_session(&b, setup).await;
-    sessions(&a, 1).await;
-    sessions(&b, 1).await;
+    let max_age =
+        |config: &mut Config| config.services[0].max_feature_age = Some(Duration::from_secs(1));
+    let (a, b, mut on_a, mut on_b) = two_watched_nodes(&nats, max_age, WGS84).await;
     publish(&a, &json!([observation(41, 1_000, -117.1)])).await;
     for socket in [&mut on_a, &mut on_b] {
         assert_eq!(tracks(&next_json(socket).await), [41]);
@@ -421,7 +425,9 @@ async fn tracks_expire_on_every_node_with_the_delete_message() {
         assert_eq!(services["tracksExpired"], 1);
     }
     // Gone from the backbone too: a node started now does not bring it back.
-    let c = TestServer::start(config("c"));
+    let mut late = node_config(&nats, "c", false);
+    max_age(&mut late);
+    let c = TestServer::start(late);
     ready(&c).await;
     assert_eq!(stats(&c).await["services"]["vehicles"]["tracksLive"], 0);
 }
@@ -559,20 +565,10 @@ async fn the_simulator_runs_on_one_node_and_moves_when_that_node_dies() {
 #[actix_web::test]
 async fn observations_published_to_a_subject_reach_sessions_on_every_node() {
     let nats = Nats::start();
-    let config = |name| {
-        let mut config = node_config(&nats, name, false);
+    let subject = |config: &mut Config| {
         config.services[0].ingest_subject = Some("sensors.vehicles".into());
-        config
     };
-    let a = TestServer::start(config("a"));
-    let b = TestServer::start(config("b"));
-    ready(&a).await;
-    ready(&b).await;
-    let setup = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
-    let mut on_a = custom_session(&a, setup).await;
-    let mut on_b = custom_session(&b, setup).await;
-    sessions(&a, 1).await;
-    sessions(&b, 1).await;
+    let (a, b, mut on_a, mut on_b) = two_watched_nodes(&nats, subject, WGS84).await;
     let client = async_nats::connect(nats.url())
         .await
         .expect("connect to NATS");
