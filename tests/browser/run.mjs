@@ -415,6 +415,7 @@ async function runDebugPage(browser) {
     check(await waitFor(page, () => window.featurestreamDebug.status === "connected"), "debug page: back to custom mode");
     await server.stop();
     check(await waitFor(page, () => window.featurestreamDebug.status.startsWith("reconnecting") && document.getElementById("banner").style.display === "block"), "debug page: says it is reconnecting");
+    check((await state()).drawn >= 60, "debug page: the map keeps its tracks while reconnecting");
     await shot("reconnecting");
     server = await startServer(port, 60, extra);
     check(await waitFor(page, () => window.featurestreamDebug.status === "connected" && window.featurestreamDebug.drawn >= 60), "debug page: reconnected after the restart");
