@@ -215,6 +215,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                     max_feature_age: service.max_feature_age,
                     max_tracks: config.ingest.max_tracks,
                     max_features: config.ingest.max_features,
+                    coalesce: config.ingest.coalesce,
                     lease: None,
                     ingest_subject: None,
                 });

@@ -29,6 +29,9 @@ const MAX_BATCH: usize = 20_000;
 const STALL_CHECK: Duration = Duration::from_secs(1);
 const STALL_CHECKS: u32 = 3;
 
+/// The longest pause between two messages of one burst.
+const BURST_GAP: Duration = Duration::from_millis(2);
+
 /// Longest wait between two attempts to read the stream while NATS misbehaves.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -152,12 +155,28 @@ async fn read(
         };
         behind_checks = 0;
         let mut batch = vec![first?];
+        // What was published together arrives back to back (a simulator tick, an ingest
+        // request): take it as one batch, so that sessions get one frame for it as on a node
+        // alone. Wait for more while messages keep coming, at most the coalescing interval.
+        let deadline = tokio::time::Instant::now() + link.coalesce;
         while batch.len() < MAX_BATCH {
-            match messages.next().now_or_never() {
-                Some(Some(Ok(message))) => batch.push(message),
-                Some(Some(Err(err))) => return Err(err.into()),
-                Some(None) => return Err("the consumer ended".into()),
-                None => break,
+            let next = match messages.next().now_or_never() {
+                Some(next) => next,
+                None if link.coalesce.is_zero() => break,
+                None => {
+                    let wait = deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(BURST_GAP);
+                    match tokio::time::timeout(wait, messages.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                }
+            };
+            match next {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(err)) => return Err(err.into()),
+                None => return Err("the consumer ended".into()),
             }
         }
         let mut caught_up = false;

@@ -30,6 +30,9 @@ pub struct ServiceLink {
     pub max_tracks: usize,
     /// Most features per ingest document (a subject's message).
     pub max_features: usize,
+    /// Longest wait gathering what was published together into one batch (the coalescing
+    /// interval of a node alone).
+    pub coalesce: Duration,
     /// The simulator's lease, when the service is simulated.
     pub lease: Option<Arc<Lease>>,
     /// A subject other systems publish observations to, and the runtime that takes them.
