@@ -69,13 +69,16 @@ fn main() -> ExitCode {
         let running = server::start(config, listener)?;
         log_urls(running.addr, &services);
         let stopper = running.stopper;
+        // Listening from now on: a signal that arrives at any point (even while the first
+        // one's shutdown is starting) is seen.
+        let mut signals = ShutdownSignals::new()?;
         actix_web::rt::spawn(async move {
-            shutdown_signal().await;
+            signals.next().await;
             log::info!(
                 "shutting down: closing every session with 1001 (signal again to exit at once)"
             );
-            actix_web::rt::spawn(async {
-                shutdown_signal().await;
+            actix_web::rt::spawn(async move {
+                signals.next().await;
                 log::warn!("second signal: exiting without waiting for the drain");
                 std::process::exit(1);
             });
@@ -110,27 +113,30 @@ fn log_urls(addr: std::net::SocketAddr, services: &[String]) {
 }
 
 /// SIGINT, SIGTERM or SIGHUP (a closed terminal, or a supervisor's stop): each ends the
-/// server gracefully, with the 1001 close the SDK needs to come back.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
+/// server gracefully, with the 1001 close the SDK needs to come back; a second one exits at
+/// once. The listeners live from start to exit, so no signal falls between two of them.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> std::io::Result<ShutdownSignals> {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut terminate), Ok(mut hangup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = interrupt.await;
-            return;
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-            _ = hangup.recv() => {}
-        }
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    /// The next of them.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
     }
 }
