@@ -3,7 +3,8 @@
 //!
 //! The modules in the order the data flows (docs/architecture.md):
 //! - [`source`]: the contract every source hands a broker (a `Batch` of observations in the
-//!   service's schema, and the `Receipt` a publisher may wait for); [`simulator`] is one
+//!   service's schema, the `Receipt` a publisher may wait for, the `Lease` a source that runs
+//!   once per cluster publishes under); [`simulator`] is one
 //!   source, publishing a batch per tick through the broker's `BatchSink` (its routes embedded
 //!   or from a file); [`ingest`] is the other: Esri JSON, GeoJSON and NDJSON documents parsed
 //!   and validated feature by feature, published by `http` (HTTP and the broadcast WebSocket).
@@ -34,7 +35,8 @@
 //! that knows JSON field names and close codes), [`config`] and [`auth`].
 //!
 //! Dependency rules: `feature`, `geometry`, `filter`, `protocol`, `ingest`, `latest` and
-//! `source` never import actix.
+//! `source` never import actix; only `cluster` imports NATS (`async_nats`), and nothing it
+//! feeds (`broker`, `latest`, `source`, `session`) imports `cluster`.
 
 #![recursion_limit = "256"] // serde_json::json! of the feature layer document (protocol::feature_layer)
 

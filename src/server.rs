@@ -26,13 +26,14 @@ use crate::broker::{
     BatchInbox, BatchSink, BrokerActor, BrokerSettings, CloseAll, SaveState, ServiceRuntime,
     StateFile,
 };
-use crate::cluster::{Backbone, Lease, ServiceLink};
+use crate::cluster::{Backbone, LEASE_TTL, ServiceLink};
 use crate::config::Config;
 use crate::filter::WhereLedger;
 use crate::http::gate::ConnectionGate;
 use crate::http::{self, AppState};
 use crate::protocol::close::CloseCause;
 use crate::simulator::{Fleet, SimulatorActor};
+use crate::source::Lease;
 
 /// How long a connection refused by the gate may take to close its side after the answer.
 const REFUSAL_DRAIN: Duration = Duration::from_millis(500);
@@ -219,7 +220,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                     lease: None,
                     ingest_subject: None,
                 });
-                (BatchSink::to_backbone(outbox, ready), Lease::new())
+                (BatchSink::to_backbone(outbox, ready), Lease::new(LEASE_TTL))
             }
         };
         if let Some(settings) = &service.simulator {

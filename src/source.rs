@@ -3,6 +3,9 @@
 //! feeds a service (ingest, a message bus) hands over the same `Batch` through the broker's
 //! `BatchSink`. No actors here.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
 use crate::feature::Feature;
 
 /// Observations of some tracks, taken together.
@@ -25,4 +28,81 @@ pub struct Receipt {
     pub refused: Vec<usize>,
     /// Not stored: the backbone (NATS) could not be reached; send them again.
     pub unstored: Vec<usize>,
+}
+
+/// Whether a source may publish now: a node alone always may; in a cluster a source that must
+/// run once (the simulator) publishes only while this node holds its lease, kept by
+/// `cluster` (renewed within `ttl`, used only within half of it).
+#[derive(Debug)]
+pub struct Lease {
+    /// Held for good: the node is alone.
+    alone: bool,
+    /// How long the lease lives without a renewal.
+    ttl: Duration,
+    /// When this node last renewed it (`None`: not held here).
+    renewed: Mutex<Option<Instant>>,
+}
+
+impl Lease {
+    /// A lease this node does not hold yet, living `ttl` without a renewal.
+    pub fn new(ttl: Duration) -> Arc<Lease> {
+        Arc::new(Lease {
+            alone: false,
+            ttl,
+            renewed: Mutex::new(None),
+        })
+    }
+
+    /// A lease always held (a node alone).
+    pub fn alone() -> Arc<Lease> {
+        Arc::new(Lease {
+            alone: true,
+            ttl: Duration::ZERO,
+            renewed: Mutex::new(None),
+        })
+    }
+
+    fn renewed(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.renewed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether this node holds the lease now: renewed less than half a TTL ago, so that it
+    /// stops before another node may take it.
+    pub fn is_held(&self) -> bool {
+        self.alone
+            || self
+                .renewed()
+                .is_some_and(|renewed| renewed.elapsed() < self.ttl / 2)
+    }
+
+    /// This node renewed (or took) it just now.
+    pub fn renewed_now(&self) {
+        *self.renewed() = Some(Instant::now());
+    }
+
+    /// Another node holds it.
+    pub fn release(&self) {
+        *self.renewed() = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_used_within_half_its_life() {
+        assert!(Lease::alone().is_held());
+        let lease = Lease::new(Duration::from_secs(3600));
+        assert!(!lease.is_held(), "not taken yet");
+        lease.renewed_now();
+        assert!(lease.is_held());
+        lease.release();
+        assert!(!lease.is_held());
+        let short = Lease::new(Duration::ZERO);
+        short.renewed_now();
+        assert!(!short.is_held(), "past half its life");
+    }
 }

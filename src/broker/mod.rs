@@ -41,7 +41,7 @@ pub struct ServiceRuntime {
     /// What its distinct where clauses cost per feature, against its budget.
     pub where_ledger: Arc<WhereLedger>,
     /// Where its simulator may publish (`None`: not simulated).
-    pub simulator_lease: Option<Arc<crate::cluster::Lease>>,
+    pub simulator_lease: Option<Arc<crate::source::Lease>>,
 }
 
 /// How a broker treats what its sources publish.

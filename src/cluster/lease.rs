@@ -6,7 +6,6 @@
 //! and no clock is compared with another machine's.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -15,129 +14,84 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use super::LEASE_TTL;
 use super::naming;
 use super::start::Shared;
+use crate::source::Lease;
 
 /// How often the holder renews and the others look.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// One node's view of a lease.
-#[derive(Default)]
-pub struct Lease {
-    /// Held for good: the node is alone.
-    alone: bool,
-    /// When the holder last renewed it (`None`: not held by this node).
-    renewed: Mutex<Option<Instant>>,
-    /// Times this node took the lease.
-    pub taken: std::sync::atomic::AtomicU64,
-}
-
-impl Lease {
-    /// A lease no one holds yet.
-    pub fn new() -> Arc<Lease> {
-        Arc::default()
-    }
-
-    /// A lease always held (a node alone).
-    pub fn alone() -> Arc<Lease> {
-        Arc::new(Lease {
-            alone: true,
-            ..Lease::default()
-        })
-    }
-
-    fn renewed(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.renewed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Whether this node holds the lease now: renewed less than half a TTL ago.
-    pub fn is_held(&self) -> bool {
-        self.alone
-            || self.renewed().is_some_and(|renewed| {
-                Instant::now().saturating_duration_since(renewed) < LEASE_TTL / 2
-            })
-    }
-
-    fn set(&self, renewed: Option<Instant>) {
-        *self.renewed() = renewed;
-    }
-
-    /// Holds, renews and takes over the lease named for `service`'s simulator, forever.
-    pub(super) async fn hold(self: Arc<Lease>, shared: Arc<Shared>, service: String) {
-        let subject = naming::simulator_lease(&service);
-        let payload = bytes::Bytes::from(format!("{{\"node\":{:?}}}", shared.node));
-        // Our own last message, while we hold it.
-        let mut own: Option<u64> = None;
-        // The last message seen while someone else held it, and since when (our clock).
-        let mut seen: Option<(u64, Instant)> = None;
-        let mut stream_ready = false;
-        loop {
-            tokio::time::sleep(CHECK_EVERY).await;
-            if !shared.health.is_connected() {
-                (own, seen, stream_ready) = (None, None, false);
-                continue;
-            }
-            if !stream_ready {
-                stream_ready = ensure_stream(&shared).await.is_ok();
-                continue;
-            }
-            let expected = match own {
-                Some(sequence) if self.is_held() => sequence,
-                _ => {
-                    own = None;
-                    match last_holder(&shared, &subject).await {
-                        Ok(Some(sequence)) => match seen {
-                            Some((last, since)) if last == sequence => {
-                                if since.elapsed() < LEASE_TTL {
-                                    continue;
-                                }
-                                sequence
-                            }
-                            _ => {
-                                seen = Some((sequence, Instant::now()));
+/// Holds, renews and takes over the lease named for `service`'s simulator, forever.
+pub(super) async fn hold(lease: Arc<Lease>, shared: Arc<Shared>, service: String) {
+    let subject = naming::simulator_lease(&service);
+    let payload = bytes::Bytes::from(format!("{{\"node\":{:?}}}", shared.node));
+    // Our own last message, while we hold it.
+    let mut own: Option<u64> = None;
+    // The last message seen while someone else held it, and since when (our clock).
+    let mut seen: Option<(u64, Instant)> = None;
+    let mut stream_ready = false;
+    loop {
+        tokio::time::sleep(CHECK_EVERY).await;
+        if !shared.health.is_connected() {
+            (own, seen, stream_ready) = (None, None, false);
+            continue;
+        }
+        if !stream_ready {
+            stream_ready = ensure_stream(&shared).await.is_ok();
+            continue;
+        }
+        let expected = match own {
+            Some(sequence) if lease.is_held() => sequence,
+            _ => {
+                own = None;
+                match last_holder(&shared, &subject).await {
+                    Ok(Some(sequence)) => match seen {
+                        Some((last, since)) if last == sequence => {
+                            if since.elapsed() < LEASE_TTL {
                                 continue;
                             }
-                        },
-                        Ok(None) => 0,
-                        Err(()) => continue,
-                    }
+                            sequence
+                        }
+                        _ => {
+                            seen = Some((sequence, Instant::now()));
+                            continue;
+                        }
+                    },
+                    Ok(None) => 0,
+                    Err(()) => continue,
                 }
-            };
-            let publish = async_nats::jetstream::message::PublishMessage::build()
-                .payload(payload.clone())
-                .expected_last_subject_sequence(expected);
-            let acked = match shared
-                .jetstream
-                .send_publish(subject.clone(), publish)
-                .await
-            {
-                Ok(ack) => ack.await,
-                Err(err) => Err(err),
-            };
-            match acked {
-                Ok(ack) => {
-                    if own.is_none() {
-                        self.taken
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        log::info!(
-                            "service {service}: this node ({}) runs the simulator",
-                            shared.node
-                        );
-                    }
-                    own = Some(ack.sequence);
-                    self.set(Some(Instant::now()));
-                    seen = None;
-                }
-                Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
-                    if own.is_some() {
-                        log::warn!("service {service}: another node took the simulator's lease");
-                    }
-                    own = None;
-                    self.set(None);
-                }
-                // Unknown outcome: keep the lease until it runs out, try again.
-                Err(err) => log::warn!("service {service}: renewing the simulator lease: {err}"),
             }
+        };
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .expected_last_subject_sequence(expected);
+        let acked = match shared
+            .jetstream
+            .send_publish(subject.clone(), publish)
+            .await
+        {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        match acked {
+            Ok(ack) => {
+                if own.is_none() {
+                    log::info!(
+                        "service {service}: this node ({}) runs the simulator",
+                        shared.node
+                    );
+                }
+                own = Some(ack.sequence);
+                lease.renewed_now();
+                seen = None;
+            }
+            Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
+                if own.is_some() {
+                    log::warn!("service {service}: another node took the simulator's lease");
+                }
+                own = None;
+                lease.release();
+            }
+            // Unknown outcome: keep the lease until it runs out, try again.
+            Err(err) => log::warn!("service {service}: renewing the simulator lease: {err}"),
         }
     }
 }

@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use codec::Codec;
-pub use lease::Lease;
 
 /// How long a lease lives without renewal before another node may take it; its holder stops
 /// using it after half of this without a renewal, so two holders never overlap.
@@ -112,6 +111,16 @@ impl Health {
             false => set.remove(service),
         };
     }
+}
+
+/// Checks a comma-separated list of NATS server URLs; the error names the bad one.
+pub fn check_servers(urls: &str) -> Result<(), String> {
+    for server in urls.split(',').map(str::trim) {
+        server
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|err| format!("{server}: {err}"))?;
+    }
+    Ok(())
 }
 
 /// A counter's value.

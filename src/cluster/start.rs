@@ -8,9 +8,9 @@ use async_nats::connection::State;
 use tokio::sync::{Notify, watch};
 
 use super::Health;
-use super::lease::Lease;
 use crate::broker::{BatchInbox, BrokerActor, ServiceRuntime};
 use crate::feature::Schema;
+use crate::source::Lease;
 
 /// What the backbone needs of one service.
 pub struct ServiceLink {
@@ -128,7 +128,7 @@ impl Backbone {
                 ));
                 actix::spawn(super::publisher::run(shared.clone(), link.clone(), tracks));
                 if let Some(lease) = link.lease.clone() {
-                    actix::spawn(lease.hold(shared.clone(), link.name.clone()));
+                    actix::spawn(super::lease::hold(lease, shared.clone(), link.name.clone()));
                 }
                 if let Some((subject, runtime)) = link.ingest_subject.clone() {
                     actix::spawn(super::subject_ingest::serve(

@@ -898,15 +898,11 @@ impl Raw {
         let cluster = match nats_url.trim() {
             "" => None,
             url => {
-                for server in url.split(',').map(str::trim) {
-                    server.parse::<async_nats::ServerAddr>().map_err(|err| {
-                        ConfigError::Invalid {
-                            var: "FEATURESTREAM_NATS_URL".into(),
-                            value: url.to_owned(),
-                            reason: format!("{server}: {err}"),
-                        }
-                    })?;
-                }
+                crate::cluster::check_servers(url).map_err(|reason| ConfigError::Invalid {
+                    var: "FEATURESTREAM_NATS_URL".into(),
+                    value: url.to_owned(),
+                    reason,
+                })?;
                 let (_, name) = self.get("FEATURESTREAM_NODE_NAME");
                 let node_name = match name.trim() {
                     "" => format!(

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::{Actor, AsyncContext, Context};
 
 use crate::broker::BatchSink;
-use crate::cluster::Lease;
+use crate::source::Lease;
 pub use fleet::Fleet;
 pub use routes_file::{NamedRoutes, load_routes, parse_routes};
 
@@ -24,7 +24,7 @@ pub fn embedded_routes() -> NamedRoutes {
 }
 
 /// Ticks a fleet and publishes each batch while it holds the service's simulator lease (a
-/// node alone always does; in a cluster one node at a time, see `cluster::Lease`). The fleet
+/// node alone always does; in a cluster one node at a time, see `source::Lease`). The fleet
 /// moves on every node, so that a node taking over continues a moving fleet.
 pub struct SimulatorActor {
     fleet: Fleet,
