@@ -1024,7 +1024,18 @@ impl Nginx {
         ([127, 0, 0, 1], self.port).into()
     }
 
+    /// SIGTERM to the master, which stops its workers (SIGKILL would leave them running);
+    /// SIGKILL only if it has not exited within 5 s.
     fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
