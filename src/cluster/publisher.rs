@@ -52,20 +52,30 @@ impl TrackIndex {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Notes a stored observation (read back by the replica, or acknowledged to this node).
+    /// Notes a stored observation (acknowledged to this node, or found stored).
     pub(super) fn note(&self, key: TrackKey, sequence: u64, time: Option<i64>, seen_ms: i64) {
+        self.note_all([(key, sequence, time, seen_ms)]);
+    }
+
+    /// Notes stored observations (a batch the replica read back), under one lock.
+    pub(super) fn note_all(
+        &self,
+        stored: impl IntoIterator<Item = (TrackKey, u64, Option<i64>, i64)>,
+    ) {
         let mut known = self.lock();
-        let entry = known.entry(key).or_insert(Known {
-            sequence,
-            time,
-            seen_ms,
-        });
-        if sequence >= entry.sequence {
-            *entry = Known {
+        for (key, sequence, time, seen_ms) in stored {
+            let entry = known.entry(key).or_insert(Known {
                 sequence,
                 time,
                 seen_ms,
-            };
+            });
+            if sequence >= entry.sequence {
+                *entry = Known {
+                    sequence,
+                    time,
+                    seen_ms,
+                };
+            }
         }
     }
 

@@ -183,6 +183,7 @@ async fn read(
         let mut newest: HashMap<TrackKey, usize> = HashMap::with_capacity(batch.len());
         let mut features = Vec::with_capacity(batch.len());
         let mut received_ms = Vec::with_capacity(batch.len());
+        let mut stored = Vec::with_capacity(batch.len());
         for message in &batch {
             let info = message.info()?;
             caught_up = info.pending == 0;
@@ -205,7 +206,7 @@ async fn read(
                 }
             };
             let key = TrackKey::of(&feature, track_field);
-            tracks.note(key.clone(), sequence, codec.time_of(&feature), stored_ms);
+            stored.push((key.clone(), sequence, codec.time_of(&feature), stored_ms));
             // One observation per track and batch: the newest (the stream's order).
             match newest.get(&key) {
                 Some(&slot) => {
@@ -219,6 +220,7 @@ async fn read(
                 }
             }
         }
+        tracks.note_all(stored);
         shared
             .health
             .replicated

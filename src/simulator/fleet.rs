@@ -8,7 +8,6 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::routes::ROUTES;
 use crate::feature::{Feature, FieldType, FieldValue, GeometryType, Schema};
 use crate::geometry::{Geometry, Route, Wkid};
 use crate::source::Batch;
@@ -51,23 +50,11 @@ impl Fleet {
         trail_vertices: usize,
         routes: Option<&super::NamedRoutes>,
     ) -> Fleet {
-        let routes: Vec<(Arc<str>, Route)> = match routes {
-            Some(routes) => routes
-                .iter()
-                .filter_map(|(name, vertices)| {
-                    Some((Arc::from(name.as_str()), Route::new(vertices.clone())?))
-                })
-                .collect(),
-            None => ROUTES
-                .iter()
-                .map(|(name, vertices)| {
-                    (
-                        Arc::from(*name),
-                        Route::new(vertices.to_vec()).expect("embedded routes are valid"),
-                    )
-                })
-                .collect(),
-        };
+        let named = routes.cloned().unwrap_or_else(super::embedded_routes);
+        let routes: Vec<(Arc<str>, Route)> = named
+            .into_iter()
+            .filter_map(|(name, vertices)| Some((Arc::from(name.as_str()), Route::new(vertices)?)))
+            .collect();
         assert!(!routes.is_empty(), "a fleet needs a route");
         let mut rng = StdRng::seed_from_u64(seed);
         let vehicles = (0..count)
