@@ -29,7 +29,7 @@ use crate::broker::{
 use crate::cluster::{Backbone, LEASE_TTL, ServiceLink};
 use crate::config::Config;
 use crate::filter::WhereLedger;
-use crate::http::gate::ConnectionGate;
+use crate::http::gate::{ConnectionGate, GatePass, GateRefusal};
 use crate::http::{self, AppState};
 use crate::protocol::close::CloseCause;
 use crate::simulator::{Fleet, SimulatorActor};
@@ -120,7 +120,14 @@ where
                 let (service, gate) = (service.clone(), gate.clone());
                 async move {
                     let peer = io.peer_addr().ok();
-                    let pass = match gate.enter(peer.map(|peer| peer.ip())) {
+                    let entered = match gate.enter(peer.map(|peer| peer.ip())) {
+                        Err(GateRefusal::PerAddress) => match health_check(&io, &gate).await {
+                            Some(pass) => Ok(pass),
+                            None => Err(GateRefusal::PerAddress),
+                        },
+                        entered => entered,
+                    };
+                    let pass = match entered {
                         Ok(pass) => pass,
                         Err(refusal) => {
                             use tokio::io::AsyncWriteExt;
@@ -139,6 +146,31 @@ where
             }))
         }
     })
+}
+
+/// A place for a connection over its address's limit that is a health check (its first
+/// bytes, peeked within `gate::PROBE_WAIT`): health checks always get through.
+async fn health_check(io: &TcpStream, gate: &Arc<ConnectionGate>) -> Option<GatePass> {
+    let probe = gate.probe()?;
+    let mut head = [0u8; 16];
+    let deadline = tokio::time::Instant::now() + crate::http::gate::PROBE_WAIT;
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, io.peek(&mut head))
+            .await
+            .ok()?
+            .ok()?;
+        if peeked == 0 {
+            return None;
+        }
+        if crate::http::gate::is_health_check(&head[..peeked]) {
+            return Some(probe.admit());
+        }
+        if !crate::http::gate::may_be_health_check(&head[..peeked]) {
+            return None;
+        }
+        // A head still arriving: look again shortly.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// A listening socket on `addr` whose kernel queue holds `backlog` connections not yet
@@ -196,7 +228,8 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
         };
         // Each broker gets its own thread: fan-out never competes with socket writes.
         let arbiter = Arbiter::new().handle();
-        let (broker, local_sink) = BrokerActor::start(&arbiter, schema, settings, state_file);
+        let (broker, local_sink, archive) =
+            BrokerActor::start(&arbiter, schema, settings, state_file);
         arbiters.push(arbiter);
         let (sink, lease) = match &config.cluster {
             None => (local_sink, Lease::alone()),
@@ -241,6 +274,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             ingest: Default::default(),
             where_ledger: WhereLedger::new(config.session.max_service_where_nodes),
             simulator_lease: service.simulator.as_ref().map(|_| lease.clone()),
+            archive,
         });
         if let Some(link) = links.last_mut().filter(|link| link.name == service.name) {
             link.lease = service.simulator.as_ref().map(|_| lease);

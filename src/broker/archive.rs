@@ -1,26 +1,40 @@
 //! Queries of the latest state: what the feature layer's `/query` serves (docs/protocol.md
-//! §10). The broker runs them on the state it owns; encoding the page is the caller's.
+//! §10). They run on a frozen copy of the state (`latest::Frozen`), on the caller's thread
+//! (the HTTP layer gives them a bounded pool of their own), never on the broker's: a query of
+//! any cost delays no batch. Encoding the page is the caller's.
 //!
 //! Paging stays consistent while tracks change: the first page of a query fixes the order of
-//! the tracks it matches (kept for [`PAGING_TTL`] under the query's key), and later pages take
-//! each listed track's current observation. A track appears at most once over the pages, and
-//! none that lived through the paging is lost; tracks born meanwhile wait for the socket's
-//! snapshot, tracks gone meanwhile are skipped.
+//! the tracks it matches (kept for [`PAGING_TTL`] under the client and the query), and later
+//! pages take each listed track's current observation. A track appears at most once over the
+//! pages, and none that lived through the paging is lost; tracks born meanwhile wait for the
+//! socket's snapshot, tracks gone meanwhile are skipped. The orders kept are bounded per
+//! client ([`ORDERS_PER_CLIENT`], a client evicts only its own) and in all
+//! ([`PAGING_BYTES`]); a later page of an order that was dropped is refused
+//! ([`PagingExpired`]), never answered from another order.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::subscription::Subscription;
 use crate::feature::{Feature, FieldValue};
 use crate::geometry::Envelope;
-use crate::latest::{LatestState, TrackKey};
+use crate::latest::{Frozen, StateCell};
 
 /// How long a paged query's order is kept for its next pages.
 pub const PAGING_TTL: Duration = Duration::from_secs(60);
-/// Paged queries whose order is kept at once, per service (the oldest goes first).
-const MAX_PAGED_QUERIES: usize = 64;
+/// Paged queries whose order is kept at once per client (its oldest goes first).
+pub const ORDERS_PER_CLIENT: usize = 8;
+/// Bytes of paging orders kept per service, all clients together (the oldest goes first):
+/// about 8 orders of a million tracks.
+pub const PAGING_BYTES: usize = 128 << 20;
+/// Sort keys a query may give (ArcGIS takes a short list; a field given twice adds nothing).
+pub const MAX_SORT_KEYS: usize = 16;
+/// Dropped orders remembered, so that their later pages are refused rather than answered
+/// from a new order.
+const EVICTED_REMEMBERED: usize = 4096;
 
 /// What a query asks of the latest state.
 #[derive(Clone, Debug)]
@@ -30,6 +44,7 @@ pub struct ArchiveQuery {
     /// Only these object ids, if given.
     pub object_ids: Option<Vec<i64>>,
     /// Sort keys: field index and descending; ties (and no keys) by object id ascending.
+    /// At most [`MAX_SORT_KEYS`], each field once (the parser's job).
     pub order_by: Vec<(usize, bool)>,
     /// What to answer.
     pub answer: Answer,
@@ -73,10 +88,104 @@ pub enum ArchiveResult {
     Extent(Option<Envelope>),
 }
 
-/// The orders of paged queries in progress.
+/// The later page of a query whose order was dropped (it expired, or the paging budget
+/// needed its room): the client starts again from offset 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "resultOffset: the order of this query's pages is no longer kept (more than {} s since its first page, or dropped for room); query again from resultOffset=0.",
+    PAGING_TTL.as_secs()
+)]
+pub struct PagingExpired;
+
+/// Who asks, for the paging orders kept per client.
+pub type ClientKey = Option<IpAddr>;
+
+/// One kept order: each track by slot and the version that put it there.
+struct Order {
+    since: Instant,
+    tracks: Arc<Vec<(u32, u64)>>,
+}
+
+impl Order {
+    fn bytes(&self) -> usize {
+        self.tracks.len() * std::mem::size_of::<(u32, u64)>() + 128
+    }
+}
+
+/// The orders of paged queries in progress, bounded per client and in bytes.
 #[derive(Default)]
-pub struct PagingOrders {
-    orders: HashMap<String, (Instant, Arc<Vec<TrackKey>>)>,
+struct PagingOrders {
+    orders: HashMap<(ClientKey, String), Order>,
+    bytes: usize,
+    evicted: HashMap<(ClientKey, String), Instant>,
+}
+
+impl PagingOrders {
+    fn expire(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.orders.retain(|_, order| {
+            let keep = now.duration_since(order.since) < PAGING_TTL;
+            if !keep {
+                freed += order.bytes();
+            }
+            keep
+        });
+        self.bytes -= freed;
+        self.evicted
+            .retain(|_, since| now.duration_since(*since) < PAGING_TTL);
+    }
+
+    fn evict_oldest(&mut self, among: impl Fn(&(ClientKey, String)) -> bool, now: Instant) -> bool {
+        let Some(oldest) = self
+            .orders
+            .iter()
+            .filter(|(key, _)| among(key))
+            .min_by_key(|(_, order)| order.since)
+            .map(|(key, _)| key.clone())
+        else {
+            return false;
+        };
+        if let Some(order) = self.orders.remove(&oldest) {
+            self.bytes -= order.bytes();
+        }
+        if self.evicted.len() >= EVICTED_REMEMBERED {
+            self.evicted.clear();
+        }
+        self.evicted.insert(oldest, now);
+        true
+    }
+
+    fn keep(&mut self, key: (ClientKey, String), order: Order, now: Instant) {
+        if let Some(old) = self.orders.remove(&key) {
+            self.bytes -= old.bytes();
+        }
+        let client = key.0;
+        while self
+            .orders
+            .keys()
+            .filter(|(owner, _)| *owner == client)
+            .count()
+            >= ORDERS_PER_CLIENT
+            && self.evict_oldest(|(owner, _)| *owner == client, now)
+        {}
+        while self.bytes + order.bytes() > PAGING_BYTES && self.evict_oldest(|_| true, now) {}
+        if self.bytes + order.bytes() > PAGING_BYTES {
+            // Larger than the whole budget: its later pages are refused.
+            self.evicted.insert(key, now);
+            return;
+        }
+        self.bytes += order.bytes();
+        self.evicted.remove(&key);
+        self.orders.insert(key, order);
+    }
+}
+
+/// A service's latest state as the feature layer queries it: the frozen copy the broker
+/// keeps current, and the orders of paged queries.
+pub struct Archive {
+    cell: Arc<StateCell>,
+    object_id_field: usize,
+    paging: Mutex<PagingOrders>,
 }
 
 fn object_id(feature: &Feature, field: usize) -> i64 {
@@ -106,15 +215,26 @@ fn compare(a: &FieldValue, b: &FieldValue) -> Ordering {
     }
 }
 
-impl PagingOrders {
-    /// Runs a query on the latest state.
+impl Archive {
+    /// The archive of the state `cell` holds (the broker's `LatestState::cell`).
+    pub fn new(cell: Arc<StateCell>, object_id_field: usize) -> Archive {
+        Archive {
+            cell,
+            object_id_field,
+            paging: Mutex::default(),
+        }
+    }
+
+    /// Runs a query for `client` on the state as it is now. Cost: one pass over the state
+    /// and a sort of what matched; call it where that may take a while (not on a broker).
     pub fn run(
-        &mut self,
-        latest: &LatestState,
+        &self,
         query: &ArchiveQuery,
-        object_id_field: usize,
+        client: ClientKey,
         now: Instant,
-    ) -> ArchiveResult {
+    ) -> Result<ArchiveResult, PagingExpired> {
+        let latest = self.cell.load();
+        let object_id_field = self.object_id_field;
         if query.answer == Answer::Extent {
             let mut extent: Option<Envelope> = None;
             for feature in latest.features() {
@@ -125,68 +245,65 @@ impl PagingOrders {
                     });
                 }
             }
-            return ArchiveResult::Extent(extent);
+            return Ok(ArchiveResult::Extent(extent));
         }
-        let selected = |feature: &&Feature| {
+        let selected = |feature: &Feature| {
             query.object_ids.as_ref().is_none_or(|ids| {
                 ids.binary_search(&object_id(feature, object_id_field))
                     .is_ok()
             }) && query.filter.matches(feature)
         };
         match &query.answer {
-            Answer::Count => {
-                ArchiveResult::Count(latest.features().iter().filter(selected).count())
-            }
+            Answer::Count => Ok(ArchiveResult::Count(
+                latest
+                    .features()
+                    .filter(|feature| selected(feature))
+                    .count(),
+            )),
             Answer::Ids => {
                 let mut ids: Vec<i64> = latest
                     .features()
-                    .iter()
-                    .filter(selected)
+                    .filter(|feature| selected(feature))
                     .map(|feature| object_id(feature, object_id_field))
                     .collect();
                 ids.sort_unstable();
-                ArchiveResult::Ids(ids)
+                Ok(ArchiveResult::Ids(ids))
             }
             Answer::Extent => unreachable!("answered above"),
             Answer::Page { offset, count, key } => {
-                self.orders
-                    .retain(|_, (since, _)| now.duration_since(*since) < PAGING_TTL);
-                let order = match self.orders.get(key) {
-                    Some((_, order)) if *offset > 0 => order.clone(),
-                    _ => {
-                        let mut matched: Vec<&Feature> =
-                            latest.features().iter().filter(selected).collect();
-                        matched.sort_by(|a, b| {
-                            for (field, descending) in &query.order_by {
-                                let ordering =
-                                    compare(&a.attributes[*field], &b.attributes[*field]);
-                                let ordering = if *descending {
-                                    ordering.reverse()
-                                } else {
-                                    ordering
-                                };
-                                if ordering != Ordering::Equal {
-                                    return ordering;
-                                }
-                            }
-                            object_id(a, object_id_field).cmp(&object_id(b, object_id_field))
-                        });
-                        let order: Arc<Vec<TrackKey>> = Arc::new(
-                            matched
-                                .iter()
-                                .map(|feature| latest.key_of(feature))
-                                .collect(),
-                        );
-                        if self.orders.len() >= MAX_PAGED_QUERIES
-                            && let Some(oldest) = self
-                                .orders
-                                .iter()
-                                .min_by_key(|(_, (since, _))| *since)
-                                .map(|(key, _)| key.clone())
-                        {
-                            self.orders.remove(&oldest);
+                let key = (client, key.clone());
+                let kept = {
+                    let mut paging = self
+                        .paging
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    paging.expire(now);
+                    match paging.orders.get(&key) {
+                        Some(order) if *offset > 0 => Some(order.tracks.clone()),
+                        None if *offset > 0 && paging.evicted.contains_key(&key) => {
+                            return Err(PagingExpired);
                         }
-                        self.orders.insert(key.clone(), (now, order.clone()));
+                        _ => None,
+                    }
+                };
+                let order = match kept {
+                    Some(order) => order,
+                    None => {
+                        let order = Arc::new(self.order(&latest, query, &selected));
+                        if offset.saturating_add(*count) < order.len() || *offset > 0 {
+                            // More pages follow: keep the order for them.
+                            self.paging
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .keep(
+                                    key,
+                                    Order {
+                                        since: now,
+                                        tracks: order.clone(),
+                                    },
+                                    now,
+                                );
+                        }
                         order
                     }
                 };
@@ -194,15 +311,51 @@ impl PagingOrders {
                     .iter()
                     .skip(*offset)
                     .take(*count)
-                    .filter_map(|key| latest.get(key))
+                    .filter_map(|(slot, born)| {
+                        let slot = latest.slot(*slot as usize)?;
+                        (slot.born == *born).then_some(&*slot.feature)
+                    })
                     .filter(|feature| query.filter.matches(feature))
                     .cloned()
                     .collect();
-                ArchiveResult::Page {
+                Ok(ArchiveResult::Page {
                     features,
                     exceeded: offset.saturating_add(*count) < order.len(),
-                }
+                })
             }
         }
+    }
+
+    /// The tracks a query matches, in its order: by slot and the version the track took it.
+    fn order(
+        &self,
+        latest: &Frozen,
+        query: &ArchiveQuery,
+        selected: &dyn Fn(&Feature) -> bool,
+    ) -> Vec<(u32, u64)> {
+        let object_id_field = self.object_id_field;
+        let mut matched: Vec<(usize, &crate::latest::Slot)> = latest
+            .iter()
+            .filter(|(_, slot)| selected(&slot.feature))
+            .collect();
+        matched.sort_by(|(_, a), (_, b)| {
+            for (field, descending) in &query.order_by {
+                let ordering =
+                    compare(&a.feature.attributes[*field], &b.feature.attributes[*field]);
+                let ordering = if *descending {
+                    ordering.reverse()
+                } else {
+                    ordering
+                };
+                if ordering != Ordering::Equal {
+                    return ordering;
+                }
+            }
+            object_id(&a.feature, object_id_field).cmp(&object_id(&b.feature, object_id_field))
+        });
+        matched
+            .into_iter()
+            .map(|(index, slot)| (index as u32, slot.born))
+            .collect()
     }
 }

@@ -4,19 +4,20 @@
 //! clone of the same `Bytes`. Cost grows with distinct subscriptions, not with sessions.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::envelope_index::EnvelopeIndex;
 use super::messages::{SessionId, Subscriber};
+use super::snapshot::{Snapshot, frame_for};
 use crate::broker::queue::Push;
 use crate::broker::subscription::{GroupKey, Subscription, WireMode};
-use crate::feature::{Feature, Schema};
+use crate::feature::Schema;
 use crate::latest::{LatestState, Recorded};
 use crate::protocol::close::CloseCause;
 use crate::protocol::feature_result::{EncodedBatch, FeatureEncoder, Selection, View};
-use crate::protocol::sse;
 use crate::source::Batch;
 
 struct Group {
@@ -61,16 +62,13 @@ pub struct Fanout {
     selection: Vec<u32>,
     envelope_index: EnvelopeIndex,
     latest: LatestState,
-    /// Snapshot frames built since the last batch, by group (`None`: selects nothing).
-    snapshots: HashMap<GroupKey, Option<Bytes>>,
-    /// The latest state encoded once per view since the last batch, shared by every group's
-    /// snapshot (ten thousand groups with their own envelope encode it once, not each).
-    snapshot_encodings: HashMap<View, EncodedBatch>,
-    /// The latest state as snapshots send it since the last batch: every observation under a
-    /// fresh object id. The ArcGIS SDK keys its store by object id, and a server-mode layer
-    /// first reads the latest state from the feature layer (`/query`, stored ids); the same id
-    /// arriving again over the socket makes SDK 5.1 drop the feature (docs/protocol.md §8).
-    snapshot_features: Option<Vec<Feature>>,
+    /// Each group's snapshot of the state as it is now, shared by the sessions that join the
+    /// group before the next change (dropped by it; the snapshot lives on in the queues that
+    /// still send it). Snapshots resend every observation under fresh object ids: the ArcGIS
+    /// SDK keys its store by object id, and a server-mode layer first reads the latest state
+    /// from the feature layer (`/query`, stored ids); the same id arriving again over the
+    /// socket makes SDK 5.1 drop the feature (docs/protocol.md §8).
+    snapshots: HashMap<GroupKey, Arc<Snapshot>>,
     /// Sessions whose queue dropped data: each gets a snapshot once it has room.
     behind: HashSet<SessionId>,
     max_tracks: usize,
@@ -91,8 +89,6 @@ impl Fanout {
             envelope_index: EnvelopeIndex::default(),
             latest: LatestState::new(&schema),
             snapshots: HashMap::new(),
-            snapshot_encodings: HashMap::new(),
-            snapshot_features: None,
             schema,
         }
     }
@@ -140,12 +136,10 @@ impl Fanout {
             })
             .members
             .push(subscriber);
-        if let Some(frame) = self.snapshot(&key) {
+        if let Some(snapshot) = self.snapshot(&key)
+            && queue.push_snapshot(snapshot.cursor()) == Push::Queued
+        {
             self.stats.snapshot_frames += 1;
-            if queue.push_snapshot(frame) == Push::Conflated {
-                // Behind a queued reply: sent when the session has room for it.
-                self.behind.insert(id);
-            }
         }
     }
 
@@ -195,7 +189,7 @@ impl Fanout {
                 Push::Conflated
             } else {
                 match self.snapshot(&key) {
-                    Some(frame) => queue.push_snapshot(frame),
+                    Some(snapshot) => queue.push_snapshot(snapshot.cursor()),
                     // Nothing to send: caught up once the queue has drained.
                     None if queue.queued_bytes() == 0 => {
                         queue.clear();
@@ -235,8 +229,6 @@ impl Fanout {
             return Vec::new();
         }
         self.snapshots.clear();
-        self.snapshot_encodings.clear();
-        self.snapshot_features = None;
         self.stats.tracks_expired += expired.len() as u64;
         let track_field = self.schema.track_id_field();
         let mut gone = Vec::new();
@@ -255,7 +247,7 @@ impl Fanout {
                 WireMode::Custom | WireMode::Server => {
                     crate::protocol::ws_frame::text_frame(&message)
                 }
-                WireMode::Sse => sse::event("delete", &message),
+                WireMode::Sse => crate::protocol::sse::event("delete", &message),
             };
             for member in &group.members {
                 match member.queue.push_control(frame.clone()) {
@@ -270,43 +262,26 @@ impl Fanout {
             .collect()
     }
 
-    /// The snapshot frame of a group, built once per batch however many sessions join it.
-    fn snapshot(&mut self, key: &GroupKey) -> Option<Bytes> {
-        if let Some(frame) = self.snapshots.get(key) {
-            return frame.clone();
+    /// The snapshot of a group, named once per change of the state however many sessions
+    /// join it (`None`: the state is empty). Naming it costs nothing: the sessions' writers
+    /// build it as their queues drain (`broker::snapshot`).
+    fn snapshot(&mut self, key: &GroupKey) -> Option<Arc<Snapshot>> {
+        if let Some(snapshot) = self.snapshots.get(key) {
+            return Some(snapshot.clone());
         }
-        self.groups.get(key)?;
-        if self.snapshot_features.is_none() {
-            self.snapshot_features = Some(self.latest.renumbered());
-        }
-        let features = self.snapshot_features.as_deref().unwrap_or_default();
         let subscription = &self.groups.get(key)?.subscription;
-        let frame = if features.is_empty() {
-            None
-        } else {
-            let encoded = self
-                .snapshot_encodings
-                .entry(subscription.view.clone())
-                .or_insert_with(|| self.encoders[&subscription.view].encode_batch(features));
-            let chosen: Vec<u32>;
-            let selection = if subscription.is_unfiltered() {
-                Selection::All
-            } else {
-                chosen = features
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, feature)| subscription.matches(feature))
-                    .map(|(index, _)| index as u32)
-                    .collect();
-                Selection::Only(&chosen)
-            };
-            match selection {
-                Selection::Only([]) => None,
-                selection => Some(frame_for(encoded, subscription.mode, selection)),
-            }
-        };
-        self.snapshots.insert(key.clone(), frame.clone());
-        frame
+        if self.latest.is_empty() {
+            return None;
+        }
+        let snapshot = Arc::new(Snapshot::new(
+            self.latest.cell(),
+            self.latest.reserve_resend_ids(),
+            self.schema.object_id_field(),
+            subscription.clone(),
+            self.encoders[&subscription.view].clone(),
+        ));
+        self.snapshots.insert(key.clone(), snapshot.clone());
+        Some(snapshot)
     }
 
     /// Switches a session to a new subscription and queues its filter reply first, so that
@@ -374,8 +349,6 @@ impl Fanout {
     ) -> (Vec<(Subscriber, CloseCause)>, Recorded) {
         let recorded = self.latest.record(batch, received, self.max_tracks);
         self.snapshots.clear();
-        self.snapshot_encodings.clear();
-        self.snapshot_features = None;
         if let crate::latest::Received::Here(_) = received {
             // Read again after a reconnect, a replicated duplicate is not a stale observation.
             self.stats.stale += recorded.stale.len() as u64;
@@ -505,15 +478,6 @@ impl Fanout {
             }
         }
         ended
-    }
-}
-
-/// The frame of `selection` of an encoded batch, in a wire mode.
-fn frame_for(encoded: &EncodedBatch, mode: WireMode, selection: Selection<'_>) -> Bytes {
-    match mode {
-        WireMode::Custom => encoded.custom_frame(selection),
-        WireMode::Server => encoded.server_frames(selection),
-        WireMode::Sse => sse::features_event(&encoded.json_array(selection)),
     }
 }
 

@@ -8,6 +8,7 @@ mod fanout;
 mod inbox;
 pub mod messages;
 pub mod queue;
+pub mod snapshot;
 pub mod subscription;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct ServiceRuntime {
     pub where_ledger: Arc<WhereLedger>,
     /// Where its simulator may publish (`None`: not simulated).
     pub simulator_lease: Option<Arc<crate::source::Lease>>,
+    /// Its latest state as the feature layer queries it (off the broker's thread).
+    pub archive: Arc<archive::Archive>,
 }
 
 /// How a broker treats what its sources publish.
@@ -182,8 +185,6 @@ pub struct BrokerActor {
     inbox: Arc<BatchInbox>,
     settings: BrokerSettings,
     state_file: Option<StateFile>,
-    /// The order of paged archive queries in progress.
-    paging: archive::PagingOrders,
     /// A save is being written (the next waits for it).
     saving: Arc<std::sync::atomic::AtomicBool>,
     /// When the last fan-out started.
@@ -252,14 +253,14 @@ impl BatchSink {
 struct BatchReady;
 
 impl BrokerActor {
-    /// Starts a broker for a service's schema on `arbiter`; returns its address and the sink
-    /// its sources publish to.
+    /// Starts a broker for a service's schema on `arbiter`; returns its address, the sink
+    /// its sources publish to and the archive its latest state is queried through.
     pub fn start(
         arbiter: &ArbiterHandle,
         schema: Schema,
         settings: BrokerSettings,
         state_file: Option<StateFile>,
-    ) -> (Addr<BrokerActor>, BatchSink) {
+    ) -> (Addr<BrokerActor>, BatchSink, Arc<archive::Archive>) {
         let restored = state_file
             .as_ref()
             .and_then(|file| crate::latest::load_or_set_aside(&file.path, &file.service, &schema));
@@ -268,36 +269,38 @@ impl BrokerActor {
             schema.start_time_field(),
         ));
         let broker_inbox = inbox.clone();
-        let broker = BrokerActor::start_in_arbiter(arbiter, move |_| {
-            let mut fanout = Fanout::new(schema, settings.slow_consumer_after, settings.max_tracks);
-            if let Some(first) = settings.first_resend_id {
-                fanout.latest_mut().resend_from(first);
-            }
-            if let Some(saved) = restored {
-                fanout.latest_mut().restore(
-                    saved.observations,
-                    saved.next_object_id,
-                    saved.next_resend_id,
-                );
-            }
-            BrokerActor {
-                fanout,
-                inbox: broker_inbox,
-                settings,
-                state_file,
-                paging: archive::PagingOrders::default(),
-                saving: Arc::default(),
-                last_fan_out: None,
-                fan_out_scheduled: false,
-                batches_merged: 0,
-                lag_ms: 0,
-            }
+        let object_id_field = schema.object_id_field();
+        let mut fanout = Fanout::new(schema, settings.slow_consumer_after, settings.max_tracks);
+        if let Some(first) = settings.first_resend_id {
+            fanout.latest_mut().resend_from(first);
+        }
+        if let Some(saved) = restored {
+            fanout.latest_mut().restore(
+                saved.observations,
+                saved.next_object_id,
+                saved.next_resend_id,
+            );
+        }
+        let archive = Arc::new(archive::Archive::new(
+            fanout.latest().cell(),
+            object_id_field,
+        ));
+        let broker = BrokerActor::start_in_arbiter(arbiter, move |_| BrokerActor {
+            fanout,
+            inbox: broker_inbox,
+            settings,
+            state_file,
+            saving: Arc::default(),
+            last_fan_out: None,
+            fan_out_scheduled: false,
+            batches_merged: 0,
+            lag_ms: 0,
         });
         let sink = BatchSink {
             inbox,
             taker: Taker::Broker(broker.clone()),
         };
-        (broker, sink)
+        (broker, sink, archive)
     }
 }
 
@@ -316,11 +319,19 @@ impl Actor for BrokerActor {
                 if broker.saving.swap(true, Ordering::SeqCst) {
                     return;
                 }
-                let saved = crate::latest::Saved::of(broker.fanout.latest());
+                let latest = broker.fanout.latest();
+                let (frozen, next_object_id, next_resend_id) = (
+                    latest.frozen(),
+                    latest.next_object_id(),
+                    latest.next_resend_id(),
+                );
                 let schema = broker.fanout.schema().clone();
                 let (file, saving) = (file.clone(), broker.saving.clone());
-                // Encoding and writing take a while for big states: off the broker's thread.
+                // Copying, encoding and writing take a while for big states: off the broker's
+                // thread, from the frozen copy.
                 std::thread::spawn(move || {
+                    let saved =
+                        crate::latest::Saved::of_frozen(&frozen, next_object_id, next_resend_id);
                     if let Err(err) =
                         crate::latest::save(&file.path, &file.service, &schema, &saved)
                     {
@@ -522,7 +533,12 @@ impl Handler<SaveState> for BrokerActor {
         let Some(file) = self.state_file.clone() else {
             return Box::pin(async {});
         };
-        let saved = crate::latest::Saved::of(self.fanout.latest());
+        let latest = self.fanout.latest();
+        let (frozen, next_object_id, next_resend_id) = (
+            latest.frozen(),
+            latest.next_object_id(),
+            latest.next_resend_id(),
+        );
         let schema = self.fanout.schema().clone();
         let saving = self.saving.clone();
         Box::pin(async move {
@@ -534,6 +550,8 @@ impl Handler<SaveState> for BrokerActor {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
             let written = tokio::task::spawn_blocking(move || {
+                let saved =
+                    crate::latest::Saved::of_frozen(&frozen, next_object_id, next_resend_id);
                 crate::latest::save(&file.path, &file.service, &schema, &saved)
                     .map(|()| (file, saved.observations.len()))
             })
@@ -549,25 +567,6 @@ impl Handler<SaveState> for BrokerActor {
             }
             saving.store(false, std::sync::atomic::Ordering::SeqCst);
         })
-    }
-}
-
-/// Runs a query on the latest state (the feature layer's `/query`).
-#[derive(actix::Message)]
-#[rtype(result = "archive::ArchiveResult")]
-pub struct QueryArchive(pub archive::ArchiveQuery);
-
-impl Handler<QueryArchive> for BrokerActor {
-    type Result = MessageResult<QueryArchive>;
-
-    fn handle(&mut self, message: QueryArchive, _: &mut Context<BrokerActor>) -> Self::Result {
-        let object_id_field = self.fanout.schema().object_id_field();
-        MessageResult(self.paging.run(
-            self.fanout.latest(),
-            &message.0,
-            object_id_field,
-            Instant::now(),
-        ))
     }
 }
 

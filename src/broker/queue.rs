@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::snapshot::{SnapshotCursor, Step};
+
 /// Result of offering a frame to a session's queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
@@ -31,9 +33,35 @@ pub enum Push {
 /// this room, so a slow but reading client still gets the replies it asks for.
 pub const CONTROL_ALLOWANCE: usize = 256 * 1024;
 
+/// What waits in a queue: a frame, or a snapshot still to be built (piece by piece, as the
+/// queue drains: `broker::snapshot`).
+enum Queued {
+    Frame(Bytes),
+    Snapshot(SnapshotCursor),
+}
+
+/// Snapshot pieces a drain builds at most before it lets other tasks run (each is
+/// `snapshot::PIECE_SLOTS` slots): a snapshot that selects little of a large state is scanned
+/// in slices.
+const PIECES_PER_POLL: usize = 16;
+
+/// The next frame a writer takes.
+enum Next {
+    Frame(Bytes),
+    /// Nothing queued.
+    Empty,
+    /// Closed and drained.
+    Closed,
+    /// A snapshot is being scanned: poll again soon.
+    Busy,
+}
+
 #[derive(Default)]
 struct QueueState {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Queued>,
+    /// Raised by every snapshot pushed and by the close: a piece built meanwhile for an
+    /// older one is dropped.
+    snapshot_generation: u64,
     queued_bytes: usize,
     closed: bool,
     waker: Option<Waker>,
@@ -105,21 +133,23 @@ impl OutboundQueue {
         Push::Queued
     }
 
-    /// Offers the snapshot of a queue that is behind: queued (and the queue no longer behind)
-    /// when it fits, or when the queue is empty whatever its size; otherwise still behind.
-    pub fn push_snapshot(&self, frame: Bytes) -> Push {
+    /// Queues a snapshot (built piece by piece as the queue drains, each piece counted like
+    /// any data) in place of any snapshot still unsent: the queue is no longer behind.
+    pub fn push_snapshot(&self, cursor: SnapshotCursor) -> Push {
         let mut state = self.lock();
         if state.closed {
             return Push::Closed;
         }
-        if state.queued_bytes > 0 && state.queued_bytes + frame.len() > self.max_bytes {
-            state.full_since.get_or_insert_with(Instant::now);
-            state.behind = true;
-            return Push::Conflated;
-        }
+        state
+            .frames
+            .retain(|queued| matches!(queued, Queued::Frame(_)));
+        state.snapshot_generation += 1;
         state.behind = false;
         state.full_since = None;
-        Self::enqueue(&mut state, frame);
+        state.frames.push_back(Queued::Snapshot(cursor));
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
         Push::Queued
     }
 
@@ -170,9 +200,14 @@ impl OutboundQueue {
             return;
         }
         state.behind = false;
+        // Nothing more of a snapshot: what is queued already, then the final frame.
+        state
+            .frames
+            .retain(|queued| matches!(queued, Queued::Frame(_)));
+        state.snapshot_generation += 1;
         if let Some(frame) = last_frame {
             state.queued_bytes += frame.len();
-            state.frames.push_back(frame);
+            state.frames.push_back(Queued::Frame(frame));
         }
         state.closed = true;
         if let Some(waker) = state.waker.take() {
@@ -207,10 +242,47 @@ impl OutboundQueue {
     /// Removes and returns the first queued frame (unit tests inspect queues this way).
     #[cfg(test)]
     pub(crate) fn take_front_for_tests(&self) -> Option<Bytes> {
-        let mut state = self.lock();
-        let frame = state.frames.pop_front()?;
-        state.queued_bytes -= frame.len();
-        Some(frame)
+        loop {
+            match self.next_frame() {
+                Next::Frame(frame) => return Some(frame),
+                Next::Busy => continue,
+                Next::Empty | Next::Closed => return None,
+            }
+        }
+    }
+
+    /// Takes the first frame, building the next piece of a snapshot at the front if that is
+    /// what waits (outside the lock: the broker keeps pushing meanwhile).
+    fn next_frame(&self) -> Next {
+        for _ in 0..PIECES_PER_POLL {
+            let mut state = self.lock();
+            let mut cursor = match state.frames.pop_front() {
+                Some(Queued::Frame(frame)) => {
+                    state.queued_bytes -= frame.len();
+                    return Next::Frame(frame);
+                }
+                Some(Queued::Snapshot(cursor)) => cursor,
+                None if state.closed => return Next::Closed,
+                None => return Next::Empty,
+            };
+            let generation = state.snapshot_generation;
+            drop(state);
+            let step = cursor.step();
+            let mut state = self.lock();
+            if state.snapshot_generation != generation {
+                // Replaced by a newer snapshot, or closed, while this piece was built.
+                continue;
+            }
+            match step {
+                Step::Frame(frame) => {
+                    state.frames.push_front(Queued::Snapshot(cursor));
+                    return Next::Frame(frame);
+                }
+                Step::Nothing => state.frames.push_front(Queued::Snapshot(cursor)),
+                Step::Done => {}
+            }
+        }
+        Next::Busy
     }
 
     /// The upgrade service writes this queue from now on (see [`OutboundQueue::adopted`]).
@@ -226,22 +298,33 @@ impl OutboundQueue {
         out: &mut VecDeque<Bytes>,
         budget: usize,
     ) -> Poll<bool> {
-        let mut state = self.lock();
         let mut taken = 0;
-        while taken < budget
-            && let Some(frame) = state.frames.pop_front()
-        {
-            taken += frame.len();
-            out.push_back(frame);
+        while taken < budget {
+            match self.next_frame() {
+                Next::Frame(frame) => {
+                    taken += frame.len();
+                    out.push_back(frame);
+                }
+                Next::Busy => {
+                    cx.waker().wake_by_ref();
+                    break;
+                }
+                Next::Closed if taken == 0 => return Poll::Ready(false),
+                Next::Empty | Next::Closed => break,
+            }
         }
         if taken > 0 {
-            state.queued_bytes -= taken;
             return Poll::Ready(true);
         }
-        if state.closed {
+        let mut state = self.lock();
+        if state.frames.is_empty() && state.closed {
             return Poll::Ready(false);
         }
         state.register(cx);
+        if !state.frames.is_empty() {
+            // Pushed meanwhile, or a snapshot still scanning: come back.
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 
@@ -262,7 +345,7 @@ impl OutboundQueue {
 
     fn enqueue(state: &mut QueueState, frame: Bytes) {
         state.queued_bytes += frame.len();
-        state.frames.push_back(frame);
+        state.frames.push_back(Queued::Frame(frame));
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
@@ -271,19 +354,30 @@ impl OutboundQueue {
     /// The next frame for a writer that copies what it is given, cut to at most `max_bytes`
     /// (the rest stays first in the queue): `None` once closed and empty.
     pub fn poll_next_chunk(&self, cx: &mut Context<'_>, max_bytes: usize) -> Poll<Option<Bytes>> {
-        let mut state = self.lock();
-        match state.frames.pop_front() {
-            Some(mut frame) => {
+        match self.next_frame() {
+            Next::Frame(mut frame) => {
                 if frame.len() > max_bytes {
                     let rest = frame.split_off(max_bytes);
-                    state.frames.push_front(rest);
+                    let mut state = self.lock();
+                    state.queued_bytes += rest.len();
+                    state.frames.push_front(Queued::Frame(rest));
                 }
-                state.queued_bytes -= frame.len();
                 Poll::Ready(Some(frame))
             }
-            None if state.closed => Poll::Ready(None),
-            None => {
+            Next::Closed => Poll::Ready(None),
+            Next::Busy => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Next::Empty => {
+                let mut state = self.lock();
+                if state.frames.is_empty() && state.closed {
+                    return Poll::Ready(None);
+                }
                 state.register(cx);
+                if !state.frames.is_empty() {
+                    cx.waker().wake_by_ref();
+                }
                 Poll::Pending
             }
         }
@@ -340,6 +434,7 @@ mod tests {
 
     #[test]
     fn a_queue_behind_takes_no_data_until_its_snapshot() {
+        let (mut latest, schema) = super::super::snapshot::tests::state_of(20);
         let queue = OutboundQueue::new(10);
         assert_eq!(queue.push_data(Bytes::from_static(b"123456")), Push::Queued);
         assert_eq!(
@@ -347,11 +442,6 @@ mod tests {
             Push::Conflated
         );
         assert!(queue.is_behind());
-        assert_eq!(
-            queue.push_snapshot(Bytes::from_static(b"snapshot-too-big")),
-            Push::Conflated,
-            "no room yet"
-        );
         assert_eq!(
             queue.take_front_for_tests(),
             Some(Bytes::from_static(b"123456"))
@@ -361,14 +451,23 @@ mod tests {
             Push::Conflated,
             "data waits for the snapshot even with room"
         );
-        assert_eq!(
-            queue.push_snapshot(Bytes::from_static(b"snapshot-too-big")),
-            Push::Queued,
-            "an empty queue takes any snapshot"
-        );
+        let snapshot = super::super::snapshot::tests::snapshot_of(&mut latest, &schema);
+        assert_eq!(queue.push_snapshot(snapshot.cursor()), Push::Queued);
         assert!(!queue.is_behind() && queue.full_since().is_none());
-        assert!(queue.take_front_for_tests().is_some());
+        assert_eq!(
+            queue.queued_bytes(),
+            0,
+            "a snapshot costs nothing until it is read"
+        );
         assert_eq!(queue.push_data(Bytes::from_static(b"x")), Push::Queued);
+        let piece = queue.take_front_for_tests().expect("the snapshot's piece");
+        assert!(piece.len() > 1000, "every track: {} bytes", piece.len());
+        assert_eq!(
+            queue.take_front_for_tests(),
+            Some(Bytes::from_static(b"x")),
+            "data after the snapshot"
+        );
+        assert_eq!(queue.take_front_for_tests(), None);
     }
 
     #[test]

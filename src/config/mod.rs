@@ -247,6 +247,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "Ingest requests per second per client IP (loopback exempt unless FEATURESTREAM_RATE_LIMIT_LOOPBACK), and messages per second per broadcast connection, burst twice that (0: no limit); over it: HTTP 429, or an error message and the message dropped",
     },
     Setting {
+        var: "FEATURESTREAM_QUERY_RATE",
+        flag: "query-rate",
+        default: "50",
+        help: "Feature layer requests (/query, layer metadata) per second per client IP (loopback exempt unless FEATURESTREAM_RATE_LIMIT_LOOPBACK), burst twice that (0: no limit); over it: HTTP 429 with Retry-After. Queries run on a pool of their own, never on a broker",
+    },
+    Setting {
         var: "FEATURESTREAM_INGEST_COALESCE_MS",
         flag: "ingest-coalesce-ms",
         default: "25",
@@ -393,6 +399,8 @@ pub struct AdmissionSettings {
     /// Ingest requests per second per IP, messages per second per broadcast connection;
     /// `None`: no limit.
     pub ingest_rate: Option<f64>,
+    /// Feature layer requests per second per IP; `None`: no limit.
+    pub query_rate: Option<f64>,
     /// Allowed origins.
     pub origins: OriginPolicy,
     /// Host names requests may name (`None`: any).
@@ -832,6 +840,7 @@ impl Raw {
             over_cap,
             connect_rate: rate("FEATURESTREAM_CONNECT_RATE")?,
             ingest_rate: rate("FEATURESTREAM_INGEST_RATE")?,
+            query_rate: rate("FEATURESTREAM_QUERY_RATE")?,
             rate_limit_loopback,
             origins,
             allowed_hosts,

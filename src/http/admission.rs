@@ -33,6 +33,7 @@ pub struct Admission {
     active: Arc<AtomicUsize>,
     buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
     ingest_buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+    query_buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
 
 /// Buckets kept before idle (full) ones are forgotten: bounds the map under a scan of IPs.
@@ -51,6 +52,7 @@ impl Admission {
             active: Arc::new(AtomicUsize::new(0)),
             buckets: Mutex::new(HashMap::new()),
             ingest_buckets: Mutex::new(HashMap::new()),
+            query_buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -91,6 +93,11 @@ impl Admission {
     /// Checks a publisher's ingest rate (requests and broadcast messages): 429 past it.
     pub fn check_ingest_rate(&self, client: &Client) -> Result<(), HttpError> {
         self.take(&self.ingest_buckets, self.settings.ingest_rate, client)
+    }
+
+    /// Checks a client's feature layer request rate: 429 past it.
+    pub fn check_query_rate(&self, client: &Client) -> Result<(), HttpError> {
+        self.take(&self.query_buckets, self.settings.query_rate, client)
     }
 
     fn take(

@@ -12,14 +12,15 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::HttpError;
 use crate::auth::AuthDecision;
-use crate::broker::archive::{Answer, ArchiveQuery, ArchiveResult};
+use crate::broker::ServiceRuntime;
+use crate::broker::archive::{Answer, ArchiveQuery, ArchiveResult, ClientKey, MAX_SORT_KEYS};
 use crate::broker::subscription::{Subscription, WireMode};
-use crate::broker::{QueryArchive, ServiceRuntime};
 use crate::filter::{FilterState, FilterUpdate, OutFields, OutFieldsInput, Patch};
 use crate::geometry::{SpatialRel, Wkid};
 use crate::protocol::envelope_json;
 use crate::protocol::feature_layer;
 use crate::protocol::metadata::error_body;
+use std::sync::Arc;
 
 /// Largest POST form body of a query (long `objectIds` lists, long where clauses).
 const MAX_FORM_BYTES: usize = 1 << 20;
@@ -51,6 +52,9 @@ pub enum LayerError {
     /// The service's broker is gone (shutting down) (500).
     #[error("The service is not running.")]
     Unavailable,
+    /// The client asks faster than `FEATURESTREAM_QUERY_RATE` (HTTP 429, Retry-After).
+    #[error("Too many requests: this client is over its query rate; retry after a second.")]
+    RateLimited,
 }
 
 impl LayerError {
@@ -62,16 +66,26 @@ impl LayerError {
             LayerError::NoSuchLayer(_) | LayerError::InvalidParameters(_) => 400,
             LayerError::Body(error) => error.status().as_u16(),
             LayerError::Unavailable => 500,
+            LayerError::RateLimited => 429,
         }
     }
 }
 
 impl actix_web::ResponseError for LayerError {
     fn status_code(&self) -> actix_web::http::StatusCode {
-        actix_web::http::StatusCode::OK
+        match self {
+            // Not a request error but load: clients and proxies back off on a real 429.
+            LayerError::RateLimited => actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            _ => actix_web::http::StatusCode::OK,
+        }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let LayerError::RateLimited = self {
+            return HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", "1"))
+                .json(error_body(self.code(), &self.to_string(), &[]));
+        }
         let details = match self {
             LayerError::InvalidParameters(details) => details.clone(),
             LayerError::NoSuchLayer(layer) => {
@@ -98,7 +112,11 @@ fn admit(
     req: &HttpRequest,
     state: &AppState,
     name: &str,
-) -> Result<std::sync::Arc<ServiceRuntime>, LayerError> {
+) -> Result<Arc<ServiceRuntime>, LayerError> {
+    state
+        .admission
+        .check_query_rate(&state.client(req))
+        .map_err(|_| LayerError::RateLimited)?;
     let Some(runtime) = state.services.get(name) else {
         let error = HttpError::UnknownService(name.chars().take(64).collect());
         return Err(LayerError::UnknownService(error.to_string()));
@@ -116,17 +134,45 @@ fn admit(
     }
 }
 
-async fn extent(runtime: &ServiceRuntime) -> Option<crate::geometry::Envelope> {
+async fn extent(
+    state: &AppState,
+    runtime: &Arc<ServiceRuntime>,
+) -> Result<Option<crate::geometry::Envelope>, LayerError> {
     let query = ArchiveQuery {
         filter: unfiltered(runtime),
         object_ids: None,
         order_by: Vec::new(),
         answer: Answer::Extent,
     };
-    match runtime.broker.send(QueryArchive(query)).await {
-        Ok(ArchiveResult::Extent(extent)) => extent,
-        _ => None,
+    match run(state, runtime, query, None, |result| result).await? {
+        ArchiveResult::Extent(extent) => Ok(extent),
+        _ => Ok(None),
     }
+}
+
+/// Runs a query of the latest state in the query pool (`AppState::query_slots`), never on
+/// the broker's thread, and turns its result into what `answer` makes of it there too.
+async fn run<T: Send + 'static>(
+    state: &AppState,
+    runtime: &Arc<ServiceRuntime>,
+    query: ArchiveQuery,
+    client: ClientKey,
+    answer: impl FnOnce(ArchiveResult) -> T + Send + 'static,
+) -> Result<T, LayerError> {
+    let _slot = state
+        .query_slots
+        .acquire()
+        .await
+        .map_err(|_| LayerError::Unavailable)?;
+    let archive = runtime.archive.clone();
+    let result = web::block(move || {
+        archive
+            .run(&query, client, std::time::Instant::now())
+            .map(answer)
+    })
+    .await
+    .map_err(|_| LayerError::Unavailable)?;
+    result.map_err(|expired| LayerError::InvalidParameters(vec![expired.to_string()]))
 }
 
 fn unfiltered(runtime: &ServiceRuntime) -> Subscription {
@@ -146,7 +192,7 @@ pub async fn feature_server(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, LayerError> {
     let runtime = admit(&req, &state, &path)?;
-    let extent = extent(&runtime).await;
+    let extent = extent(&state, &runtime).await?;
     Ok(HttpResponse::Ok().json(feature_layer::feature_server(
         &runtime.service,
         state.config.ingest.max_record_count,
@@ -163,7 +209,7 @@ pub async fn layer(
     let (name, layer) = path.into_inner();
     let runtime = admit(&req, &state, &name)?;
     check_layer(&layer)?;
-    let extent = extent(&runtime).await;
+    let extent = extent(&state, &runtime).await?;
     Ok(HttpResponse::Ok().json(feature_layer::layer(
         &runtime.service,
         state.config.ingest.max_record_count,
@@ -202,49 +248,56 @@ pub async fn query(
     let runtime = admit(&req, &state, &name)?;
     check_layer(&layer)?;
     let parsed = parse(&pairs, &runtime, &state).map_err(LayerError::InvalidParameters)?;
-    let result = runtime
-        .broker
-        .send(QueryArchive(parsed.query))
-        .await
-        .map_err(|_| LayerError::Unavailable)?;
-    let schema = &runtime.service.schema;
-    let object_id_name = &schema.fields()[schema.object_id_field()].name;
-    let (body, content_type): (Vec<u8>, &str) = match result {
-        ArchiveResult::Count(count) => (
-            json!({ "count": count }).to_string().into_bytes(),
-            "application/json",
-        ),
-        ArchiveResult::Ids(ids) => (
-            json!({ "objectIdFieldName": object_id_name, "objectIds": ids })
-                .to_string()
-                .into_bytes(),
-            "application/json",
-        ),
-        ArchiveResult::Page { features, exceeded } => match parsed.format {
-            Format::Json => (
-                feature_layer::query_json(
-                    schema,
-                    parsed.out_sr,
-                    &parsed.out_fields,
-                    &features,
-                    exceeded,
-                    parsed.return_geometry,
-                ),
+    let client = state.client(&req).ip;
+    let schema = runtime.service.schema.clone();
+    let Parsed {
+        query,
+        format,
+        out_sr,
+        out_fields,
+        return_geometry,
+    } = parsed;
+    // The page is encoded in the pool too: up to maxRecordCount x 5 features.
+    let (body, content_type) = run(&state, &runtime, query, client, move |result| {
+        let object_id_name = &schema.fields()[schema.object_id_field()].name;
+        match result {
+            ArchiveResult::Count(count) => (
+                json!({ "count": count }).to_string().into_bytes(),
                 "application/json",
             ),
-            Format::GeoJson => (
-                feature_layer::query_geojson(
-                    schema,
-                    &parsed.out_fields,
-                    &features,
-                    exceeded,
-                    parsed.return_geometry,
-                ),
-                "application/geo+json",
+            ArchiveResult::Ids(ids) => (
+                json!({ "objectIdFieldName": object_id_name, "objectIds": ids })
+                    .to_string()
+                    .into_bytes(),
+                "application/json",
             ),
-        },
-        ArchiveResult::Extent(_) => unreachable!("a query never asks for the extent"),
-    };
+            ArchiveResult::Page { features, exceeded } => match format {
+                Format::Json => (
+                    feature_layer::query_json(
+                        &schema,
+                        out_sr,
+                        &out_fields,
+                        &features,
+                        exceeded,
+                        return_geometry,
+                    ),
+                    "application/json",
+                ),
+                Format::GeoJson => (
+                    feature_layer::query_geojson(
+                        &schema,
+                        &out_fields,
+                        &features,
+                        exceeded,
+                        return_geometry,
+                    ),
+                    "application/geo+json",
+                ),
+            },
+            ArchiveResult::Extent(_) => unreachable!("a query never asks for the extent"),
+        }
+    })
+    .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, content_type))
         .body(Bytes::from(body)))
@@ -423,13 +476,20 @@ fn parse(
         ids.sort_unstable();
         ids
     });
-    let mut order_by = Vec::new();
+    let mut order_by: Vec<(usize, bool)> = Vec::new();
     if let Some(text) = get("orderByFields") {
-        for part in text
+        let parts: Vec<&str> = text
             .split(',')
             .map(str::trim)
             .filter(|part| !part.is_empty())
-        {
+            .take(MAX_SORT_KEYS + 1)
+            .collect();
+        if parts.len() > MAX_SORT_KEYS {
+            problems.push(format!(
+                "orderByFields: at most {MAX_SORT_KEYS} sort keys are supported."
+            ));
+        }
+        for part in parts.into_iter().take(MAX_SORT_KEYS) {
             let mut words = part.split_whitespace();
             let name = words.next().unwrap_or("");
             let descending = match words.next().map(str::to_ascii_uppercase).as_deref() {
@@ -441,6 +501,8 @@ fn parse(
                 }
             };
             match schema.field_index(name) {
+                // A field already sorted on decides nothing more (as in SQL): kept once.
+                Some(index) if order_by.iter().any(|(field, _)| *field == index) => {}
                 Some(index) => order_by.push((index, descending)),
                 None => problems.push(format!(
                     "orderByFields: field \"{}\" does not exist.",

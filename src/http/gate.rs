@@ -50,7 +50,35 @@ pub struct ConnectionGate {
     by_address: Mutex<HashMap<IpAddr, usize>>,
     refused_per_address: AtomicU64,
     refused_full: AtomicU64,
+    /// Connections over their address's limit being looked at for a health check now.
+    probing: AtomicUsize,
 }
+
+/// Connections over their address's limit looked at at once for a health check (each for
+/// [`PROBE_WAIT`] at most); past it they are refused at once.
+const MAX_PROBING: usize = 64;
+/// How long a connection over its address's limit may take to show a health check.
+pub const PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether a request head's first bytes are a health or readiness check (`GET /healthz`,
+/// `GET /readyz`, or `HEAD`).
+pub fn is_health_check(head: &[u8]) -> bool {
+    HEALTH_CHECKS.iter().any(|prefix| head.starts_with(prefix))
+}
+
+/// Whether a request head's first bytes may still become a health check.
+pub fn may_be_health_check(head: &[u8]) -> bool {
+    HEALTH_CHECKS.iter().any(|prefix| prefix.starts_with(head))
+}
+
+const HEALTH_CHECKS: [&[u8]; 6] = [
+    b"GET /healthz ",
+    b"GET /readyz ",
+    b"HEAD /healthz ",
+    b"HEAD /readyz ",
+    b"GET /healthz?",
+    b"GET /readyz?",
+];
 
 /// An open connection's place; released when dropped.
 pub struct GatePass {
@@ -73,6 +101,7 @@ impl ConnectionGate {
             by_address: Mutex::default(),
             refused_per_address: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
+            probing: AtomicUsize::new(0),
         })
     }
 
@@ -114,6 +143,17 @@ impl ConnectionGate {
         })
     }
 
+    /// A place for a health check over its address's limit (health checks always get
+    /// through: an orchestrator must not see a loaded node as dead). `None`: too many
+    /// connections are being looked at already.
+    pub fn probe(self: &Arc<ConnectionGate>) -> Option<ProbeSlot> {
+        if self.probing.fetch_add(1, Ordering::Relaxed) >= MAX_PROBING {
+            self.probing.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ProbeSlot { gate: self.clone() })
+    }
+
     /// Connections open now, and refused since start (per address, full).
     pub fn counts(&self) -> (usize, u64, u64) {
         (
@@ -121,6 +161,28 @@ impl ConnectionGate {
             self.refused_per_address.load(Ordering::Relaxed),
             self.refused_full.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// A connection over its address's limit being looked at (see [`ConnectionGate::probe`]).
+pub struct ProbeSlot {
+    gate: Arc<ConnectionGate>,
+}
+
+impl ProbeSlot {
+    /// The connection is a health check: it gets a place outside its address's count.
+    pub fn admit(self) -> GatePass {
+        self.gate.open.fetch_add(1, Ordering::Relaxed);
+        GatePass {
+            gate: self.gate.clone(),
+            address: None,
+        }
+    }
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        self.gate.probing.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -80,6 +80,9 @@ pub struct AppState {
     pub backbone: Option<Arc<crate::cluster::Health>>,
     /// Sessions held by other nodes (`None`: alone).
     pub control: Option<Arc<crate::cluster::control::Control>>,
+    /// Feature layer queries running at once, all services together: one core less than the
+    /// machine has (at least one), so that brokers and sockets always keep a core.
+    pub query_slots: Arc<tokio::sync::Semaphore>,
     next_session: AtomicU64,
 }
 
@@ -104,6 +107,11 @@ impl AppState {
             teardown: Arc::default(),
             backbone: None,
             control: None,
+            query_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, |cores| cores.get().saturating_sub(1))
+                    .max(1),
+            )),
             next_session: AtomicU64::new(1),
         }
     }

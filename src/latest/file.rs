@@ -32,15 +32,22 @@ pub struct Saved {
 impl Saved {
     /// A copy of a state to save.
     pub fn of(state: &LatestState) -> Saved {
+        Saved::of_frozen(
+            &state.frozen(),
+            state.next_object_id(),
+            state.next_resend_id(),
+        )
+    }
+
+    /// A copy of a frozen state to save, with the id sequences it was taken with.
+    pub fn of_frozen(frozen: &super::Frozen, next_object_id: i64, next_resend_id: i64) -> Saved {
         Saved {
-            observations: state
-                .features()
+            observations: frozen
                 .iter()
-                .cloned()
-                .zip(state.received_ms().iter().copied())
+                .map(|(_, slot)| ((*slot.feature).clone(), slot.received_ms))
                 .collect(),
-            next_object_id: state.next_object_id(),
-            next_resend_id: state.next_resend_id(),
+            next_object_id,
+            next_resend_id,
         }
     }
 }

@@ -1,14 +1,21 @@
 //! `LatestState`: the latest observation of every track of one service, ordered by the
 //! schema's start-time field, so that an older observation never replaces a newer one. It
-//! feeds the snapshot a session gets when it subscribes or changes its filter. Plain Rust, no
-//! actors: the same interface can be kept elsewhere (a message bus) later.
+//! feeds the snapshot a session gets when it subscribes or changes its filter, and the feature
+//! layer's queries. Plain Rust, no actors.
+//!
+//! Readers off the broker's thread (queries, snapshots, saves) work on a [`Frozen`] copy:
+//! the slots live in a persistent vector (`imbl`), so a copy costs a reference count and the
+//! broker's next write copies only the chunks it touches. A track keeps its slot for life
+//! (an expired track's slot is emptied and reused by a later new track), and every slot notes
+//! the state version that last wrote it, so a reader of a newer copy can tell what changed
+//! since the copy it started from.
 
 mod file;
 
 pub use file::{LoadError, Saved, load, load_or_set_aside, path_for, save};
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::feature::{Feature, FieldValue, Schema};
 use crate::source::Batch;
@@ -16,11 +23,11 @@ use crate::source::Batch;
 /// A track id as a map key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TrackKey {
-    /// An integer track id.
+    /// An integer track id (an integral double too: `0`, `0.0` and `-0.0` are one track).
     Integer(i64),
     /// A text track id.
     Text(Arc<str>),
-    /// Doubles, dates, booleans, NULL: keyed by their text.
+    /// Other doubles, dates, booleans, NULL: keyed by their text.
     Other(String),
 }
 
@@ -29,8 +36,115 @@ impl TrackKey {
         match feature.attributes.get(track_field) {
             Some(FieldValue::Integer(id)) => TrackKey::Integer(*id),
             Some(FieldValue::String(id)) => TrackKey::Text(id.clone()),
+            Some(FieldValue::Double(id))
+                if id.fract() == 0.0 && id.abs() < 9_007_199_254_740_992.0 =>
+            {
+                TrackKey::Integer(*id as i64)
+            }
             other => TrackKey::Other(format!("{other:?}")),
         }
+    }
+}
+
+/// One track's latest observation, as the state holds it.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    /// The observation (shared with every frozen copy that holds it).
+    pub feature: Arc<Feature>,
+    /// When it was received (epoch milliseconds).
+    pub received_ms: i64,
+    /// The state version that wrote it ([`Frozen::version`]).
+    pub version: u64,
+    /// The state version at which its track took this slot (a slot emptied by expiry is
+    /// later reused by another track, with a later `born`).
+    pub born: u64,
+}
+
+/// A consistent copy of a state, for readers off the broker's thread; costs a reference count.
+#[derive(Clone, Default)]
+pub struct Frozen {
+    slots: imbl::Vector<Option<Slot>>,
+    live: usize,
+    version: u64,
+}
+
+impl Frozen {
+    /// Every live track's slot, with its index.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Slot)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| Some((index, slot.as_ref()?)))
+    }
+
+    /// Every live track's latest observation.
+    pub fn features(&self) -> impl Iterator<Item = &Feature> + '_ {
+        self.iter().map(|(_, slot)| &*slot.feature)
+    }
+
+    /// The slot at `index`, if a track lives there.
+    pub fn slot(&self, index: usize) -> Option<&Slot> {
+        self.slots.get(index)?.as_ref()
+    }
+
+    /// The slots of `range` (live or empty), clipped to the state.
+    pub fn slots(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = (usize, &Slot)> {
+        let end = range.end.min(self.slots.len());
+        let start = range.start.min(end);
+        self.slots
+            .focus()
+            .narrow(start..end)
+            .into_iter()
+            .enumerate()
+            .filter_map(move |(offset, slot)| Some((start + offset, slot.as_ref()?)))
+    }
+
+    /// Slots, live or empty: every index a track can have is below this.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Live tracks.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no track is live.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The version of the state this copy is of: raised by every change.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// The newest frozen copy of a service's state, which the broker replaces after every change
+/// and readers (queries, snapshots) take when they need it.
+#[derive(Default)]
+pub struct StateCell(Mutex<Frozen>);
+
+impl StateCell {
+    /// The newest copy.
+    pub fn load(&self) -> Frozen {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn store(&self, frozen: Frozen) {
+        let old = std::mem::replace(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            frozen,
+        );
+        // The old copy's release (possibly the last reference to many observations) happens
+        // here, outside the lock.
+        drop(old);
     }
 }
 
@@ -39,14 +153,18 @@ pub struct LatestState {
     track_field: usize,
     time_field: Option<usize>,
     object_id_field: usize,
-    by_track: HashMap<TrackKey, usize>,
-    features: Vec<Feature>,
-    received_ms: Vec<i64>,
+    by_track: HashMap<TrackKey, u32>,
+    slots: imbl::Vector<Option<Slot>>,
+    /// Emptied slots, reused by new tracks.
+    free: Vec<u32>,
+    version: u64,
     next_object_id: i64,
-    /// Ids of resent copies ([`LatestState::renumbered`]): a range of their own above every
-    /// observation's ([`RESEND_IDS`]), so that resending never disturbs the observations'
-    /// sequence.
+    /// Ids of resent copies ([`LatestState::reserve_resend_ids`]): a range of their own above
+    /// every observation's ([`RESEND_IDS`]), so that resending never disturbs the
+    /// observations' sequence.
     next_resend_id: i64,
+    /// Where readers find the newest copy.
+    cell: Arc<StateCell>,
 }
 
 /// Where the ids of resent copies start: 2^50, far above any observation's id (2^50
@@ -91,10 +209,64 @@ impl LatestState {
             time_field: schema.start_time_field(),
             object_id_field: schema.object_id_field(),
             by_track: HashMap::new(),
-            features: Vec::new(),
-            received_ms: Vec::new(),
+            slots: imbl::Vector::new(),
+            free: Vec::new(),
+            version: 0,
             next_object_id: 1,
             next_resend_id: RESEND_IDS,
+            cell: Arc::default(),
+        }
+    }
+
+    /// Where readers off the broker's thread find the newest copy of this state.
+    pub fn cell(&self) -> Arc<StateCell> {
+        self.cell.clone()
+    }
+
+    /// A copy of the state as it is now (a reference count).
+    pub fn frozen(&self) -> Frozen {
+        Frozen {
+            slots: self.slots.clone(),
+            live: self.by_track.len(),
+            version: self.version,
+        }
+    }
+
+    /// Hands readers the state as it is now: called by every change.
+    fn publish(&mut self) {
+        self.version += 1;
+        // Slots written by this change carry the new version already (see `write`).
+        self.cell.store(self.frozen());
+    }
+
+    fn write(&mut self, slot: Option<u32>, key: TrackKey, feature: &Feature, received_ms: i64) {
+        let version = self.version + 1;
+        let born = slot
+            .and_then(|slot| self.slots.get(slot as usize)?.as_ref())
+            .map_or(version, |slot| slot.born);
+        let written = Some(Slot {
+            feature: Arc::new(feature.clone()),
+            received_ms,
+            version,
+            born,
+        });
+        match slot {
+            Some(slot) => {
+                self.slots.set(slot as usize, written);
+            }
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots.set(slot as usize, written);
+                        slot
+                    }
+                    None => {
+                        self.slots.push_back(written);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.by_track.insert(key, slot);
+            }
         }
     }
 
@@ -109,14 +281,19 @@ impl LatestState {
         max_tracks: usize,
     ) -> Recorded {
         let mut recorded = Recorded::default();
+        let mut changed = false;
         for (index, feature) in batch.features.iter_mut().enumerate() {
             let key = TrackKey::of(feature, self.track_field);
             let slot = match self.by_track.get(&key) {
                 Some(&slot) => {
+                    let latest = &self.slots[slot as usize]
+                        .as_ref()
+                        .expect("a live track's slot holds it")
+                        .feature;
                     let stale = match received {
-                        Received::Here(_) => self.is_older(feature, &self.features[slot]),
+                        Received::Here(_) => self.is_older(feature, latest),
                         Received::Replicated(_) => {
-                            self.object_id(feature) <= self.object_id(&self.features[slot])
+                            self.object_id(feature) <= self.object_id(latest)
                         }
                     };
                     if stale {
@@ -125,7 +302,7 @@ impl LatestState {
                     }
                     Some(slot)
                 }
-                None if self.features.len() >= max_tracks => {
+                None if self.by_track.len() >= max_tracks => {
                     recorded.refused.push(index);
                     continue;
                 }
@@ -141,41 +318,50 @@ impl LatestState {
                 }
                 Received::Replicated(times) => times[index],
             };
-            match slot {
-                Some(slot) => {
-                    self.features[slot] = feature.clone();
-                    self.received_ms[slot] = received_ms;
-                }
-                None => {
-                    self.by_track.insert(key, self.features.len());
-                    self.features.push(feature.clone());
-                    self.received_ms.push(received_ms);
-                }
-            }
+            self.write(slot, key, feature, received_ms);
+            changed = true;
+        }
+        if changed {
+            self.publish();
         }
         recorded
     }
 
     /// Removes every track last received before `cutoff_ms`; returns their last observations.
-    pub fn expire(&mut self, cutoff_ms: i64) -> Vec<Feature> {
-        let mut expired = Vec::new();
-        let mut slot = 0;
-        while slot < self.features.len() {
-            if self.received_ms[slot] >= cutoff_ms {
-                slot += 1;
+    pub fn expire(&mut self, cutoff_ms: i64) -> Vec<Arc<Feature>> {
+        let gone: Vec<usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| {
+                slot.as_ref()
+                    .is_some_and(|slot| slot.received_ms < cutoff_ms)
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let mut expired = Vec::with_capacity(gone.len());
+        for index in gone {
+            let Some(slot) = self.slots.set(index, None) else {
                 continue;
-            }
-            let feature = self.features.swap_remove(slot);
-            self.received_ms.swap_remove(slot);
+            };
             self.by_track
-                .remove(&TrackKey::of(&feature, self.track_field));
-            if let Some(moved) = self.features.get(slot) {
-                self.by_track
-                    .insert(TrackKey::of(moved, self.track_field), slot);
-            }
-            expired.push(feature);
+                .remove(&TrackKey::of(&slot.feature, self.track_field));
+            self.free.push(index as u32);
+            expired.push(slot.feature);
+        }
+        if !expired.is_empty() {
+            self.publish();
         }
         expired
+    }
+
+    /// Removes one track now (an operator's delete); returns its last observation.
+    pub fn remove(&mut self, key: &TrackKey) -> Option<Arc<Feature>> {
+        let index = self.by_track.remove(key)?;
+        let slot = self.slots.set(index as usize, None)?;
+        self.free.push(index);
+        self.publish();
+        Some(slot.feature)
     }
 
     fn object_id(&self, feature: &Feature) -> i64 {
@@ -202,27 +388,13 @@ impl LatestState {
         }
     }
 
-    /// A track's key, as this state keys tracks.
-    pub(crate) fn key_of(&self, feature: &Feature) -> TrackKey {
-        TrackKey::of(feature, self.track_field)
-    }
-
-    /// A track's latest observation, if it is live.
-    pub(crate) fn get(&self, key: &TrackKey) -> Option<&Feature> {
-        self.by_track.get(key).map(|&slot| &self.features[slot])
-    }
-
-    /// A copy of every track's latest observation under fresh object ids (taken from the
-    /// service's sequence), for sending again where the stored ids were already seen.
-    pub fn renumbered(&mut self) -> Vec<Feature> {
-        let mut copy = self.features.clone();
-        for feature in &mut copy {
-            if let Some(id) = feature.attributes.get_mut(self.object_id_field) {
-                *id = FieldValue::Integer(self.next_resend_id);
-                self.next_resend_id += 1;
-            }
-        }
-        copy
+    /// Reserves object ids for resending every slot of the state once (a snapshot sends the
+    /// track in slot `i` as id `first + i`): taken from the resend sequence, so that a resent
+    /// copy never carries an id a client has already seen.
+    pub fn reserve_resend_ids(&mut self) -> i64 {
+        let first = self.next_resend_id;
+        self.next_resend_id += self.slots.len().max(1) as i64;
+        first
     }
 
     /// The id the next resent copy gets (saved with the state, so that ids never repeat
@@ -232,13 +404,10 @@ impl LatestState {
     }
 
     /// Every track's latest observation.
-    pub fn features(&self) -> &[Feature] {
-        &self.features
-    }
-
-    /// When each of [`LatestState::features`] was received (epoch milliseconds).
-    pub fn received_ms(&self) -> &[i64] {
-        &self.received_ms
+    pub fn features(&self) -> impl Iterator<Item = &Feature> + '_ {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.as_ref().map(|slot| &*slot.feature))
     }
 
     /// The object id the next recorded observation gets.
@@ -261,31 +430,38 @@ impl LatestState {
                 next = next.max(id.saturating_add(1));
             }
             let key = TrackKey::of(&feature, self.track_field);
-            match self.by_track.get(&key) {
+            let slot = match self.by_track.get(&key) {
                 Some(&slot) => {
-                    if !self.is_older(&feature, &self.features[slot]) {
-                        self.features[slot] = feature;
-                        self.received_ms[slot] = received_ms;
+                    let latest = &self.slots[slot as usize]
+                        .as_ref()
+                        .expect("a live track's slot holds it")
+                        .feature;
+                    if self.is_older(&feature, latest) {
+                        continue;
                     }
+                    Some(slot)
                 }
-                None => {
-                    self.by_track.insert(key, self.features.len());
-                    self.features.push(feature);
-                    self.received_ms.push(received_ms);
-                }
-            }
+                None => None,
+            };
+            self.write(slot, key, &feature, received_ms);
         }
         self.next_object_id = next;
+        self.publish();
     }
 
     /// Tracks known.
     pub fn len(&self) -> usize {
-        self.features.len()
+        self.by_track.len()
     }
 
     /// Whether no track is known yet.
     pub fn is_empty(&self) -> bool {
-        self.features.is_empty()
+        self.by_track.is_empty()
+    }
+
+    /// The track id field's index.
+    pub fn track_field(&self) -> usize {
+        self.track_field
     }
 }
 
@@ -343,7 +519,6 @@ mod tests {
         );
         let ids: Vec<&FieldValue> = latest
             .features()
-            .iter()
             .map(|feature| &feature.attributes[0])
             .collect();
         assert_eq!(
@@ -399,15 +574,18 @@ mod tests {
             RESEND_IDS + 5,
         );
         assert_eq!(latest.next_object_id(), 42);
-        let copy = latest.renumbered();
-        assert_eq!(copy[0].attributes[0], FieldValue::Integer(RESEND_IDS + 5));
+        assert_eq!(latest.reserve_resend_ids(), RESEND_IDS + 5);
         assert_eq!(
-            latest.features()[0].attributes[0],
+            latest.features().next().unwrap().attributes[0],
             FieldValue::Integer(41),
             "stored ids stay"
         );
         assert_eq!(latest.next_resend_id(), RESEND_IDS + 7);
-        assert_eq!(latest.features()[0].attributes[0], FieldValue::Integer(41));
-        assert_eq!(latest.received_ms(), [1000, 1000]);
+        let received: Vec<i64> = latest
+            .frozen()
+            .iter()
+            .map(|(_, slot)| slot.received_ms)
+            .collect();
+        assert_eq!(received, [1000, 1000]);
     }
 }

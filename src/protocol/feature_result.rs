@@ -55,6 +55,7 @@ pub enum Selection<'a> {
 }
 
 /// Writes the attribute and geometry JSON of features for one view and schema.
+#[derive(Clone)]
 pub struct FeatureEncoder {
     /// `"name":` for each field sent, with its index, in schema order.
     keys: Vec<(usize, Vec<u8>, FieldType)>,

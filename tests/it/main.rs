@@ -11,6 +11,7 @@ mod custom_mode;
 mod feature_layer;
 mod filter_differential;
 mod filter_properties;
+mod hardening;
 mod ingest;
 mod lifecycle;
 mod load_tester;

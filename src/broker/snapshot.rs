@@ -1,0 +1,344 @@
+//! Snapshots: the latest observation of every track a subscription selects, sent when a
+//! session subscribes, after each accepted filter change and to catch up a session that fell
+//! behind (docs/architecture.md "Latest state and snapshots").
+//!
+//! The broker only names a snapshot (a [`Snapshot`]: a subscription, the state version it is
+//! of, the resend ids it uses), which costs nothing however large the state; the session's
+//! writer builds it piece by piece (a slot range of the state at a time, selected first and
+//! then encoded) as its queue drains, off the broker's thread. A piece counts against the
+//! queue's byte budget like any data, so a client that does not read holds at most one piece.
+//! Pieces are built from the newest frozen state: a track written after the snapshot's
+//! version is skipped, because the live frames queued after the snapshot bring its newer
+//! observation (or, if the queue dropped them, the next catch-up snapshot does). What the
+//! snapshot sends is therefore the state at its version, never newer than what follows it.
+//!
+//! Sessions of one group that subscribe between two batches share a `Snapshot`, and a piece
+//! built for one of them is shared (as the same bytes) by every other that reaches it while
+//! any queue still holds it; no piece outlives the queues that hold it.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+
+use super::subscription::{Subscription, WireMode};
+use crate::feature::FieldValue;
+use crate::latest::StateCell;
+use crate::protocol::feature_result::{EncodedBatch, FeatureEncoder, Selection};
+use crate::protocol::sse;
+
+/// Slots of the state per piece: a custom-mode piece of the simulator's features is about
+/// 100 KB, a tenth of a session's default queue.
+pub const PIECE_SLOTS: usize = 512;
+
+/// One group's snapshot as of one version of the state.
+pub struct Snapshot {
+    cell: Arc<StateCell>,
+    /// Slots written after this version are skipped (their newer observation follows live).
+    version: u64,
+    /// Slots the state had: later ones hold tracks born after the snapshot.
+    slot_count: usize,
+    /// The resent copy of the track in slot `i` carries id `first_id + i`.
+    first_id: i64,
+    object_id_field: usize,
+    subscription: Subscription,
+    encoder: FeatureEncoder,
+    /// Pieces built so far, by piece index, while a queue holds them.
+    pieces: Mutex<Vec<Cached>>,
+}
+
+#[derive(Clone)]
+enum Cached {
+    NotBuilt,
+    Empty,
+    Built(Weak<Bytes>),
+}
+
+/// What a cursor's next step produced.
+pub enum Step {
+    /// A frame for the client.
+    Frame(Bytes),
+    /// A slot range with nothing selected.
+    Nothing,
+    /// The snapshot is complete.
+    Done,
+}
+
+/// Keeps a piece's bytes alive for as long as any `Bytes` cut from it lives.
+struct PieceOwner(Arc<Bytes>);
+
+impl AsRef<[u8]> for PieceOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Snapshot {
+    /// The snapshot of `subscription` as of the state `cell` now holds.
+    pub fn new(
+        cell: Arc<StateCell>,
+        first_id: i64,
+        object_id_field: usize,
+        subscription: Subscription,
+        encoder: FeatureEncoder,
+    ) -> Snapshot {
+        let frozen = cell.load();
+        let pieces = frozen.slot_count().div_ceil(PIECE_SLOTS);
+        Snapshot {
+            version: frozen.version(),
+            slot_count: frozen.slot_count(),
+            cell,
+            first_id,
+            object_id_field,
+            subscription,
+            encoder,
+            pieces: Mutex::new(vec![Cached::NotBuilt; pieces]),
+        }
+    }
+
+    /// A cursor at the snapshot's start.
+    pub fn cursor(self: &Arc<Snapshot>) -> SnapshotCursor {
+        SnapshotCursor {
+            snapshot: self.clone(),
+            next_piece: 0,
+        }
+    }
+
+    fn cached(&self, piece: usize) -> Option<Option<Bytes>> {
+        let pieces = self
+            .pieces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match pieces.get(piece)? {
+            Cached::NotBuilt => None,
+            Cached::Empty => Some(None),
+            Cached::Built(weak) => weak
+                .upgrade()
+                .map(|bytes| Some(Bytes::from_owner(PieceOwner(bytes)))),
+        }
+    }
+
+    fn build(&self, piece: usize) -> Option<Bytes> {
+        let start = piece * PIECE_SLOTS;
+        let end = (start + PIECE_SLOTS).min(self.slot_count);
+        let frozen = self.cell.load();
+        let unfiltered = self.subscription.is_unfiltered();
+        let mut features = Vec::new();
+        for (index, slot) in frozen.slots(start..end) {
+            if slot.version > self.version
+                || !(unfiltered || self.subscription.matches(&slot.feature))
+            {
+                continue;
+            }
+            let mut feature = (*slot.feature).clone();
+            if let Some(id) = feature.attributes.get_mut(self.object_id_field) {
+                *id = FieldValue::Integer(self.first_id + index as i64);
+            }
+            features.push(feature);
+        }
+        drop(frozen);
+        let built = if features.is_empty() {
+            None
+        } else {
+            let encoded = self.encoder.encode_batch(&features);
+            Some(Arc::new(frame_for(
+                &encoded,
+                self.subscription.mode,
+                Selection::All,
+            )))
+        };
+        let mut pieces = self
+            .pieces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(cached) = pieces.get_mut(piece) {
+            *cached = match &built {
+                Some(bytes) => Cached::Built(Arc::downgrade(bytes)),
+                None => Cached::Empty,
+            };
+        }
+        built.map(|bytes| Bytes::from_owner(PieceOwner(bytes)))
+    }
+}
+
+/// Where one queue is in a snapshot.
+pub struct SnapshotCursor {
+    snapshot: Arc<Snapshot>,
+    next_piece: usize,
+}
+
+impl SnapshotCursor {
+    /// Builds (or takes from another session of the group) the next piece: a bounded amount
+    /// of work, [`PIECE_SLOTS`] slots at most.
+    pub fn step(&mut self) -> Step {
+        let snapshot = &self.snapshot;
+        let piece = self.next_piece;
+        if piece * PIECE_SLOTS >= snapshot.slot_count {
+            return Step::Done;
+        }
+        self.next_piece += 1;
+        let frame = match snapshot.cached(piece) {
+            Some(frame) => frame,
+            None => snapshot.build(piece),
+        };
+        match frame {
+            Some(frame) => Step::Frame(frame),
+            None => Step::Nothing,
+        }
+    }
+}
+
+/// The frame of `selection` of an encoded batch, in a wire mode.
+pub(super) fn frame_for(encoded: &EncodedBatch, mode: WireMode, selection: Selection<'_>) -> Bytes {
+    match mode {
+        WireMode::Custom => encoded.custom_frame(selection),
+        WireMode::Server => encoded.server_frames(selection),
+        WireMode::Sse => sse::features_event(&encoded.json_array(selection)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::broker::queue::{OutboundQueue, Push};
+    use crate::feature::{GeometryType, Schema};
+    use crate::filter::FilterState;
+    use crate::geometry::Wkid;
+    use crate::latest::{LatestState, RESEND_IDS, Received};
+    use crate::protocol::feature_result::View;
+    use crate::service::vehicles_schema;
+    use crate::simulator::Fleet;
+
+    /// A state of `tracks` simulated vehicles.
+    pub(crate) fn state_of(tracks: usize) -> (LatestState, Schema) {
+        let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
+        let mut latest = LatestState::new(&schema);
+        let mut fleet = Fleet::new(schema.clone(), tracks, 7, 4);
+        latest.record(
+            &mut fleet.step(1.0, 1_000),
+            Received::Here(1_000),
+            usize::MAX,
+        );
+        (latest, schema)
+    }
+
+    /// An unfiltered custom-mode snapshot of the state as it is now.
+    pub(crate) fn snapshot_of(latest: &mut LatestState, schema: &Schema) -> Arc<Snapshot> {
+        let subscription = Subscription::new(
+            WireMode::Custom,
+            Wkid::Wgs84,
+            &FilterState::default(),
+            schema,
+        );
+        let encoder = FeatureEncoder::new(
+            schema,
+            &View::new(Wkid::Wgs84, subscription.view.out_fields.clone()),
+        );
+        Arc::new(Snapshot::new(
+            latest.cell(),
+            latest.reserve_resend_ids(),
+            schema.object_id_field(),
+            subscription,
+            encoder,
+        ))
+    }
+
+    fn ids_of(frame: &Bytes) -> Vec<(i64, i64)> {
+        let start = match frame[1] & 0x7F {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        let value: serde_json::Value = serde_json::from_slice(&frame[start..]).expect("JSON");
+        value["features"]
+            .as_array()
+            .expect("features")
+            .iter()
+            .map(|feature| {
+                (
+                    feature["attributes"]["OBJECTID"].as_i64().unwrap(),
+                    feature["attributes"]["TRACKID"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_snapshot_is_built_piece_by_piece_as_the_queue_drains() {
+        let (mut latest, schema) = state_of(5_000);
+        let snapshot = snapshot_of(&mut latest, &schema);
+        let queue = OutboundQueue::new(1 << 20);
+        assert_eq!(queue.push_snapshot(snapshot.cursor()), Push::Queued);
+        assert_eq!(
+            queue.queued_bytes(),
+            0,
+            "nothing is built before the client reads"
+        );
+        let (mut tracks, mut ids, mut pieces) = (BTreeSet::new(), BTreeSet::new(), 0);
+        while let Some(piece) = queue.take_front_for_tests() {
+            pieces += 1;
+            assert!(
+                piece.len() < 256 * 1024,
+                "a piece is bounded: {}",
+                piece.len()
+            );
+            for (id, track) in ids_of(&piece) {
+                assert!(id >= RESEND_IDS, "resent under an id of the resend range");
+                assert!(ids.insert(id), "an id once");
+                assert!(tracks.insert(track), "a track once");
+            }
+        }
+        assert_eq!(tracks.len(), 5_000, "every track");
+        assert_eq!(pieces, 5_000usize.div_ceil(PIECE_SLOTS));
+    }
+
+    #[test]
+    fn a_track_written_after_the_snapshot_is_left_to_the_live_frames() {
+        let (mut latest, schema) = state_of(3);
+        let snapshot = snapshot_of(&mut latest, &schema);
+        let mut newer = Fleet::new(schema.clone(), 1, 7, 4).step(2.0, 5_000);
+        latest.record(&mut newer, Received::Here(5_000), usize::MAX);
+        let queue = OutboundQueue::new(1 << 20);
+        queue.push_snapshot(snapshot.cursor());
+        let piece = queue.take_front_for_tests().expect("a piece");
+        let tracks: Vec<i64> = ids_of(&piece).into_iter().map(|(_, track)| track).collect();
+        assert_eq!(
+            tracks.len(),
+            2,
+            "the track written since is skipped: {tracks:?}"
+        );
+    }
+
+    #[test]
+    fn a_new_snapshot_replaces_one_not_yet_sent_and_sessions_share_pieces() {
+        let (mut latest, schema) = state_of(2_000);
+        let first = snapshot_of(&mut latest, &schema);
+        let second = snapshot_of(&mut latest, &schema);
+        let queue = OutboundQueue::new(1 << 20);
+        queue.push_snapshot(first.cursor());
+        queue.push_control(Bytes::from_static(b"reply"));
+        queue.push_snapshot(second.cursor());
+        assert_eq!(
+            queue.take_front_for_tests(),
+            Some(Bytes::from_static(b"reply")),
+            "the first snapshot is gone, the reply stays"
+        );
+        let piece = queue.take_front_for_tests().expect("the second's piece");
+        let other = OutboundQueue::new(1 << 20);
+        other.push_snapshot(second.cursor());
+        let shared = other.take_front_for_tests().expect("a piece");
+        assert_eq!(
+            piece.as_ptr(),
+            shared.as_ptr(),
+            "one piece, shared while held"
+        );
+        drop((piece, shared));
+        queue.close(None);
+        assert_eq!(
+            queue.take_front_for_tests(),
+            None,
+            "nothing of a snapshot after the close"
+        );
+    }
+}
