@@ -156,6 +156,12 @@ impl GeometryType {
 /// Why a schema cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SchemaError {
+    /// A field name that is not a letter or `_` followed by letters, digits and `_` (at most
+    /// 64), as ArcGIS requires.
+    #[error(
+        "field name \"{0}\" is not valid: a letter or _ first, then letters, digits and _, at most 64"
+    )]
+    InvalidName(String),
     /// Two fields whose names differ only in case (ArcGIS names are case-insensitive).
     #[error("field \"{0}\" is declared twice (names are case-insensitive)")]
     DuplicateField(String),
@@ -182,6 +188,46 @@ pub struct Schema {
     pub geometry_type: GeometryType,
     /// The spatial reference features are stored in.
     pub wkid: Wkid,
+    /// Bounds on one observation (ingest refuses past them).
+    pub limits: FeatureLimits,
+}
+
+/// Bounds on one observation, whatever its source: what one feature may cost in memory for
+/// every copy the server keeps and sends, and how far ahead its time may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureLimits {
+    /// Characters of a string field that declares no `length` of its own.
+    pub max_string_chars: u32,
+    /// Characters of a text track id (a track id also names the track's NATS subject).
+    pub max_track_id_chars: u32,
+    /// Vertices of a polyline's or polygon's geometry, all parts together.
+    pub max_vertices: usize,
+    /// How far a start time may lie ahead of the server's clock (ms): one further ahead would
+    /// make every later observation of its track stale.
+    pub max_future_ms: i64,
+}
+
+impl Default for FeatureLimits {
+    fn default() -> FeatureLimits {
+        FeatureLimits {
+            max_string_chars: 4096,
+            max_track_id_chars: 256,
+            max_vertices: 10_000,
+            max_future_ms: 300_000,
+        }
+    }
+}
+
+/// Whether a name is a valid field or service name by ArcGIS's rules: a letter or `_` first,
+/// then letters, digits and `_`, at most 64 characters (so that it is safe in SQL, URLs,
+/// subjects and pages without quoting).
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|rest| rest.is_ascii_alphanumeric() || rest == '_')
+        && name.len() <= 64
 }
 
 impl Schema {
@@ -194,6 +240,11 @@ impl Schema {
         wkid: Wkid,
     ) -> Result<Schema, SchemaError> {
         for (index, field) in fields.iter().enumerate() {
+            if !is_valid_name(&field.name) {
+                return Err(SchemaError::InvalidName(
+                    field.name.chars().take(80).collect(),
+                ));
+            }
             if fields[..index]
                 .iter()
                 .any(|other| other.name.eq_ignore_ascii_case(&field.name))
@@ -223,6 +274,7 @@ impl Schema {
             track_id_field,
             geometry_type,
             wkid,
+            limits: FeatureLimits::default(),
         })
     }
 

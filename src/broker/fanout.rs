@@ -225,11 +225,30 @@ impl Fanout {
     /// message per group, shared). Returns the sessions to end (their queue is gone or full).
     pub fn expire(&mut self, cutoff_ms: i64) -> Vec<(Subscriber, CloseCause)> {
         let expired = self.latest.expire(cutoff_ms);
+        self.stats.tracks_expired += expired.len() as u64;
+        self.send_deletes(&expired)
+    }
+
+    /// Removes one track now (an operator's delete) and queues its delete message to every
+    /// session that selected it; `None` when no such track is live.
+    pub fn remove_track(
+        &mut self,
+        key: &crate::latest::TrackKey,
+    ) -> Option<Vec<(Subscriber, CloseCause)>> {
+        let removed = self.latest.remove(key)?;
+        Some(self.send_deletes(&[removed]))
+    }
+
+    /// Queues `{"type":"delete","trackIds":[..]}` for tracks that left the state to every
+    /// group that selected them (one message per group, shared).
+    fn send_deletes(
+        &mut self,
+        expired: &[Arc<crate::feature::Feature>],
+    ) -> Vec<(Subscriber, CloseCause)> {
         if expired.is_empty() {
             return Vec::new();
         }
         self.snapshots.clear();
-        self.stats.tracks_expired += expired.len() as u64;
         let track_field = self.schema.track_id_field();
         let mut gone = Vec::new();
         for group in self.groups.values() {

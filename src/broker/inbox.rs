@@ -33,6 +33,10 @@ struct Pending {
     /// Observations older than one of the same track already waiting (stale).
     stale: u64,
     receipts: Vec<(oneshot::Sender<Receipt>, Receipt)>,
+    /// Observations replaced while waiting by a newer one of their track, with the index of
+    /// what replaced them: never recorded, they share its fate if it fails and are stale
+    /// (older than their track's latest) if it is recorded.
+    superseded: Vec<(Origin, usize)>,
 }
 
 /// A service's inbox.
@@ -52,6 +56,7 @@ pub struct Taken {
     pub stale: u64,
     origins: Vec<Origin>,
     receipts: Vec<(oneshot::Sender<Receipt>, Receipt)>,
+    superseded: Vec<(Origin, usize)>,
 }
 
 impl Taken {
@@ -61,8 +66,23 @@ impl Taken {
         let Taken {
             origins,
             mut receipts,
+            superseded,
             ..
         } = self;
+        for (origin, winner) in superseded {
+            let Some(receipt) = origin.receipt else {
+                continue;
+            };
+            let receipt = &mut receipts[receipt].1;
+            let fate = if recorded.refused.binary_search(&winner).is_ok() {
+                &mut receipt.refused
+            } else if recorded.unstored.binary_search(&winner).is_ok() {
+                &mut receipt.unstored
+            } else {
+                &mut receipt.stale
+            };
+            fate.push(origin.position);
+        }
         type List = fn(&mut Receipt) -> &mut Vec<usize>;
         let lists: [(&[usize], List); 3] = [
             (&recorded.stale, |receipt| &mut receipt.stale),
@@ -140,7 +160,8 @@ impl BatchInbox {
                         }
                     } else {
                         merged.features[index] = feature;
-                        merged.origins[index] = origin;
+                        let replaced = std::mem::replace(&mut merged.origins[index], origin);
+                        merged.superseded.push((replaced, index));
                     }
                 }
                 None => {
@@ -165,6 +186,7 @@ impl BatchInbox {
             stale: pending.stale,
             origins: pending.origins,
             receipts: pending.receipts,
+            superseded: pending.superseded,
         })
     }
 }
@@ -277,7 +299,14 @@ mod tests {
             refused: vec![2],
             ..Default::default()
         });
-        assert_eq!(first.try_recv().expect("a receipt"), Receipt::default());
+        assert_eq!(
+            first.try_recv().expect("a receipt"),
+            Receipt {
+                stale: vec![1],
+                ..Receipt::default()
+            },
+            "track 2 at 1000, replaced while waiting by track 2 at 3000: never recorded"
+        );
         assert_eq!(
             second.try_recv().expect("a receipt"),
             Receipt {

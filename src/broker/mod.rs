@@ -570,6 +570,28 @@ impl Handler<SaveState> for BrokerActor {
     }
 }
 
+/// Removes one track from the latest state now (an operator's delete: a track frozen by a
+/// bad clock, a vehicle taken out of service); answers whether it was live.
+#[derive(actix::Message)]
+#[rtype(result = "bool")]
+pub struct RemoveTrack(pub crate::latest::TrackKey);
+
+impl Handler<RemoveTrack> for BrokerActor {
+    type Result = bool;
+
+    fn handle(&mut self, message: RemoveTrack, _: &mut Context<BrokerActor>) -> bool {
+        match self.fanout.remove_track(&message.0) {
+            Some(ended) => {
+                for (subscriber, cause) in ended {
+                    end(&subscriber, cause);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Asks for the broker's counters and session count.
 #[derive(actix::Message)]
 #[rtype(result = "BrokerStats")]

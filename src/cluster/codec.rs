@@ -59,10 +59,17 @@ impl Codec {
         Bytes::from(out)
     }
 
-    /// The observation of a message, numbered `object_id` (its sequence on the backbone).
-    pub fn decode(&self, payload: &[u8], object_id: i64) -> Result<Feature, DecodeError> {
+    /// The observation of a message, numbered `object_id` (its sequence on the backbone) and
+    /// stored at `stored_ms`: validated as ingest validates it at that time (a start time
+    /// further ahead of it than any node would have accepted is a forgery, refused).
+    pub fn decode(
+        &self,
+        payload: &[u8],
+        object_id: i64,
+        stored_ms: i64,
+    ) -> Result<Feature, DecodeError> {
         let text = std::str::from_utf8(payload).map_err(|_| DecodeError::Utf8)?;
-        let mut ingested = crate::ingest::parse_document(text, &self.schema, 0, 0, 1)?;
+        let mut ingested = crate::ingest::parse_document(text, &self.schema, stored_ms, 0, 1)?;
         if let Some(rejection) = ingested.rejected.pop() {
             return Err(rejection.reason.into());
         }
@@ -98,7 +105,9 @@ mod tests {
             let mut fleet = crate::simulator::Fleet::new(schema.clone(), 50, 7, 8);
             for feature in fleet.step(1.0, 1_700_000_000_000).features {
                 let message = codec.encode(&feature);
-                let read = codec.decode(&message, 99).expect("reads back");
+                let read = codec
+                    .decode(&message, 99, 1_700_000_000_000)
+                    .expect("reads back");
                 assert_eq!(
                     read.attributes[schema.object_id_field()],
                     FieldValue::Integer(99)
@@ -121,7 +130,7 @@ mod tests {
             br#"{"features":[{"attributes":{"x":1}}]}"#,
         ] {
             assert!(
-                codec.decode(bad, 1).is_err(),
+                codec.decode(bad, 1, 1_000).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );

@@ -80,6 +80,26 @@ struct FilterRequest {
     body: String,
 }
 
+/// Largest server message taken from another node (the admin API's own body limit).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A server message as sessions receive it (`{"type":"message","message":..}`), rebuilt
+/// from one another node sent; `None` for anything else.
+fn server_message(frame: &str) -> Option<Bytes> {
+    if frame.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
+    let serde_json::Value::Object(mut fields) = serde_json::from_str(frame).ok()? else {
+        return None;
+    };
+    if fields.len() != 2 || fields.get("type")?.as_str()? != "message" {
+        return None;
+    }
+    let message = fields.remove("message")?;
+    let rebuilt = serde_json::json!({ "type": "message", "message": message });
+    Some(Bytes::from(rebuilt.to_string()))
+}
+
 /// This node's end of the control channel.
 pub struct Control {
     tag: String,
@@ -240,15 +260,22 @@ pub(super) async fn serve(shared: Arc<Shared>, control: Arc<Control>) {
             }
             Some(message) = messages.next() => {
                 let Ok(request) = serde_json::from_slice::<MessageRequest>(&message.payload) else {
+                    log::warn!("NATS control: a message that is not a control request (skipped)");
                     continue;
                 };
                 if request.origin == control.tag {
                     continue;
                 }
+                // Anyone who may publish on the subject could send any text to every session:
+                // only a server message, rebuilt here, reaches one.
+                let Some(frame) = server_message(&request.frame) else {
+                    log::warn!("NATS control: a message from {:?} is not a server message (skipped)", request.origin.chars().take(40).collect::<String>());
+                    continue;
+                };
                 let delivered = control
                     .sessions
                     .get()
-                    .map_or(0, |sessions| sessions.deliver(&request.audience, Bytes::from(request.frame)));
+                    .map_or(0, |sessions| sessions.deliver(&request.audience, frame));
                 if let Some(reply) = message.reply {
                     let answer = format!("{} {delivered}", control.tag);
                     let _ = shared.client.publish(reply, answer.into()).await;
@@ -272,5 +299,32 @@ pub(super) async fn serve(shared: Arc<Shared>, control: Arc<Control>) {
             }
             else => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::server_message;
+
+    #[test]
+    fn only_server_messages_reach_sessions() {
+        assert_eq!(
+            server_message(r#"{"type":"message","message":{"text":"hi"}}"#).as_deref(),
+            Some(&br#"{"type":"message","message":{"text":"hi"}}"#[..])
+        );
+        for forged in [
+            "hello",
+            r#"{"type":"featureResult","features":[]}"#,
+            r#"{"type":"message"}"#,
+            r#"{"type":"message","message":1,"features":[]}"#,
+            r#"[{"type":"message","message":1}]"#,
+        ] {
+            assert_eq!(server_message(forged), None, "{forged}");
+        }
+        let huge = format!(
+            r#"{{"type":"message","message":"{}"}}"#,
+            "x".repeat(300_000)
+        );
+        assert_eq!(server_message(&huge), None);
     }
 }

@@ -56,6 +56,8 @@ pub struct Health {
     pub unreadable: AtomicU64,
     /// Observations the backbone did not take (unreachable): their publishers were told.
     pub unstored: AtomicU64,
+    /// Times a subscription fell behind and the NATS client dropped its messages.
+    pub slow_consumers: AtomicU64,
 }
 
 impl Health {
@@ -143,7 +145,7 @@ pub struct Counter {
 
 impl Health {
     /// Every counter, for `/api/stats` and `/metrics` alike.
-    pub fn counters(&self) -> [Counter; 7] {
+    pub fn counters(&self) -> [Counter; 8] {
         let counter = |key, metric, help, value: &AtomicU64| Counter {
             key,
             metric,
@@ -192,6 +194,12 @@ impl Health {
                 "nats_unstored",
                 "Observations JetStream did not take (publishers were told)",
                 &self.unstored,
+            ),
+            counter(
+                "slowConsumers",
+                "nats_slow_consumers",
+                "Times a NATS subscription fell behind and the client dropped messages (core-NATS subject ingest is at most once; the state stream's consumer recovers its own gaps)",
+                &self.slow_consumers,
             ),
         ]
     }

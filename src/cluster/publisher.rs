@@ -227,7 +227,11 @@ async fn store(
             match last {
                 Ok(message) => {
                     let stored_time = codec
-                        .decode(&message.payload, message.sequence as i64)
+                        .decode(
+                            &message.payload,
+                            message.sequence as i64,
+                            (message.time.unix_timestamp_nanos() / 1_000_000) as i64,
+                        )
                         .ok()
                         .and_then(|feature| codec.time_of(&feature));
                     tracks.note(attempt.key.clone(), message.sequence, stored_time, now_ms);

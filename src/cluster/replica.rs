@@ -190,7 +190,21 @@ async fn read(
             let sequence = info.stream_sequence;
             last_read = last_read.max(sequence);
             let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-            let feature = match codec.decode(&message.payload, sequence as i64) {
+            let decoded = codec
+                .decode(&message.payload, sequence as i64, stored_ms)
+                .map_err(|err| err.to_string())
+                .and_then(|feature| {
+                    // Keyed by its subject: an observation published on another track's
+                    // subject (by anyone with access to the stream) would replace that track.
+                    let subject =
+                        naming::track_subject(&link.name, &TrackKey::of(&feature, track_field));
+                    if subject == message.subject.as_str() {
+                        Ok(feature)
+                    } else {
+                        Err("its track is not the track of its subject".to_owned())
+                    }
+                });
+            let feature = match decoded {
                 Ok(feature) => feature,
                 Err(err) => {
                     shared

@@ -80,20 +80,36 @@ impl Backbone {
         arbiter.spawn(async move {
             let (epoch_sender, epoch) = watch::channel(0u64);
             let epoch_sender = Arc::new(epoch_sender);
-            let gaps = epoch_sender.clone();
+            let events_health = task_health.clone();
+            let last_warning = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
             let options = async_nats::ConnectOptions::new()
                 .name(format!("featurestream {node}"))
                 .retry_on_initial_connect()
                 .max_reconnects(None)
                 .request_timeout(Some(REQUEST_TIMEOUT))
                 .event_callback(move |event| {
-                    let gaps = gaps.clone();
+                    let (health, last_warning) = (events_health.clone(), last_warning.clone());
                     async move {
                         match event {
-                            async_nats::Event::SlowConsumer(_) => {
-                                // Messages were dropped: read the whole state again.
-                                log::warn!("NATS: a subscription fell behind; resynchronising");
-                                gaps.send_modify(|epoch| *epoch += 1);
+                            async_nats::Event::SlowConsumer(subscription) => {
+                                // Only that subscription lost messages: a subject ingest's
+                                // (at most once, as core NATS is), or a state stream
+                                // consumer's, which sees the gap in its sequence and
+                                // recreates itself from where it was. Nothing to re-read;
+                                // counted, and logged at most every 10 s.
+                                let total = health
+                                    .slow_consumers
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                                    + 1;
+                                let mut last = last_warning
+                                    .lock()
+                                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                                if last.is_none_or(|at| at.elapsed() >= SLOW_CONSUMER_LOG_EVERY) {
+                                    *last = Some(std::time::Instant::now());
+                                    log::warn!(
+                                        "NATS: subscription {subscription} fell behind and dropped messages ({total} times since start)"
+                                    );
+                                }
                             }
                             other => log::info!("NATS: {other}"),
                         }
@@ -149,6 +165,9 @@ impl Backbone {
         self.arbiter.clone()
     }
 }
+
+/// Shortest time between two log lines about subscriptions that fell behind.
+const SLOW_CONSUMER_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Follows the connection: ready only while connected; every reconnect starts a new epoch
 /// (replicas read the whole state again, whatever they missed while it was down).

@@ -265,6 +265,30 @@ pub const SETTINGS: &[Setting] = &[
         help: "Most tracks a service holds; an observation of a new track past it is refused",
     },
     Setting {
+        var: "FEATURESTREAM_MAX_STRING_CHARS",
+        flag: "max-string-chars",
+        default: "4096",
+        help: "Most characters of a string attribute whose field declares no length; longer: refused (tooLong)",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_TRACK_ID_CHARS",
+        flag: "max-track-id-chars",
+        default: "256",
+        help: "Most characters of a text track id; longer: refused (trackIdTooLong)",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_VERTICES",
+        flag: "max-vertices",
+        default: "10000",
+        help: "Most vertices of one polyline or polygon observation; more: refused (tooManyVertices)",
+    },
+    Setting {
+        var: "FEATURESTREAM_MAX_FUTURE_SECS",
+        flag: "max-future-secs",
+        default: "300",
+        help: "How far ahead of the server's clock a start time may be; further: refused (timeInFuture), since it would make every later observation of the track stale",
+    },
+    Setting {
         var: "FEATURESTREAM_MAX_RECORD_COUNT",
         flag: "max-record-count",
         default: "6000",
@@ -732,6 +756,18 @@ impl Raw {
                 max_feature_age,
             )?
         };
+        let limits = crate::feature::FeatureLimits {
+            max_string_chars: self.ranged("FEATURESTREAM_MAX_STRING_CHARS", 1, 16 << 20)? as u32,
+            max_track_id_chars: self.ranged("FEATURESTREAM_MAX_TRACK_ID_CHARS", 1, 1024)? as u32,
+            max_vertices: self.ranged("FEATURESTREAM_MAX_VERTICES", 2, 10_000_000)? as usize,
+            max_future_ms: self.ranged("FEATURESTREAM_MAX_FUTURE_SECS", 0, 100 * 365 * 86_400)?
+                as i64
+                * 1000,
+        };
+        let mut services = services;
+        for service in &mut services {
+            service.schema.limits = limits;
+        }
         let rate = |var: &str| -> Result<Option<f64>, ConfigError> {
             let value: f64 = self.parse(var, "a number per second (0: no limit)")?;
             if !(0.0..=1_000_000.0).contains(&value) {

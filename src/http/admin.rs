@@ -50,6 +50,15 @@ pub enum AdminError {
     /// No connection of that browser session is open.
     #[error("No connection of that session")]
     NoSuchSession,
+    /// No live track has that id (or it cannot be one of this service's).
+    #[error("No live track \"{0}\" in this service")]
+    NoSuchTrack(String),
+    /// The operation is not available in a cluster (the state lives in JetStream).
+    #[error("{0}")]
+    NotInCluster(&'static str),
+    /// The service's broker is gone (shutting down).
+    #[error("The service is not running")]
+    Unavailable,
 }
 
 impl ResponseError for AdminError {
@@ -61,7 +70,11 @@ impl ResponseError for AdminError {
             AdminError::TokenRequired => StatusCode::UNAUTHORIZED,
             AdminError::NotJson(_) => StatusCode::BAD_REQUEST,
             AdminError::Body(error) => error.status(),
-            AdminError::UnknownService(_) | AdminError::NoSuchSession => StatusCode::NOT_FOUND,
+            AdminError::UnknownService(_)
+            | AdminError::NoSuchSession
+            | AdminError::NoSuchTrack(_) => StatusCode::NOT_FOUND,
+            AdminError::NotInCluster(_) => StatusCode::NOT_IMPLEMENTED,
+            AdminError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -187,4 +200,36 @@ pub async fn broadcast(
         delivered += control.deliver_elsewhere(audience, &message.json).await;
     }
     Ok(HttpResponse::Ok().json(json!({ "delivered": delivered })))
+}
+
+/// `DELETE /api/services/{name}/tracks/{trackId}`: removes a track from the latest state now;
+/// every session that selected it gets its `delete` message. An admin's.
+pub async fn delete_track(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    check_admin(&req, &state)?;
+    let (name, track) = path.into_inner();
+    let shown = || track.chars().take(64).collect::<String>();
+    let runtime = state
+        .services
+        .get(&name)
+        .ok_or_else(|| AdminError::UnknownService(name.chars().take(64).collect()))?;
+    if state.backbone.is_some() {
+        return Err(AdminError::NotInCluster(
+            "Deleting a track is not available with FEATURESTREAM_NATS_URL yet: the state lives in JetStream",
+        ));
+    }
+    let key = crate::latest::TrackKey::parse(&runtime.service.schema, &track)
+        .ok_or_else(|| AdminError::NoSuchTrack(shown()))?;
+    let removed = runtime
+        .broker
+        .send(crate::broker::RemoveTrack(key))
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
+    if !removed {
+        return Err(AdminError::NoSuchTrack(shown()));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "deleted": track })))
 }

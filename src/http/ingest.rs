@@ -240,8 +240,12 @@ async fn stream_lines(
     let mut position = NdjsonPosition::default();
     let mut finished = false;
     let mut pending = std::collections::VecDeque::new();
+    // A line must arrive whole within the body timeout (a client that sends a byte now and
+    // then holds its connection no longer than a whole body may take).
+    let mut line_deadline: Option<tokio::time::Instant> = None;
     while !finished {
-        let chunk = match tokio::time::timeout(BODY_TIMEOUT, payload.next()).await {
+        let deadline = line_deadline.unwrap_or_else(|| tokio::time::Instant::now() + BODY_TIMEOUT);
+        let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
             Err(_) => return Err(HttpError::Body(BodyError::Timeout).into()),
             Ok(None) => {
                 finished = true;
@@ -250,21 +254,29 @@ async fn stream_lines(
             Ok(Some(Err(_))) => return Err(HttpError::Body(BodyError::Incomplete).into()),
             Ok(Some(Ok(chunk))) => Some(chunk),
         };
+        // Only the new bytes are searched: the buffer before them holds no newline.
+        let searched_from = buffer.len();
         if let Some(chunk) = chunk {
             buffer.extend_from_slice(&chunk);
         }
         let complete = if finished {
             buffer.len()
         } else {
-            match memchr::memrchr(b'\n', &buffer) {
-                Some(end) => end + 1,
+            match memchr::memrchr(b'\n', &buffer[searched_from..]) {
+                Some(end) => {
+                    line_deadline = None;
+                    searched_from + end + 1
+                }
                 None if buffer.len() > limits.max_body_bytes => {
                     return Err(HttpError::Body(BodyError::TooLarge {
                         max_bytes: limits.max_body_bytes,
                     })
                     .into());
                 }
-                None => continue,
+                None => {
+                    line_deadline.get_or_insert(deadline);
+                    continue;
+                }
             }
         };
         let lines = buffer.split_to(complete);

@@ -333,6 +333,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::post().to(admin::to_browser_session),
         )
         .route("/api/messages", web::post().to(admin::broadcast))
+        .route(
+            "/api/services/{name}/tracks/{track}",
+            web::delete().to(admin::delete_track),
+        )
         .service(
             web::scope("/arcgis/rest/services")
                 .wrap(rest_cors())

@@ -168,6 +168,29 @@ pub enum Reason {
     /// The service already holds its maximum number of tracks and this is a new one.
     #[error("the service holds its maximum of {0} tracks; a new track is refused")]
     TooManyTracks(usize),
+    /// A text track id longer than `FEATURESTREAM_MAX_TRACK_ID_CHARS`.
+    #[error("the track id holds at most {0} characters")]
+    TrackIdTooLong(u32),
+    /// A geometry with more vertices than `FEATURESTREAM_MAX_VERTICES`.
+    #[error("the geometry has {given} vertices; at most {max} are taken")]
+    TooManyVertices {
+        /// Vertices given.
+        given: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A start time further ahead of the server's clock than `FEATURESTREAM_MAX_FUTURE_SECS`.
+    #[error(
+        "field \"{field}\" is {ahead_s} s ahead of the server's clock; at most {max_s} s are taken"
+    )]
+    TimeInFuture {
+        /// The start-time field.
+        field: String,
+        /// How far ahead (s).
+        ahead_s: i64,
+        /// The tolerance (s).
+        max_s: i64,
+    },
     /// The backbone (NATS) did not store it (unreachable): nothing was recorded.
     #[error(
         "the observation could not be stored (the NATS backbone is unavailable); send it again"
@@ -193,12 +216,15 @@ impl Reason {
             Reason::OutOfWorld { .. } => "outOfWorld",
             Reason::UnsupportedSpatialReference(_) => "spatialReference",
             Reason::TooManyTracks(_) => "tooManyTracks",
+            Reason::TrackIdTooLong(_) => "trackIdTooLong",
+            Reason::TooManyVertices { .. } => "tooManyVertices",
+            Reason::TimeInFuture { .. } => "timeInFuture",
             Reason::Unstored => "unstored",
         }
     }
 
     /// Every code, for counters that list each reason.
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 18] = [
         "malformed",
         "unknownField",
         "wrongType",
@@ -213,6 +239,9 @@ impl Reason {
         "outOfWorld",
         "spatialReference",
         "tooManyTracks",
+        "trackIdTooLong",
+        "tooManyVertices",
+        "timeInFuture",
         "unstored",
     ];
 }

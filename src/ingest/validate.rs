@@ -41,6 +41,22 @@ pub(super) fn feature(
             None if Some(index) == schema.start_time_field() => FieldValue::Date(received_ms),
             None => FieldValue::Null,
         };
+        if index == schema.track_id_field()
+            && let FieldValue::String(id) = &value
+            && id.chars().count() > schema.limits.max_track_id_chars as usize
+        {
+            return Err(Reason::TrackIdTooLong(schema.limits.max_track_id_chars));
+        }
+        if Some(index) == schema.start_time_field()
+            && let FieldValue::Date(time) = value
+            && time.saturating_sub(received_ms) > schema.limits.max_future_ms
+        {
+            return Err(Reason::TimeInFuture {
+                field: field.name.clone(),
+                ahead_s: time.saturating_sub(received_ms) / 1000,
+                max_s: schema.limits.max_future_ms / 1000,
+            });
+        }
         if value == FieldValue::Null {
             if index == schema.track_id_field() {
                 return Err(Reason::MissingTrackId(field.name.clone()));
@@ -57,6 +73,18 @@ pub(super) fn feature(
     } else {
         esri_geometry(geometry, schema, default_reference)?
     };
+    let vertices = match &geometry {
+        Geometry::Point { .. } => 1,
+        Geometry::Polyline { paths: parts } | Geometry::Polygon { rings: parts } => {
+            parts.iter().map(Vec::len).sum()
+        }
+    };
+    if vertices > schema.limits.max_vertices {
+        return Err(Reason::TooManyVertices {
+            given: vertices,
+            max: schema.limits.max_vertices,
+        });
+    }
     Ok(Feature {
         attributes: values,
         geometry,
@@ -103,9 +131,8 @@ fn convert(schema: &Schema, index: usize, value: Scalar<'_>) -> Result<FieldValu
         },
         FieldType::String => match value {
             Scalar::Text(text) => {
-                if let Some(max) = field.length
-                    && text.chars().count() > max as usize
-                {
+                let max = field.length.unwrap_or(schema.limits.max_string_chars);
+                if text.len() > max as usize && text.chars().count() > max as usize {
                     return Err(Reason::TooLong {
                         field: field.name.clone(),
                         max,

@@ -32,6 +32,28 @@ pub enum TrackKey {
 }
 
 impl TrackKey {
+    /// The key of a track id written as text (a URL segment), read as the schema's track id
+    /// field reads it; `None` when it cannot be one.
+    pub fn parse(schema: &Schema, text: &str) -> Option<TrackKey> {
+        use crate::feature::FieldType;
+        let field = &schema.fields()[schema.track_id_field()];
+        let value = match field.field_type {
+            FieldType::String => FieldValue::String(Arc::from(text)),
+            FieldType::Single | FieldType::Double => {
+                FieldValue::Double(text.parse::<f64>().ok().filter(|n| n.is_finite())?)
+            }
+            FieldType::Date => FieldValue::Date(text.parse().ok()?),
+            _ => FieldValue::Integer(text.parse().ok()?),
+        };
+        let mut attributes = vec![FieldValue::Null; schema.fields().len()];
+        attributes[schema.track_id_field()] = value;
+        let feature = Feature {
+            attributes,
+            geometry: crate::geometry::Geometry::Point { x: 0.0, y: 0.0 },
+        };
+        Some(TrackKey::of(&feature, schema.track_id_field()))
+    }
+
     pub(crate) fn of(feature: &Feature, track_field: usize) -> TrackKey {
         match feature.attributes.get(track_field) {
             Some(FieldValue::Integer(id)) => TrackKey::Integer(*id),

@@ -292,16 +292,28 @@ async fn a_node_that_starts_late_reads_the_whole_state_before_it_is_ready() {
     ready(&b).await;
     let mut late =
         custom_session(&b, r#"{"format":"json","spatialReference":{"wkid":4326}}"#).await;
-    let snapshot = next_json(&mut late).await;
-    let seen = tracks(&snapshot);
+    // The snapshot comes in pieces (512 slots each).
+    let mut snapshot = Vec::new();
+    while snapshot.len() < tracks_total as usize {
+        let piece = next_json(&mut late).await;
+        snapshot.extend(
+            piece["features"]
+                .as_array()
+                .expect("a featureResult")
+                .clone(),
+        );
+    }
+    let mut seen: Vec<i64> = snapshot
+        .iter()
+        .map(|f| f["attributes"]["TRACKID"].as_i64().unwrap())
+        .collect();
+    seen.sort_unstable();
     assert_eq!(
         seen,
         (1..=tracks_total).collect::<Vec<_>>(),
         "every track, once"
     );
-    let seven = snapshot["features"]
-        .as_array()
-        .unwrap()
+    let seven = snapshot
         .iter()
         .find(|f| f["attributes"]["TRACKID"] == 7)
         .unwrap();

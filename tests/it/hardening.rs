@@ -305,3 +305,220 @@ async fn an_address_at_its_connection_cap_still_passes_health_checks() {
     assert_eq!(status, 429, "{body}");
     drop(held);
 }
+
+/// A service with a text track id, a string field with no length and polyline geometry.
+fn sensors() -> Config {
+    use featurestream::feature::{Field, FieldType, GeometryType, Schema};
+    use featurestream::geometry::Wkid;
+    let mut config = unsimulated();
+    let schema = Schema::new(
+        vec![
+            Field::new("OBJECTID", FieldType::ObjectId),
+            Field::new("TRACKID", FieldType::String),
+            Field::new("note", FieldType::String).nullable(),
+            Field::new("observed", FieldType::Date),
+        ],
+        "OBJECTID",
+        "TRACKID",
+        GeometryType::Polyline,
+        Wkid::Wgs84,
+    )
+    .unwrap();
+    let mut service = config.services[0].clone();
+    service.name = "sensors".into();
+    service.schema = schema;
+    config.services.push(service);
+    config
+}
+
+fn reading(track: &str, note: &str, observed: i64, vertices: usize) -> Value {
+    let path: Vec<[f64; 2]> = (0..vertices)
+        .map(|vertex| [-117.0 + vertex as f64 * 1e-6, 34.0])
+        .collect();
+    json!({"attributes": {"TRACKID": track, "note": note, "observed": observed},
+           "geometry": {"paths": [path]}})
+}
+
+fn codes(report: &Value) -> Vec<(u64, String)> {
+    report["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("errors: {report}"))
+        .iter()
+        .map(|error| {
+            (
+                error["index"].as_u64().unwrap(),
+                error["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Medium 7, 8 and High 9: one observation is bounded (a string field without a length, the
+/// vertices of a geometry, a text track id) and its time may not lie far in the future (a
+/// year-9999 time froze its track forever); each refusal has its own code, and the rest of
+/// the document is taken.
+#[actix_web::test]
+async fn an_observation_is_bounded_in_size_vertices_track_id_and_time() {
+    let server = TestServer::start(sensors());
+    let now = featurestream::broker::now_ms();
+    let (status, report) = post_json(
+        server.addr,
+        "/api/services/sensors/features",
+        &[],
+        &json!([
+            reading("a", "fine", now, 3),
+            reading("b", &"x".repeat(4097), now, 3),
+            reading("c", "fine", now, 10_001),
+            reading(&"d".repeat(257), "fine", now, 3),
+            reading("e", "fine", 253_402_300_799_000, 3),
+            reading("f", &"x".repeat(4096), now + 60_000, 10_000),
+        ])
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["accepted"], 2, "{report}");
+    assert_eq!(
+        codes(&report),
+        [
+            (1, "tooLong".to_owned()),
+            (2, "tooManyVertices".to_owned()),
+            (3, "trackIdTooLong".to_owned()),
+            (4, "timeInFuture".to_owned()),
+        ],
+        "{report}"
+    );
+    let (_, stats) = get_json(server.addr, "/api/stats").await;
+    let rejected = &stats["services"]["sensors"]["observationsRejected"];
+    assert_eq!(rejected["timeInFuture"], 1, "{stats}");
+    assert_eq!(rejected["tooManyVertices"], 1, "{stats}");
+    assert_eq!(rejected["trackIdTooLong"], 1, "{stats}");
+}
+
+/// Medium 8: an operator deletes a track (a frozen one, a vehicle out of service): it leaves
+/// the state and every viewer that had it gets its delete message; a later observation
+/// starts it again.
+#[actix_web::test]
+async fn an_admin_deletes_a_track_and_viewers_are_told() {
+    let server = TestServer::start(unsimulated());
+    publish(server.addr, vec![observation(1, 1.0), observation(2, 2.0)]).await;
+    let mut viewer = connect(&server.ws_url("/arcgis/ws/services/vehicles/custom")).await;
+    send(
+        &mut viewer,
+        r#"{"format":"json","spatialReference":{"wkid":4326}}"#,
+    )
+    .await;
+    let _echo = next_json(&mut viewer).await;
+    let snapshot = next_json(&mut viewer).await;
+    assert_eq!(page_tracks(&snapshot).len(), 2, "{snapshot}");
+    let path = "/api/services/vehicles/tracks/2";
+    let (status, _, body) = http(server.addr, "DELETE", path, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let delete = next_json(&mut viewer).await;
+    assert_eq!(delete, json!({"type": "delete", "trackIds": [2]}));
+    let (status, _, body) = http(server.addr, "DELETE", path, &[]).await;
+    assert_eq!(status, 404, "gone already: {body}");
+    let (status, _, body) = http(
+        server.addr,
+        "DELETE",
+        "/api/services/vehicles/tracks/x",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404, "not an integer track id: {body}");
+    let (_, count) = get_json(
+        server.addr,
+        &format!("{LAYER}/query?where=1%3D1&returnCountOnly=true&f=json"),
+    )
+    .await;
+    assert_eq!(count["count"], 1, "{count}");
+}
+
+/// Low 13 and 15: the report says what became of every feature (one replaced while waiting
+/// by a newer observation of its track is stale, not accepted), and a double track id keys
+/// `0` and `-0.0` as one track.
+#[actix_web::test]
+async fn reports_tell_each_features_fate_and_numeric_track_ids_are_normalised() {
+    let server = TestServer::start(unsimulated());
+    let mut newer = observation(5, 9.0);
+    newer["attributes"]["observed"] = json!(9_000);
+    let report = publish(server.addr, vec![observation(5, 1.0), newer]).await;
+    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(report["staleIndexes"], json!([0]), "{report}");
+
+    use featurestream::feature::{Field, FieldType, GeometryType, Schema};
+    use featurestream::geometry::Wkid;
+    let mut config = unsimulated();
+    config.services[0].schema = Schema::new(
+        vec![
+            Field::new("OBJECTID", FieldType::ObjectId),
+            Field::new("TRACKID", FieldType::Double),
+        ],
+        "OBJECTID",
+        "TRACKID",
+        GeometryType::Point,
+        Wkid::Wgs84,
+    )
+    .unwrap();
+    let doubles = TestServer::start(config);
+    for id in ["0", "-0.0", "0.0"] {
+        let (status, report) = post_json(
+            doubles.addr,
+            "/api/services/vehicles/features",
+            &[],
+            &format!(r#"[{{"attributes":{{"TRACKID":{id}}},"geometry":{{"x":1,"y":2}}}}]"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{report}");
+    }
+    let (_, count) = get_json(
+        doubles.addr,
+        &format!("{LAYER}/query?where=1%3D1&returnCountOnly=true&f=json"),
+    )
+    .await;
+    assert_eq!(count["count"], 1, "0, -0.0 and 0.0 are one track: {count}");
+}
+
+/// Low 12: an NDJSON line that arrives a byte now and then held its request open forever
+/// (each chunk came within the timeout). A line must now arrive whole within the body
+/// timeout: the server answers 408 and closes.
+#[actix_web::test]
+async fn an_ndjson_line_dripped_a_byte_at_a_time_is_cut_off() {
+    let server = TestServer::start(unsimulated());
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/services/vehicles/features HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let line = json!(observation(1, 1.0)).to_string();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // A byte every 400 ms: the whole line would take minutes; bounded at 60 s.
+    for byte in line.bytes().cycle().take(150) {
+        if stream
+            .write_all(format!("1\r\n{}\r\n", byte as char).as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(400),
+            stream.read(&mut buffer),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(read)) => {
+                answer.extend_from_slice(&buffer[..read]);
+                if answer.windows(4).any(|window| window == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "answered: {answer:?}");
+}
