@@ -224,8 +224,10 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                 path: crate::latest::path_for(dir, &service.name),
                 service: service.name.clone(),
                 interval: config.state.interval,
+                health: Arc::default(),
             }),
         };
+        let saves = state_file.as_ref().map(|file| file.health.clone());
         // Each broker gets its own thread: fan-out never competes with socket writes.
         let arbiter = Arbiter::new().handle();
         let (broker, local_sink, archive) =
@@ -275,6 +277,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             where_ledger: WhereLedger::new(config.session.max_service_where_nodes),
             simulator_lease: service.simulator.as_ref().map(|_| lease.clone()),
             archive,
+            saves,
         });
         if let Some(link) = links.last_mut().filter(|link| link.name == service.name) {
             link.lease = service.simulator.as_ref().map(|_| lease);

@@ -45,6 +45,8 @@ pub struct ServiceRuntime {
     pub simulator_lease: Option<Arc<crate::source::Lease>>,
     /// Its latest state as the feature layer queries it (off the broker's thread).
     pub archive: Arc<archive::Archive>,
+    /// How saving its state fares (`None`: not saved).
+    pub saves: Option<Arc<crate::latest::SaveHealth>>,
 }
 
 /// How a broker treats what its sources publish.
@@ -85,6 +87,8 @@ pub struct StateFile {
     pub service: String,
     /// Time between two saves.
     pub interval: Duration,
+    /// How its saves fare.
+    pub health: Arc<crate::latest::SaveHealth>,
 }
 
 /// How often sessions that fell behind are offered their snapshot.
@@ -332,9 +336,9 @@ impl Actor for BrokerActor {
                 std::thread::spawn(move || {
                     let saved =
                         crate::latest::Saved::of_frozen(&frozen, next_object_id, next_resend_id);
-                    if let Err(err) =
-                        crate::latest::save(&file.path, &file.service, &schema, &saved)
-                    {
+                    let outcome = crate::latest::save(&file.path, &file.service, &schema, &saved);
+                    file.health.note(&outcome);
+                    if let Err(err) = outcome {
                         log::error!(
                             "service {}: saving the latest state to {} failed: {err}",
                             file.service,
@@ -552,8 +556,9 @@ impl Handler<SaveState> for BrokerActor {
             let written = tokio::task::spawn_blocking(move || {
                 let saved =
                     crate::latest::Saved::of_frozen(&frozen, next_object_id, next_resend_id);
-                crate::latest::save(&file.path, &file.service, &schema, &saved)
-                    .map(|()| (file, saved.observations.len()))
+                let outcome = crate::latest::save(&file.path, &file.service, &schema, &saved);
+                file.health.note(&outcome);
+                outcome.map(|()| (file, saved.observations.len()))
             })
             .await;
             match written {

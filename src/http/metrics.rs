@@ -38,7 +38,18 @@ pub async fn metrics(
     let accepted = Family::<Labels, Counter>::default();
     let rejected = Family::<Labels, Counter>::default();
     let refused_requests = Family::<Labels, Counter>::default();
+    let saves = Family::<Labels, Counter>::default();
+    let save_failures = Family::<Labels, Counter>::default();
     for (name, runtime) in &state.services {
+        if let Some(health) = &runtime.saves {
+            let labels = vec![("service".to_owned(), name.clone())];
+            saves
+                .get_or_create(&labels)
+                .inc_by(health.saved.load(Ordering::Relaxed));
+            save_failures
+                .get_or_create(&labels)
+                .inc_by(health.failed.load(Ordering::Relaxed));
+        }
         let Ok(stats) = runtime.broker.send(GetStats).await else {
             continue;
         };
@@ -188,6 +199,16 @@ pub async fn metrics(
         "ingest_requests_refused",
         "Ingest requests and broadcast messages refused whole, by service",
         refused_requests,
+    );
+    registry.register(
+        "state_saves",
+        "Saves of the latest state to FEATURESTREAM_STATE_DIR written, by service",
+        saves,
+    );
+    registry.register(
+        "state_save_failures",
+        "Saves of the latest state that failed (disk full, read-only, directory gone), by service",
+        save_failures,
     );
     registry.register(
         "connection_attempts",

@@ -298,6 +298,22 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "shutting down" }));
     }
+    let failing: serde_json::Map<String, serde_json::Value> = state
+        .services
+        .iter()
+        .filter_map(|(name, runtime)| {
+            let error = runtime.saves.as_ref()?.last_error()?;
+            Some((name.clone(), serde_json::Value::String(error)))
+        })
+        .collect();
+    if !failing.is_empty() {
+        // Streaming goes on, but what is accepted would not survive a restart: a balancer
+        // should send publishers to a node that can keep it.
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "cannot save the latest state",
+            "stateSaveErrors": failing,
+        }));
+    }
     match &state.backbone {
         Some(health) if !health.is_connected() => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "waiting for NATS", "nats": "disconnected" })),
@@ -475,6 +491,11 @@ async fn stats(
                 "lagMs": stats.lag_ms,
                 "whereConditions": runtime.where_ledger.usage().0,
                 "simulatorHere": runtime.simulator_lease.as_ref().map(|lease| lease.is_held()),
+                "stateSaves": runtime.saves.as_ref().map(|health| serde_json::json!({
+                    "saved": health.saved.load(std::sync::atomic::Ordering::Relaxed),
+                    "failed": health.failed.load(std::sync::atomic::Ordering::Relaxed),
+                    "lastError": health.last_error(),
+                })),
             }),
         );
     }

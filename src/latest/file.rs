@@ -110,7 +110,49 @@ pub fn path_for(dir: &Path, service: &str) -> PathBuf {
     dir.join(format!("{service}.latest.json"))
 }
 
-/// Writes a state atomically (temporary file, fsync, rename).
+/// How a service's saves fare: what `/readyz`, `/api/stats` and `/metrics` show.
+#[derive(Debug, Default)]
+pub struct SaveHealth {
+    /// Saves written since start.
+    pub saved: std::sync::atomic::AtomicU64,
+    /// Saves that failed since start.
+    pub failed: std::sync::atomic::AtomicU64,
+    /// Why the last save failed, while it is the last one.
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl SaveHealth {
+    /// Notes a save's outcome.
+    pub fn note(&self, outcome: &std::io::Result<()>) {
+        use std::sync::atomic::Ordering;
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match outcome {
+            Ok(()) => {
+                self.saved.fetch_add(1, Ordering::Relaxed);
+                *last = None;
+            }
+            Err(err) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                *last = Some(err.to_string());
+            }
+        }
+    }
+
+    /// Why the last save failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Writes a state atomically: a temporary file of its own (created new, never through a
+/// link planted in its place), fsync, rename, fsync of the directory. A failed write leaves
+/// the previous file whole and removes its partial temporary file.
 pub fn save(path: &Path, service: &str, schema: &Schema, saved: &Saved) -> std::io::Result<()> {
     let body = FileBody {
         format: FORMAT.to_owned(),
@@ -136,13 +178,32 @@ pub fn save(path: &Path, service: &str, schema: &Schema, saved: &Saved) -> std::
             .collect(),
     };
     let temporary = path.with_extension("json.tmp");
-    {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
+    // Whatever is there (a crash's leftover, a planted link) goes; the link itself, not what
+    // it points at. `create_new` then refuses anything that appears meanwhile.
+    match std::fs::remove_file(&temporary) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    let written = (|| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
+        let mut file = std::io::BufWriter::new(file);
         serde_json::to_writer(&mut file, &body)?;
         let file = file.into_inner().map_err(|err| err.into_error())?;
         file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+        return written;
     }
-    std::fs::rename(&temporary, path)
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        // The rename itself is durable once the directory is.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn value(value: &FieldValue) -> Value {
@@ -291,6 +352,46 @@ mod tests {
     use crate::latest::Received;
     use crate::service::vehicles_schema;
     use crate::simulator::Fleet;
+
+    #[test]
+    fn a_link_planted_as_the_temporary_file_is_never_followed_and_a_failed_save_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("fs-latest-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
+        let mut state = LatestState::new(&schema);
+        let mut batch = Fleet::new(schema.clone(), 5, 1, 4).step(1.0, 5_000);
+        state.record(&mut batch, Received::Here(5_000), usize::MAX);
+        let saved = Saved::of(&state);
+        let path = path_for(&dir, "v");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("json.tmp")).unwrap();
+        save(&path, "v", &schema, &saved).unwrap();
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"precious",
+            "the link's target is untouched"
+        );
+        assert_eq!(
+            load(&path, "v", &schema)
+                .unwrap()
+                .unwrap()
+                .observations
+                .len(),
+            5
+        );
+        // A save that cannot be renamed into place (the path is now a directory that is not
+        // empty) fails, and leaves no partial temporary file filling the disk.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir_all(path.join("in-the-way")).unwrap();
+        assert!(save(&path, "v", &schema, &saved).is_err());
+        assert!(!path.with_extension("json.tmp").exists());
+        // A directory removed while running: an error naming it, no panic.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = save(&path, "v", &schema, &saved).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn a_saved_state_loads_back_the_same_and_a_foreign_or_damaged_one_is_refused() {

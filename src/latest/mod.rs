@@ -12,7 +12,7 @@
 
 mod file;
 
-pub use file::{LoadError, Saved, load, load_or_set_aside, path_for, save};
+pub use file::{LoadError, SaveHealth, Saved, load, load_or_set_aside, path_for, save};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -522,3 +522,70 @@ async fn an_ndjson_line_dripped_a_byte_at_a_time_is_cut_off() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "answered: {answer:?}");
 }
+
+/// Medium 11: a save that fails (here: the state file's place is taken by a directory, as a
+/// full or read-only disk would fail it) is no longer silent: `/readyz` answers 503 naming
+/// the service and the error, `/api/stats` and `/metrics` count it; once saves work again,
+/// ready again.
+#[actix_web::test]
+async fn a_failing_save_shows_in_readiness_stats_and_metrics_until_saves_work_again() {
+    let dir = std::env::temp_dir().join(format!("fs-save-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = unsimulated();
+    config.state.dir = Some(dir.clone());
+    config.state.interval = std::time::Duration::from_millis(200);
+    let blocker = featurestream::latest::path_for(&dir, "vehicles");
+    let server = TestServer::start(config);
+    // Taken after the start (a directory there at start is set aside like a damaged file);
+    // a save may put the file back between the two steps: again then.
+    let mut blocked = false;
+    for _ in 0..100 {
+        let _ = std::fs::remove_file(&blocker);
+        if std::fs::create_dir_all(blocker.join("in-the-way")).is_ok() {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "the state file's place is taken");
+    publish(server.addr, vec![observation(1, 1.0)]).await;
+    let mut answer = Value::Null;
+    for _ in 0..250 {
+        let (status, body) = get_json(server.addr, "/readyz").await;
+        if status == 503 {
+            answer = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(answer["status"], "cannot save the latest state", "{answer}");
+    assert!(
+        answer["stateSaveErrors"]["vehicles"].is_string(),
+        "{answer}"
+    );
+    let (_, stats) = get_json(server.addr, "/api/stats").await;
+    let saves = &stats["services"]["vehicles"]["stateSaves"];
+    assert!(saves["failed"].as_u64().unwrap() >= 1, "{stats}");
+    let (_, _, metrics) = http(server.addr, "GET", "/metrics", &[]).await;
+    assert!(
+        metrics.contains("featurestream_state_save_failures_total{service=\"vehicles\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !dir.join("vehicles.latest.json.tmp").exists(),
+        "no partial file is left"
+    );
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let mut ready = 0;
+    for _ in 0..250 {
+        let (status, _) = get_json(server.addr, "/readyz").await;
+        ready = status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(ready, 200, "ready once saves work again");
+    assert!(blocker.is_file(), "the state is saved");
+    let _ = std::fs::remove_dir_all(&dir);
+}
