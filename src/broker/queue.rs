@@ -62,6 +62,8 @@ struct QueueState {
     /// Raised by every snapshot pushed and by the close: a piece built meanwhile for an
     /// older one is dropped.
     snapshot_generation: u64,
+    /// A snapshot is queued or being built (there is at most one: a new one replaces it).
+    snapshot_queued: bool,
     queued_bytes: usize,
     closed: bool,
     waker: Option<Waker>,
@@ -72,6 +74,11 @@ struct QueueState {
 }
 
 impl QueueState {
+    /// Whether a snapshot waits to be built (the drain may hold one it is building).
+    fn snapshot_pending(&self) -> bool {
+        self.snapshot_queued
+    }
+
     /// Wakes `cx` on the next push or on the close (keeps the waker if it is the same task).
     fn register(&mut self, cx: &Context<'_>) {
         if !self
@@ -121,9 +128,10 @@ impl OutboundQueue {
         if state.closed {
             return Push::Closed;
         }
-        if state.behind
-            || (state.queued_bytes > 0 && state.queued_bytes + frame.len() > self.max_bytes)
-        {
+        // A snapshot still to be built counts as data queued: a frame larger than the limit
+        // is taken by an empty queue only.
+        let occupied = state.queued_bytes > 0 || state.snapshot_pending();
+        if state.behind || (occupied && state.queued_bytes + frame.len() > self.max_bytes) {
             state.full_since.get_or_insert_with(Instant::now);
             state.behind = true;
             return Push::Conflated;
@@ -144,6 +152,7 @@ impl OutboundQueue {
             .frames
             .retain(|queued| matches!(queued, Queued::Frame(_)));
         state.snapshot_generation += 1;
+        state.snapshot_queued = true;
         state.behind = false;
         state.full_since = None;
         state.frames.push_back(Queued::Snapshot(cursor));
@@ -205,6 +214,7 @@ impl OutboundQueue {
             .frames
             .retain(|queued| matches!(queued, Queued::Frame(_)));
         state.snapshot_generation += 1;
+        state.snapshot_queued = false;
         if let Some(frame) = last_frame {
             state.queued_bytes += frame.len();
             state.frames.push_back(Queued::Frame(frame));
@@ -234,6 +244,7 @@ impl OutboundQueue {
     pub fn clear(&self) {
         let mut state = self.lock();
         state.frames.clear();
+        state.snapshot_queued = false;
         state.queued_bytes = 0;
         state.full_since = None;
         state.behind = false;
@@ -279,7 +290,7 @@ impl OutboundQueue {
                     return Next::Frame(frame);
                 }
                 Step::Nothing => state.frames.push_front(Queued::Snapshot(cursor)),
-                Step::Done => {}
+                Step::Done => state.snapshot_queued = false,
             }
         }
         Next::Busy
