@@ -1199,3 +1199,89 @@ impl SseThroughProxy {
         }
     }
 }
+
+/// Issue 23, High 10 and 2: anyone who may publish on the node's subjects could freeze a
+/// track (a year-9999 observation on another track's subject, keyed by its payload) or send
+/// any text to every session. A state message whose track is not its subject's, or whose time
+/// is far ahead of its store, is unreadable (counted, skipped); a control message that is not
+/// a server message reaches no session, a real one arrives as the server sends it. A flood on
+/// an ingest subject no longer makes the node re-read its state.
+#[actix_web::test]
+async fn forged_state_and_control_messages_reach_no_session() {
+    let nats = Nats::start();
+    let a = TestServer::start(node_config(&nats, "a", false));
+    ready(&a).await;
+    let now = featurestream::broker::now_ms();
+    publish(
+        &a,
+        &json!([observation(1, now, -117.1), observation(2, now, -117.2)]),
+    )
+    .await;
+    let mut session = custom_session(&a, WGS84).await;
+    assert_eq!(features_of(&mut session, 2).await.len(), 2, "the snapshot");
+    let client = async_nats::connect(nats.url()).await.expect("NATS");
+    let resyncs_before = stats(&a).await["cluster"]["resyncs"].as_u64().unwrap();
+    let forged = |track: i64, observed: i64| {
+        json!({"features": [observation(track, observed, -118.0)]}).to_string()
+    };
+    // Track 2's observation on track 1's subject; track 2 at year 9999 on its own.
+    for (subject, payload) in [
+        ("featurestream.vehicles.track.i1", forged(2, now + 1)),
+        (
+            "featurestream.vehicles.track.i2",
+            forged(2, 253_402_300_799_000),
+        ),
+    ] {
+        client
+            .publish(subject, payload.into())
+            .await
+            .expect("published");
+    }
+    // Anything to every session, then a server message as a node sends it.
+    for payload in [
+        "hello".to_owned(),
+        json!({"origin": "x", "audience": "everyone", "frame": "{\"type\":\"featureResult\",\"features\":[]}"}).to_string(),
+        json!({"origin": "x", "audience": "everyone", "frame": "{\"type\":\"message\",\"message\":\"real\"}"}).to_string(),
+    ] {
+        client
+            .publish("featurestream.control.messages", payload.into())
+            .await
+            .expect("published");
+    }
+    client.flush().await.expect("flushed");
+    let message = next_json(&mut session).await;
+    assert_eq!(
+        message,
+        json!({"type": "message", "message": "real"}),
+        "only the server message arrives"
+    );
+    let mut unreadable = 0;
+    for _ in 0..400 {
+        unreadable = stats(&a).await["cluster"]["unreadable"].as_u64().unwrap();
+        if unreadable >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(unreadable, 2, "both forgeries skipped");
+    // Neither track is frozen: their next real observations stream.
+    publish(
+        &a,
+        &json!([
+            observation(1, now + 10, -117.3),
+            observation(2, now + 10, -117.4)
+        ]),
+    )
+    .await;
+    let live = features_of(&mut session, 2).await;
+    let xs: Vec<f64> = live
+        .iter()
+        .map(|feature| feature["geometry"]["x"].as_f64().unwrap())
+        .collect();
+    assert_eq!(xs, [-117.3, -117.4], "{live:?}");
+    assert_eq!(
+        stats(&a).await["cluster"]["resyncs"].as_u64().unwrap(),
+        resyncs_before,
+        "nothing was re-read"
+    );
+}

@@ -589,3 +589,32 @@ async fn a_failing_save_shows_in_readiness_stats_and_metrics_until_saves_work_ag
     assert!(blocker.is_file(), "the state is saved");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Low 14: a field name from a services file reached the debug page's legend as markup. Field
+/// names follow ArcGIS's rules (a letter or `_`, then letters, digits, `_`): anything else
+/// refuses to start, naming the field (and the page builds its legend from text nodes).
+#[test]
+fn a_services_file_field_name_that_is_not_a_name_is_refused_at_start() {
+    let directory =
+        std::env::temp_dir().join(format!("featurestream-bad-names-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join("services.json");
+    std::fs::write(
+        &path,
+        r#"{"services": [{"name": "sensors", "trackIdField": "SENSOR",
+             "fields": [{"name": "OBJECTID", "type": "esriFieldTypeOID"}, {"name": "SENSOR", "type": "esriFieldTypeInteger"},
+                        {"name": "<img src=x onerror=alert(1)>", "type": "esriFieldTypeDouble", "nullable": true}]}]}"#,
+    )
+    .unwrap();
+    let args =
+        ["featurestream", "--services", path.to_str().unwrap()].map(std::ffi::OsString::from);
+    let error = featurestream::config::Config::from_sources(args, Vec::new())
+        .err()
+        .expect("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("field name \"<img src=x onerror=alert(1)>\" is not valid"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
