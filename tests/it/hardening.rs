@@ -608,9 +608,9 @@ fn a_services_file_field_name_that_is_not_a_name_is_refused_at_start() {
     .unwrap();
     let args =
         ["featurestream", "--services", path.to_str().unwrap()].map(std::ffi::OsString::from);
-    let error = featurestream::config::Config::from_sources(args, Vec::new())
-        .err()
-        .expect("refused");
+    let Err(error) = featurestream::config::Config::from_sources(args, Vec::new()) else {
+        panic!("a field named like markup is refused");
+    };
     let text = error.to_string();
     assert!(
         text.contains("field name \"<img src=x onerror=alert(1)>\" is not valid"),
