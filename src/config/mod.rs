@@ -310,7 +310,7 @@ pub const SETTINGS: &[Setting] = &[
         var: "FEATURESTREAM_STATE_INTERVAL_SECS",
         flag: "state-interval-secs",
         default: "30",
-        help: "Seconds between two saves of the latest state (a crash loses at most this much); it is also saved on shutdown",
+        help: "Seconds between two saves of the latest state (a crash loses at most this much); it is also saved on shutdown. A failed save (disk full, read-only, directory gone) is logged, counted (featurestream_state_save_failures_total) and makes /readyz answer 503 until a save succeeds",
     },
     Setting {
         var: "FEATURESTREAM_ROUTES",
