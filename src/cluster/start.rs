@@ -116,6 +116,11 @@ impl Backbone {
                     }
                 });
             let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+            // Credentials in a URL (`nats://user:password@host:4222`) are the node's user.
+            let options = match servers.iter().find_map(|server| credentials(server)) {
+                Some((user, password)) => options.user_and_password(user, password),
+                None => options,
+            };
             let client = match options.connect(servers).await {
                 Ok(client) => client,
                 Err(err) => {
@@ -164,6 +169,14 @@ impl Backbone {
     pub fn arbiter(&self) -> ArbiterHandle {
         self.arbiter.clone()
     }
+}
+
+/// The user and password a server URL carries (`nats://user:password@host:port`), if any.
+fn credentials(server: &str) -> Option<(String, String)> {
+    let rest = server.split_once("://").map_or(server, |(_, rest)| rest);
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    let (user, password) = userinfo.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 /// Shortest time between two log lines about subscriptions that fell behind.

@@ -23,12 +23,22 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> Nats {
+        Nats::start_with(None)
+    }
+
+    /// A server whose configuration file includes `include` (a file of `deploy/`).
+    pub fn start_with(include: Option<&str>) -> Nats {
         let dir = std::env::temp_dir().join(format!(
             "featurestream-nats-{}-{}",
             std::process::id(),
             rand::random::<u64>()
         ));
         std::fs::create_dir_all(&dir).expect("a store directory");
+        if let Some(include) = include {
+            let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(include);
+            std::fs::copy(&source, dir.join("included.conf")).expect("the included file");
+            std::fs::write(dir.join("nats.conf"), "include included.conf\n").unwrap();
+        }
         let child = Nats::spawn(&dir, "-1");
         let ports = dir.join(format!("nats-server_{}.ports", child.id()));
         let mut nats = Nats {
@@ -51,7 +61,16 @@ impl Nats {
     }
 
     fn spawn(dir: &std::path::Path, port: &str) -> Child {
-        Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        let config = dir.join("nats.conf");
+        if config.exists() {
+            command
+                .arg("-c")
+                .arg(&config)
+                .env("FEATURESTREAM_NATS_NODE_PASSWORD", "node-secret")
+                .env("FEATURESTREAM_NATS_PUBLISHER_PASSWORD", "publisher-secret");
+        }
+        command
             .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
             .arg(dir)
             .arg("--ports_file_dir")
@@ -1284,4 +1303,50 @@ async fn forged_state_and_control_messages_reach_no_session() {
         resyncs_before,
         "nothing was re-read"
     );
+}
+
+/// Issue 23, High 10: deploy/nats-authorization.conf, verbatim: a node with the node user
+/// works (ready, ingest, live frames, subject ingest); a publisher may publish observations
+/// on the ingest subject and nothing else (its server message never reaches a session).
+#[actix_web::test]
+async fn the_documented_nats_users_let_nodes_work_and_publishers_only_ingest() {
+    let nats = Nats::start_with(Some("deploy/nats-authorization.conf"));
+    let mut config = node_config(&nats, "a", false);
+    config.cluster.as_mut().unwrap().nats_url =
+        format!("nats://node:node-secret@127.0.0.1:{}", nats.port);
+    config.services[0].ingest_subject = Some("vehicles.ingest".into());
+    let a = TestServer::start(config);
+    ready(&a).await;
+    let now = featurestream::broker::now_ms();
+    publish(&a, &json!([observation(1, now, -117.1)])).await;
+    let mut session = custom_session(&a, WGS84).await;
+    assert_eq!(features_of(&mut session, 1).await.len(), 1, "the snapshot");
+    let publisher = async_nats::ConnectOptions::with_user_and_password(
+        "publisher".into(),
+        "publisher-secret".into(),
+    )
+    .connect(nats.url())
+    .await
+    .expect("the publisher connects");
+    // Not allowed: the server drops it (a permissions violation).
+    let message = json!({"origin": "x", "audience": "everyone",
+                         "frame": "{\"type\":\"message\",\"message\":\"forged\"}"});
+    let _ = publisher
+        .publish("featurestream.control.messages", message.to_string().into())
+        .await;
+    // Allowed: an observation on the ingest subject.
+    publisher
+        .publish(
+            "vehicles.ingest",
+            json!([observation(2, now + 1, -117.2)]).to_string().into(),
+        )
+        .await
+        .expect("published");
+    publisher.flush().await.expect("flushed");
+    let frame = next_json(&mut session).await;
+    assert_eq!(
+        frame["type"], "featureResult",
+        "only the observation arrives: {frame}"
+    );
+    assert_eq!(frame["features"][0]["attributes"]["TRACKID"], 2, "{frame}");
 }
