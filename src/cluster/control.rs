@@ -85,7 +85,7 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// A server message as sessions receive it (`{"type":"message","message":..}`), rebuilt
 /// from one another node sent; `None` for anything else.
-fn server_message(frame: &str) -> Option<Bytes> {
+pub fn server_message(frame: &str) -> Option<Bytes> {
     if frame.len() > MAX_MESSAGE_BYTES {
         return None;
     }
