@@ -56,7 +56,7 @@ pub struct Health {
     pub unreadable: AtomicU64,
     /// Observations the backbone did not take (unreachable): their publishers were told.
     pub unstored: AtomicU64,
-    /// Times a subscription fell behind and the NATS client dropped its messages.
+    /// Slow-consumer reports: messages a subscription that fell behind dropped.
     pub slow_consumers: AtomicU64,
 }
 
@@ -198,7 +198,7 @@ impl Health {
             counter(
                 "slowConsumers",
                 "nats_slow_consumers",
-                "Times a NATS subscription fell behind and the client dropped messages (core-NATS subject ingest is at most once; the state stream's consumer recovers its own gaps)",
+                "Slow-consumer reports of the NATS client: messages a subscription that fell behind dropped (core-NATS subject ingest is at most once; the state stream's consumer recovers its own gaps)",
                 &self.slow_consumers,
             ),
         ]

@@ -107,7 +107,7 @@ impl Backbone {
                                 if last.is_none_or(|at| at.elapsed() >= SLOW_CONSUMER_LOG_EVERY) {
                                     *last = Some(std::time::Instant::now());
                                     log::warn!(
-                                        "NATS: subscription {subscription} fell behind and dropped messages ({total} times since start)"
+                                        "NATS: subscription {subscription} fell behind and dropped messages ({total} slow-consumer reports since start)"
                                     );
                                 }
                             }

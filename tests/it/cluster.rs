@@ -1350,3 +1350,62 @@ async fn the_documented_nats_users_let_nodes_work_and_publishers_only_ingest() {
     );
     assert_eq!(frame["features"][0]["attributes"]["TRACKID"], 2, "{frame}");
 }
+
+/// Issue 23, High 2: a flood on one ingest subject (as fast as a client can publish, past
+/// what a node parses) made every slow-consumer report re-read every service: /readyz 503
+/// most of the time and viewers of other services starved. The node now counts what the
+/// subscription dropped and re-reads nothing: it stays ready, and a viewer of another service
+/// gets every observation published to it meanwhile.
+#[actix_web::test]
+async fn a_flood_on_an_ingest_subject_re_reads_nothing_and_other_services_stream_on() {
+    let nats = Nats::start();
+    let mut config = node_config(&nats, "a", false);
+    config.services[0].ingest_subject = Some("flood.vehicles".into());
+    let mut other = config.services[0].clone();
+    other.name = "other".into();
+    other.ingest_subject = None;
+    config.services.push(other);
+    let a = TestServer::start(config);
+    ready(&a).await;
+    let mut viewer = connect(&a.ws_url("/arcgis/ws/services/other/custom")).await;
+    send(&mut viewer, WGS84).await;
+    assert_eq!(next_json(&mut viewer).await["format"], "json");
+    let resyncs_before = stats(&a).await["cluster"]["resyncs"].as_u64().unwrap();
+    let client = async_nats::connect(nats.url()).await.expect("NATS");
+    let now = featurestream::broker::now_ms();
+    let flood = tokio::spawn(async move {
+        for round in 0..300_000i64 {
+            let line = json!([observation(round % 5_000, now + round, -117.0)]).to_string();
+            if client.publish("flood.vehicles", line.into()).await.is_err() {
+                break;
+            }
+        }
+        let _ = client.flush().await;
+    });
+    // Meanwhile, the other service's viewer gets what is published to it.
+    let mut received = 0;
+    for batch in 0..5i64 {
+        let (status, report) = post_json(
+            a.addr,
+            "/api/services/other/features",
+            &[],
+            &json!([observation(batch, now + batch, -117.5)]).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{report}");
+        received += features_of(&mut viewer, 1).await.len();
+    }
+    assert_eq!(received, 5);
+    flood.await.expect("the flood ran");
+    let cluster = stats(&a).await["cluster"].clone();
+    assert_eq!(
+        cluster["resyncs"].as_u64().unwrap(),
+        resyncs_before,
+        "nothing re-read: {cluster}"
+    );
+    assert_eq!(get_json(a.addr, "/readyz").await.0, 200, "{cluster}");
+    eprintln!(
+        "subscriptions that fell behind during the flood: {}",
+        cluster["slowConsumers"]
+    );
+}
