@@ -102,6 +102,7 @@ impl Stopper {
 fn gated<S>(
     http: S,
     gate: Arc<ConnectionGate>,
+    send_buffer_bytes: Option<usize>,
 ) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = S::Error, InitError = S::InitError>
 where
     S: ServiceFactory<
@@ -140,9 +141,11 @@ where
                         }
                     };
                     // Bounds what the kernel holds for a client that does not read (Linux
-                    // grows a socket's buffer to megabytes otherwise: 1.7 GB for 1,000 such
-                    // sessions); still 10 Mbit/s at 100 ms round trip.
-                    let _ = socket2::SockRef::from(&io).set_send_buffer_size(SEND_BUFFER_BYTES);
+                    // grows a socket's buffer to megabytes otherwise: 2.3 GB for 1,000 such
+                    // sessions); 128 KiB is still 10 Mbit/s at 100 ms round trip.
+                    if let Some(bytes) = send_buffer_bytes {
+                        let _ = socket2::SockRef::from(&io).set_send_buffer_size(bytes);
+                    }
                     let served = service.call((io, actix_http::Protocol::Http1, peer)).await;
                     drop(pass);
                     served
@@ -151,9 +154,6 @@ where
         }
     })
 }
-
-/// Send buffer asked of the kernel for each connection (it doubles it for bookkeeping).
-const SEND_BUFFER_BYTES: usize = 128 * 1024;
 
 /// A place for a connection over its address's limit that is a health check (its first
 /// bytes, peeked within `gate::PROBE_WAIT`): health checks always get through.
@@ -342,6 +342,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     // reads (`http::metadata::websocket_base` falls back to the listening address itself).
     let app_config = AppConfig::default;
     let request_timeout = config.request_timeout;
+    let send_buffer_bytes = config.send_buffer_bytes;
     let mut builder = actix_server::Server::build()
         .shutdown_timeout(5)
         .disable_signals()
@@ -383,7 +384,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                     app().into_factory().map_err(|err| err.error_response()),
                     move |()| app_config(),
                 ));
-            gated(http, gate.clone())
+            gated(http, gate.clone(), send_buffer_bytes)
         })?;
     if config.workers > 0 {
         builder = builder.workers(config.workers);

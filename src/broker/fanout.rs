@@ -185,7 +185,9 @@ impl Fanout {
             // that never reads costs nothing here).
             let push = if queue.is_closed() {
                 Push::Closed
-            } else if !queue.has_room() {
+            } else if !queue.has_room() || queue.has_snapshot() {
+                // A snapshot still being sent is finished first (replacing it would start
+                // over from its first piece); what was dropped meanwhile, the next one covers.
                 Push::Conflated
             } else {
                 match self.snapshot(&key) {

@@ -175,6 +175,11 @@ impl OutboundQueue {
         self.lock().queued_bytes <= self.max_bytes / 2
     }
 
+    /// Whether a snapshot is queued or being sent.
+    pub fn has_snapshot(&self) -> bool {
+        self.lock().snapshot_pending()
+    }
+
     /// Whether data was dropped since the last snapshot.
     pub fn is_behind(&self) -> bool {
         self.lock().behind

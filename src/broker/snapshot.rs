@@ -13,10 +13,11 @@
 //! snapshot sends is therefore the state at its version, never newer than what follows it.
 //!
 //! Sessions of one group that subscribe between two batches share a `Snapshot`, and a piece
-//! built for one of them is shared (as the same bytes) by every other that reaches it while
-//! any queue still holds it; no piece outlives the queues that hold it.
+//! built for one of them is kept in it and shared (as the same bytes) by every other: the
+//! group's snapshot is encoded once, as a whole frame was before, and lives as long as a
+//! session still sends it. A client that does not read builds nothing itself.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -42,7 +43,7 @@ pub struct Snapshot {
     object_id_field: usize,
     subscription: Subscription,
     encoder: FeatureEncoder,
-    /// Pieces built so far, by piece index, while a queue holds them.
+    /// Pieces built so far, by piece index.
     pieces: Mutex<Vec<Cached>>,
 }
 
@@ -50,7 +51,7 @@ pub struct Snapshot {
 enum Cached {
     NotBuilt,
     Empty,
-    Built(Weak<Bytes>),
+    Built(Bytes),
 }
 
 /// What a cursor's next step produced.
@@ -61,15 +62,6 @@ pub enum Step {
     Nothing,
     /// The snapshot is complete.
     Done,
-}
-
-/// Keeps a piece's bytes alive for as long as any `Bytes` cut from it lives.
-struct PieceOwner(Arc<Bytes>);
-
-impl AsRef<[u8]> for PieceOwner {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
 }
 
 impl Snapshot {
@@ -111,9 +103,7 @@ impl Snapshot {
         match pieces.get(piece)? {
             Cached::NotBuilt => None,
             Cached::Empty => Some(None),
-            Cached::Built(weak) => weak
-                .upgrade()
-                .map(|bytes| Some(Bytes::from_owner(PieceOwner(bytes)))),
+            Cached::Built(bytes) => Some(Some(bytes.clone())),
         }
     }
 
@@ -140,11 +130,7 @@ impl Snapshot {
             None
         } else {
             let encoded = self.encoder.encode_batch(&features);
-            Some(Arc::new(frame_for(
-                &encoded,
-                self.subscription.mode,
-                Selection::All,
-            )))
+            Some(frame_for(&encoded, self.subscription.mode, Selection::All))
         };
         let mut pieces = self
             .pieces
@@ -152,11 +138,11 @@ impl Snapshot {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(cached) = pieces.get_mut(piece) {
             *cached = match &built {
-                Some(bytes) => Cached::Built(Arc::downgrade(bytes)),
+                Some(bytes) => Cached::Built(bytes.clone()),
                 None => Cached::Empty,
             };
         }
-        built.map(|bytes| Bytes::from_owner(PieceOwner(bytes)))
+        built
     }
 }
 

@@ -55,6 +55,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "Connections the kernel holds until they are accepted (capped by net.core.somaxconn)",
     },
     Setting {
+        var: "FEATURESTREAM_SEND_BUFFER_BYTES",
+        flag: "send-buffer-bytes",
+        default: "131072",
+        help: "Kernel send buffer asked for each connection: what a client that does not read costs in kernel memory (0: the kernel's own sizing, which grows to megabytes)",
+    },
+    Setting {
         var: "FEATURESTREAM_REQUEST_TIMEOUT_SECS",
         flag: "request-timeout-secs",
         default: "30",
@@ -500,6 +506,8 @@ pub struct Config {
     pub workers: usize,
     /// Listen queue length.
     pub backlog: u32,
+    /// Kernel send buffer per connection (`None`: the kernel's own sizing).
+    pub send_buffer_bytes: Option<usize>,
     /// Time a client has to send its request head.
     pub request_timeout: Duration,
     /// The services.
@@ -688,6 +696,8 @@ impl Raw {
         let port = self.parse("FEATURESTREAM_PORT", "a port number from 0 to 65535")?;
         let workers = self.ranged("FEATURESTREAM_WORKERS", 0, 256)? as usize;
         let backlog = self.ranged("FEATURESTREAM_BACKLOG", 1, 65_535)? as u32;
+        let send_buffer_bytes =
+            self.ranged("FEATURESTREAM_SEND_BUFFER_BYTES", 0, 64 << 20)? as usize;
         let request_timeout =
             Duration::from_secs(self.ranged("FEATURESTREAM_REQUEST_TIMEOUT_SECS", 1, 3600)?);
         let hz: f64 = self.parse("FEATURESTREAM_HZ", "a number of ticks per second")?;
@@ -989,6 +999,7 @@ impl Raw {
             port,
             workers,
             backlog,
+            send_buffer_bytes: (send_buffer_bytes > 0).then_some(send_buffer_bytes),
             request_timeout,
             services,
             session,
