@@ -573,15 +573,7 @@ mod tests {
 
     /// Object ids in a queued custom-mode frame (header skipped).
     fn object_ids(frame: &Bytes) -> BTreeSet<i64> {
-        let start = match frame[1] & 0x7F {
-            126 => 4,
-            127 => 10,
-            _ => 2,
-        };
-        let value: serde_json::Value = serde_json::from_slice(&frame[start..]).expect("JSON");
-        value["features"]
-            .as_array()
-            .expect("features")
+        crate::broker::snapshot::tests::features_of(frame)
             .iter()
             .map(|f| f["attributes"]["OBJECTID"].as_i64().unwrap())
             .collect()

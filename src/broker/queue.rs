@@ -74,11 +74,6 @@ struct QueueState {
 }
 
 impl QueueState {
-    /// Whether a snapshot waits to be built (the drain may hold one it is building).
-    fn snapshot_pending(&self) -> bool {
-        self.snapshot_queued
-    }
-
     /// Wakes `cx` on the next push or on the close (keeps the waker if it is the same task).
     fn register(&mut self, cx: &Context<'_>) {
         if !self
@@ -130,7 +125,7 @@ impl OutboundQueue {
         }
         // A snapshot still to be built counts as data queued: a frame larger than the limit
         // is taken by an empty queue only.
-        let occupied = state.queued_bytes > 0 || state.snapshot_pending();
+        let occupied = state.queued_bytes > 0 || state.snapshot_queued;
         if state.behind || (occupied && state.queued_bytes + frame.len() > self.max_bytes) {
             state.full_since.get_or_insert_with(Instant::now);
             state.behind = true;
@@ -177,7 +172,7 @@ impl OutboundQueue {
 
     /// Whether a snapshot is queued or being sent.
     pub fn has_snapshot(&self) -> bool {
-        self.lock().snapshot_pending()
+        self.lock().snapshot_queued
     }
 
     /// Whether data was dropped since the last snapshot.

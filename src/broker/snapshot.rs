@@ -230,16 +230,19 @@ pub(crate) mod tests {
         ))
     }
 
-    fn ids_of(frame: &Bytes) -> Vec<(i64, i64)> {
+    /// The features of a queued custom-mode frame (its header skipped).
+    pub(crate) fn features_of(frame: &Bytes) -> Vec<serde_json::Value> {
         let start = match frame[1] & 0x7F {
             126 => 4,
             127 => 10,
             _ => 2,
         };
         let value: serde_json::Value = serde_json::from_slice(&frame[start..]).expect("JSON");
-        value["features"]
-            .as_array()
-            .expect("features")
+        value["features"].as_array().expect("features").clone()
+    }
+
+    fn ids_of(frame: &Bytes) -> Vec<(i64, i64)> {
+        features_of(frame)
             .iter()
             .map(|feature| {
                 (

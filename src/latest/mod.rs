@@ -36,8 +36,7 @@ impl TrackKey {
     /// field reads it; `None` when it cannot be one.
     pub fn parse(schema: &Schema, text: &str) -> Option<TrackKey> {
         use crate::feature::FieldType;
-        let field = &schema.fields()[schema.track_id_field()];
-        let value = match field.field_type {
+        let value = match schema.fields()[schema.track_id_field()].field_type {
             FieldType::String => FieldValue::String(Arc::from(text)),
             FieldType::Single | FieldType::Double => {
                 FieldValue::Double(text.parse::<f64>().ok().filter(|n| n.is_finite())?)
@@ -45,17 +44,15 @@ impl TrackKey {
             FieldType::Date => FieldValue::Date(text.parse().ok()?),
             _ => FieldValue::Integer(text.parse().ok()?),
         };
-        let mut attributes = vec![FieldValue::Null; schema.fields().len()];
-        attributes[schema.track_id_field()] = value;
-        let feature = Feature {
-            attributes,
-            geometry: crate::geometry::Geometry::Point { x: 0.0, y: 0.0 },
-        };
-        Some(TrackKey::of(&feature, schema.track_id_field()))
+        Some(TrackKey::of_value(Some(&value)))
     }
 
     pub(crate) fn of(feature: &Feature, track_field: usize) -> TrackKey {
-        match feature.attributes.get(track_field) {
+        TrackKey::of_value(feature.attributes.get(track_field))
+    }
+
+    fn of_value(value: Option<&FieldValue>) -> TrackKey {
+        match value {
             Some(FieldValue::Integer(id)) => TrackKey::Integer(*id),
             Some(FieldValue::String(id)) => TrackKey::Text(id.clone()),
             Some(FieldValue::Double(id))
@@ -86,7 +83,6 @@ pub struct Slot {
 #[derive(Clone, Default)]
 pub struct Frozen {
     slots: imbl::Vector<Option<Slot>>,
-    live: usize,
     version: u64,
 }
 
@@ -124,16 +120,6 @@ impl Frozen {
     /// Slots, live or empty: every index a track can have is below this.
     pub fn slot_count(&self) -> usize {
         self.slots.len()
-    }
-
-    /// Live tracks.
-    pub fn len(&self) -> usize {
-        self.live
-    }
-
-    /// Whether no track is live.
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
     }
 
     /// The version of the state this copy is of: raised by every change.
@@ -249,7 +235,6 @@ impl LatestState {
     pub fn frozen(&self) -> Frozen {
         Frozen {
             slots: self.slots.clone(),
-            live: self.by_track.len(),
             version: self.version,
         }
     }
@@ -479,11 +464,6 @@ impl LatestState {
     /// Whether no track is known yet.
     pub fn is_empty(&self) -> bool {
         self.by_track.is_empty()
-    }
-
-    /// The track id field's index.
-    pub fn track_field(&self) -> usize {
-        self.track_field
     }
 }
 

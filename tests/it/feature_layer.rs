@@ -44,7 +44,8 @@ async fn query(server: &TestServer, parameters: &str) -> Value {
     body
 }
 
-fn tracks(answer: &Value) -> Vec<i64> {
+/// The track ids of a query's page, in order.
+pub fn tracks(answer: &Value) -> Vec<i64> {
     answer["features"]
         .as_array()
         .unwrap_or_else(|| panic!("features: {answer}"))

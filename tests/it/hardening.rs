@@ -8,6 +8,7 @@ use featurestream::config::Config;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::feature_layer::tracks;
 use crate::support::{TestServer, WAIT, connect, get_json, http, next_json, post_json, send};
 
 const LAYER: &str = "/arcgis/rest/services/vehicles/FeatureServer/0";
@@ -36,6 +37,12 @@ async fn publish(addr: SocketAddr, features: Vec<Value>) -> Value {
     .await;
     assert_eq!(status, 200, "{answer}");
     answer
+}
+
+/// Live tracks, as the feature layer counts them.
+async fn live_tracks(addr: SocketAddr) -> Value {
+    let path = format!("{LAYER}/query?where=1%3D1&returnCountOnly=true&f=json");
+    get_json(addr, &path).await.1["count"].clone()
 }
 
 /// An HTTP/1.1 request from the loopback address `source` (127.0.0.x: another client).
@@ -68,15 +75,6 @@ async fn http_from(
     let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head.to_owned(), body.to_owned())
-}
-
-fn page_tracks(answer: &Value) -> Vec<i64> {
-    answer["features"]
-        .as_array()
-        .unwrap_or_else(|| panic!("features: {answer}"))
-        .iter()
-        .map(|feature| feature["attributes"]["TRACKID"].as_i64().unwrap())
-        .collect()
 }
 
 /// Critical 1: a sort on 100,000 keys held a service's broker for 20 s. Sort keys are capped
@@ -155,7 +153,7 @@ async fn one_clients_paged_queries_never_disturb_another_clients_paging() {
     let (status, _, first) = http_from([127, 0, 0, 2], server.addr, "GET", &page(0), "").await;
     assert_eq!(status, 200);
     let first: Value = serde_json::from_str(&first).unwrap();
-    let mut seen = page_tracks(&first);
+    let mut seen = tracks(&first);
     assert_eq!(seen, [1, 2, 3, 4]);
     // Another client pages through 100 distinct queries.
     for speed in 0..100 {
@@ -186,7 +184,7 @@ async fn one_clients_paged_queries_never_disturb_another_clients_paging() {
             http_from([127, 0, 0, 2], server.addr, "GET", &page(offset), "").await;
         assert_eq!(status, 200);
         let answer: Value = serde_json::from_str(&body).unwrap();
-        seen.extend(page_tracks(&answer));
+        seen.extend(tracks(&answer));
     }
     assert_eq!(
         seen.iter().copied().collect::<BTreeSet<i64>>(),
@@ -410,7 +408,7 @@ async fn an_admin_deletes_a_track_and_viewers_are_told() {
     .await;
     let _echo = next_json(&mut viewer).await;
     let snapshot = next_json(&mut viewer).await;
-    assert_eq!(page_tracks(&snapshot).len(), 2, "{snapshot}");
+    assert_eq!(tracks(&snapshot).len(), 2, "{snapshot}");
     let path = "/api/services/vehicles/tracks/2";
     let (status, _, body) = http(server.addr, "DELETE", path, &[]).await;
     assert_eq!(status, 200, "{body}");
@@ -426,12 +424,7 @@ async fn an_admin_deletes_a_track_and_viewers_are_told() {
     )
     .await;
     assert_eq!(status, 404, "not an integer track id: {body}");
-    let (_, count) = get_json(
-        server.addr,
-        &format!("{LAYER}/query?where=1%3D1&returnCountOnly=true&f=json"),
-    )
-    .await;
-    assert_eq!(count["count"], 1, "{count}");
+    assert_eq!(live_tracks(server.addr).await, 1);
 }
 
 /// Low 13 and 15: the report says what became of every feature (one replaced while waiting
@@ -471,12 +464,11 @@ async fn reports_tell_each_features_fate_and_numeric_track_ids_are_normalised() 
         .await;
         assert_eq!(status, 200, "{report}");
     }
-    let (_, count) = get_json(
-        doubles.addr,
-        &format!("{LAYER}/query?where=1%3D1&returnCountOnly=true&f=json"),
-    )
-    .await;
-    assert_eq!(count["count"], 1, "0, -0.0 and 0.0 are one track: {count}");
+    assert_eq!(
+        live_tracks(doubles.addr).await,
+        1,
+        "0, -0.0 and 0.0 are one track"
+    );
 }
 
 /// Low 12: an NDJSON line that arrives a byte now and then held its request open forever
