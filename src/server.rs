@@ -23,8 +23,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 
 use crate::broker::{
-    BatchInbox, BatchSink, BrokerActor, BrokerSettings, CloseAll, SaveState, ServiceRuntime,
-    StateFile,
+    BatchInbox, BatchSink, BrokerActor, BrokerSettings, CloseAll, CloseStore, ServiceRuntime,
+    StateStore,
 };
 use crate::cluster::{Backbone, LEASE_TTL, ServiceLink};
 use crate::config::Config;
@@ -75,8 +75,8 @@ impl Stopper {
         }
         actix_web::rt::time::sleep(SHUTDOWN_DRAIN).await;
         for runtime in &self.services {
-            // The latest state outlives the process (FEATURESTREAM_STATE_DIR).
-            let _ = runtime.broker.send(SaveState).await;
+            // What a restart reads is one checkpoint (FEATURESTREAM_STATE_DIR).
+            let _ = runtime.broker.send(CloseStore).await;
         }
         self.handle.stop(true).await;
         self.stop_arbiters();
@@ -205,7 +205,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
         })?;
     }
     let mut runtimes = BTreeMap::new();
-    let mut arbiters = Vec::new();
+    let mut arbiters: Vec<ArbiterHandle> = Vec::new();
     let mut links = Vec::new();
     if config.cluster.is_some() && config.state.dir.is_some() {
         log::warn!(
@@ -225,20 +225,35 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                 crate::latest::RESEND_IDS + i64::from(rand::random::<u32>() >> 10) * (1 << 30)
             }),
         };
-        let state_file = match config.cluster {
+        let store = match config.cluster {
             Some(_) => None,
-            None => config.state.dir.as_ref().map(|dir| StateFile {
-                path: crate::latest::path_for(dir, &service.name),
-                service: service.name.clone(),
-                interval: config.state.interval,
-                health: Arc::default(),
+            None => config.state.dir.as_ref().map(|dir| StateStore {
+                layout: crate::latest::Layout {
+                    dir: dir.clone(),
+                    service: service.name.clone(),
+                },
+                max_journal_bytes: config.state.max_journal_bytes,
             }),
         };
-        let saves = state_file.as_ref().map(|file| file.health.clone());
         // Each broker gets its own thread: fan-out never competes with socket writes.
         let arbiter = Arbiter::new().handle();
-        let (broker, local_sink, archive) =
-            BrokerActor::start(&arbiter, schema, settings, state_file);
+        let started = BrokerActor::start(&arbiter, schema, settings, store).map_err(|error| {
+            arbiter.stop();
+            std::io::Error::other(format!(
+                "the latest state of service {} cannot be kept in FEATURESTREAM_STATE_DIR: {error}",
+                service.name
+            ))
+        });
+        let started = match started {
+            Ok(started) => started,
+            Err(error) => {
+                for arbiter in &arbiters {
+                    arbiter.stop();
+                }
+                return Err(error);
+            }
+        };
+        let (broker, local_sink, archive) = (started.broker, started.sink, started.archive);
         arbiters.push(arbiter);
         let (sink, lease) = match &config.cluster {
             None => (local_sink, Lease::alone()),
@@ -284,7 +299,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             where_ledger: WhereLedger::new(config.session.max_service_where_nodes),
             simulator_lease: service.simulator.as_ref().map(|_| lease.clone()),
             archive,
-            saves,
+            store: started.store,
         });
         if let Some(link) = links.last_mut().filter(|link| link.name == service.name) {
             link.lease = service.simulator.as_ref().map(|_| lease);

@@ -14,7 +14,10 @@ use super::messages::{SessionId, Subscriber};
 use super::snapshot::{Snapshot, frame_for};
 use crate::broker::queue::Push;
 use crate::broker::subscription::{GroupKey, Subscription, WireMode};
-use crate::feature::Schema;
+use crate::feature::{Feature, Schema};
+
+/// Sessions the broker no longer feeds, and why.
+pub type Ended = Vec<(Subscriber, CloseCause)>;
 use crate::latest::{LatestState, Recorded};
 use crate::protocol::close::CloseCause;
 use crate::protocol::feature_result::{EncodedBatch, FeatureEncoder, Selection, View};
@@ -224,21 +227,19 @@ impl Fanout {
 
     /// Removes the tracks last received before `cutoff_ms` from the latest state and queues
     /// `{"type":"delete","trackIds":[..]}` to every session whose filter selected them (one
-    /// message per group, shared). Returns the sessions to end (their queue is gone or full).
-    pub fn expire(&mut self, cutoff_ms: i64) -> Vec<(Subscriber, CloseCause)> {
+    /// message per group, shared). Returns the sessions to end (their queue is gone or full)
+    /// and the tracks removed.
+    pub fn expire(&mut self, cutoff_ms: i64) -> (Ended, Vec<Arc<Feature>>) {
         let expired = self.latest.expire(cutoff_ms);
         self.stats.tracks_expired += expired.len() as u64;
-        self.send_deletes(&expired)
+        (self.send_deletes(&expired), expired)
     }
 
     /// Removes one track now (an operator's delete) and queues its delete message to every
     /// session that selected it; `None` when no such track is live.
-    pub fn remove_track(
-        &mut self,
-        key: &crate::latest::TrackKey,
-    ) -> Option<Vec<(Subscriber, CloseCause)>> {
+    pub fn remove_track(&mut self, key: &crate::latest::TrackKey) -> Option<(Ended, Arc<Feature>)> {
         let removed = self.latest.remove(key)?;
-        Some(self.send_deletes(&[removed]))
+        Some((self.send_deletes(std::slice::from_ref(&removed)), removed))
     }
 
     /// Queues `{"type":"delete","trackIds":[..]}` for tracks that left the state to every

@@ -174,6 +174,13 @@ impl BatchInbox {
         was_empty
     }
 
+    /// Observations waiting (one per track).
+    pub fn pending_len(&self) -> usize {
+        self.lock()
+            .as_ref()
+            .map_or(0, |pending| pending.features.len())
+    }
+
     /// Takes everything left since the last take.
     pub fn take(&self) -> Option<Taken> {
         let pending = self.lock().take()?;

@@ -45,8 +45,8 @@ pub struct ServiceRuntime {
     pub simulator_lease: Option<Arc<crate::source::Lease>>,
     /// Its latest state as the feature layer queries it (off the broker's thread).
     pub archive: Arc<archive::Archive>,
-    /// How saving its state fares (`None`: not saved).
-    pub saves: Option<Arc<crate::latest::SaveHealth>>,
+    /// How making its latest state durable fares (`None`: memory only).
+    pub store: Option<Arc<crate::latest::StoreHealth>>,
 }
 
 /// How a broker treats what its sources publish.
@@ -78,17 +78,25 @@ impl Default for BrokerSettings {
     }
 }
 
-/// Where a broker saves its latest state, and how often.
+/// Where a broker keeps its latest state durable (`latest::store`).
 #[derive(Clone, Debug)]
-pub struct StateFile {
-    /// The file.
-    pub path: std::path::PathBuf,
-    /// The service's name (the file names it).
-    pub service: String,
-    /// Time between two saves.
-    pub interval: Duration,
-    /// How its saves fare.
-    pub health: Arc<crate::latest::SaveHealth>,
+pub struct StateStore {
+    /// The service's files.
+    pub layout: crate::latest::Layout,
+    /// Bytes the journal grows to before it is compacted.
+    pub max_journal_bytes: u64,
+}
+
+/// What a broker was started with.
+pub struct Started {
+    /// Its address.
+    pub broker: Addr<BrokerActor>,
+    /// Where its sources publish.
+    pub sink: BatchSink,
+    /// Its latest state as the feature layer queries it.
+    pub archive: Arc<archive::Archive>,
+    /// How its journal fares (`None`: memory only).
+    pub store: Option<Arc<crate::latest::StoreHealth>>,
 }
 
 /// How often sessions that fell behind are offered their snapshot.
@@ -100,6 +108,11 @@ const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
 pub struct BrokerGone;
 
 impl ServiceRuntime {
+    /// Why what is accepted now could not be made durable, while so: ingest is refused.
+    pub fn durability_fault(&self) -> Option<crate::latest::Fault> {
+        self.store.as_ref()?.fault()
+    }
+
     /// Counts what a parsed document refused and publishes what it accepted (the features go
     /// to the broker, their indexes stay); resolves to the broker's receipt, `None` when
     /// nothing was valid.
@@ -188,9 +201,10 @@ pub struct BrokerActor {
     fanout: Fanout,
     inbox: Arc<BatchInbox>,
     settings: BrokerSettings,
-    state_file: Option<StateFile>,
-    /// A save is being written (the next waits for it).
-    saving: Arc<std::sync::atomic::AtomicBool>,
+    /// Where what is recorded is made durable before it is acknowledged (`None`: memory only).
+    journal: Option<crate::latest::Journal>,
+    /// A fan-out waits for object ids to be reserved.
+    waiting_for_ids: bool,
     /// When the last fan-out started.
     last_fan_out: Option<Instant>,
     /// A fan-out is scheduled for the end of the coalescing interval.
@@ -257,17 +271,18 @@ impl BatchSink {
 struct BatchReady;
 
 impl BrokerActor {
-    /// Starts a broker for a service's schema on `arbiter`; returns its address, the sink
-    /// its sources publish to and the archive its latest state is queried through.
+    /// Starts a broker for a service's schema on `arbiter`, with its state read from `store`
+    /// first; an error when the store's directory cannot be read or written.
     pub fn start(
         arbiter: &ArbiterHandle,
         schema: Schema,
         settings: BrokerSettings,
-        state_file: Option<StateFile>,
-    ) -> (Addr<BrokerActor>, BatchSink, Arc<archive::Archive>) {
-        let restored = state_file
+        store: Option<StateStore>,
+    ) -> Result<Started, crate::latest::StoreError> {
+        let recovered = store
             .as_ref()
-            .and_then(|file| crate::latest::load_or_set_aside(&file.path, &file.service, &schema));
+            .map(|store| crate::latest::store::recover(&store.layout, &schema))
+            .transpose()?;
         let inbox = Arc::new(BatchInbox::new(
             schema.track_id_field(),
             schema.start_time_field(),
@@ -278,13 +293,32 @@ impl BrokerActor {
         if let Some(first) = settings.first_resend_id {
             fanout.latest_mut().resend_from(first);
         }
-        if let Some(saved) = restored {
-            fanout.latest_mut().restore(
-                saved.observations,
-                saved.next_object_id,
-                saved.next_resend_id,
-            );
-        }
+        let journal = match (store, recovered) {
+            (Some(store), Some(mut recovered)) => {
+                let tracks = recovered.observations.len();
+                let bounds = recovered.bounds;
+                fanout.latest_mut().restore(
+                    std::mem::take(&mut recovered.observations),
+                    bounds.object_ids,
+                    bounds.resend_ids,
+                );
+                let journal = crate::latest::Journal::open(
+                    store.layout.clone(),
+                    fanout.schema().clone(),
+                    fanout.latest().cell(),
+                    &recovered,
+                    store.max_journal_bytes,
+                )?;
+                log::info!(
+                    "service {}: {tracks} tracks restored from {}",
+                    store.layout.service,
+                    store.layout.dir.display()
+                );
+                Some(journal)
+            }
+            _ => None,
+        };
+        let health = journal.as_ref().map(crate::latest::Journal::health);
         let archive = Arc::new(archive::Archive::new(
             fanout.latest().cell(),
             object_id_field,
@@ -293,8 +327,8 @@ impl BrokerActor {
             fanout,
             inbox: broker_inbox,
             settings,
-            state_file,
-            saving: Arc::default(),
+            journal,
+            waiting_for_ids: false,
             last_fan_out: None,
             fan_out_scheduled: false,
             batches_merged: 0,
@@ -304,7 +338,12 @@ impl BrokerActor {
             inbox,
             taker: Taker::Broker(broker.clone()),
         };
-        (broker, sink, archive)
+        Ok(Started {
+            broker,
+            sink,
+            archive,
+            store: health,
+        })
     }
 }
 
@@ -316,46 +355,17 @@ impl Actor for BrokerActor {
             for (subscriber, cause) in broker.fanout.catch_up() {
                 end(&subscriber, cause);
             }
+            broker.keep_ids_ahead();
         });
-        if let Some(file) = self.state_file.clone() {
-            ctx.run_interval(file.interval, move |broker, _| {
-                use std::sync::atomic::Ordering;
-                if broker.saving.swap(true, Ordering::SeqCst) {
-                    return;
-                }
-                let latest = broker.fanout.latest();
-                let (frozen, next_object_id, next_resend_id) = (
-                    latest.frozen(),
-                    latest.next_object_id(),
-                    latest.next_resend_id(),
-                );
-                let schema = broker.fanout.schema().clone();
-                let (file, saving) = (file.clone(), broker.saving.clone());
-                // Copying, encoding and writing take a while for big states: off the broker's
-                // thread, from the frozen copy.
-                std::thread::spawn(move || {
-                    let saved =
-                        crate::latest::Saved::of_frozen(&frozen, next_object_id, next_resend_id);
-                    let outcome = crate::latest::save(&file.path, &file.service, &schema, &saved);
-                    file.health.note(&outcome);
-                    if let Err(err) = outcome {
-                        log::error!(
-                            "service {}: saving the latest state to {} failed: {err}",
-                            file.service,
-                            file.path.display()
-                        );
-                    }
-                    saving.store(false, Ordering::SeqCst);
-                });
-            });
-        }
         if let Some(max_age) = self.settings.max_feature_age {
             // Checked ten times per maximum age (at most once a second, at least every 100 ms):
             // a track goes at most a tenth of the age late.
             let every = (max_age / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
             ctx.run_interval(every, move |broker, _| {
                 let cutoff = now_ms() - max_age.as_millis() as i64;
-                for (subscriber, cause) in broker.fanout.expire(cutoff) {
+                let (ended, expired) = broker.fanout.expire(cutoff);
+                broker.journal_removed(&expired);
+                for (subscriber, cause) in ended {
                     end(&subscriber, cause);
                 }
             });
@@ -371,8 +381,30 @@ pub fn now_ms() -> i64 {
 }
 
 impl BrokerActor {
-    /// Takes what the inbox holds and fans it out.
-    fn fan_out(&mut self) {
+    /// Takes what the inbox holds and fans it out; with a journal, its publishers are
+    /// acknowledged once it is durable.
+    fn fan_out(&mut self, ctx: &mut Context<BrokerActor>) {
+        if let Some(journal) = &mut self.journal {
+            // Every object id handed out is durably reserved first: none is reissued after a
+            // crash. A reservation is asked long before it is needed; this waits only when
+            // the disk cannot take it.
+            let latest = self.fanout.latest();
+            let wanted = latest.next_object_id() + self.inbox.pending_len() as i64;
+            if wanted > journal.bounds().object_ids {
+                journal.keep_ahead(crate::latest::Bounds {
+                    object_ids: wanted,
+                    resend_ids: latest.next_resend_id(),
+                });
+                if !self.waiting_for_ids {
+                    self.waiting_for_ids = true;
+                    ctx.run_later(ID_WAIT, |broker, ctx| {
+                        broker.waiting_for_ids = false;
+                        broker.fan_out(ctx);
+                    });
+                }
+                return;
+            }
+        }
         let Some(mut taken) = self.inbox.take() else {
             return;
         };
@@ -384,7 +416,30 @@ impl BrokerActor {
         let (ended, recorded) = self
             .fanout
             .publish(&mut taken.batch, crate::latest::Received::Here(now_ms));
-        taken.acknowledge(&recorded);
+        match &self.journal {
+            None => taken.acknowledge(&recorded),
+            Some(journal) => {
+                let mut frames = Vec::new();
+                let kept = kept_positions(taken.batch.features.len(), &recorded);
+                if !kept.is_empty() {
+                    crate::latest::codec::encode_observations(
+                        kept.iter()
+                            .map(|&index| (&taken.batch.features[index], now_ms)),
+                        &mut frames,
+                    );
+                }
+                let done: crate::latest::journal::Done = Box::new(move |outcome| {
+                    let mut recorded = recorded;
+                    if outcome.is_err() {
+                        // Recorded (and streamed) but not durable: not acknowledged.
+                        recorded.unstored = kept;
+                    }
+                    taken.acknowledge(&recorded);
+                });
+                journal.append(frames, Some(done));
+            }
+        }
+        self.keep_ids_ahead();
         for (subscriber, cause) in ended {
             log::info!(
                 "session {} closed by the broker: {}",
@@ -392,6 +447,49 @@ impl BrokerActor {
                 cause.reason()
             );
             end(&subscriber, cause);
+        }
+    }
+}
+
+/// How long a fan-out waits before it looks again for reserved object ids.
+const ID_WAIT: Duration = Duration::from_millis(20);
+
+/// Positions of a batch that recording kept (neither stale nor refused), in order.
+fn kept_positions(len: usize, recorded: &crate::latest::Recorded) -> Vec<usize> {
+    (0..len)
+        .filter(|index| {
+            recorded.stale.binary_search(index).is_err()
+                && recorded.refused.binary_search(index).is_err()
+        })
+        .collect()
+}
+
+impl BrokerActor {
+    /// Asks the journal for ids above those in use, once half of its reservation is used.
+    fn keep_ids_ahead(&mut self) {
+        if let Some(journal) = &mut self.journal {
+            let latest = self.fanout.latest();
+            journal.keep_ahead(crate::latest::Bounds {
+                object_ids: latest.next_object_id() + self.inbox.pending_len() as i64,
+                resend_ids: latest.next_resend_id(),
+            });
+        }
+    }
+
+    /// Journals tracks that left the state (expired, removed by an operator).
+    fn journal_removed(&self, gone: &[Arc<crate::feature::Feature>]) {
+        if let (Some(journal), false) = (&self.journal, gone.is_empty()) {
+            let track_field = self.fanout.schema().track_id_field();
+            let tracks = gone
+                .iter()
+                .filter_map(|feature| feature.attributes.get(track_field).cloned())
+                .collect();
+            let mut frames = Vec::new();
+            crate::latest::codec::encode(
+                &crate::latest::codec::Record::Removed(tracks),
+                &mut frames,
+            );
+            journal.append(frames, None);
         }
     }
 }
@@ -413,14 +511,14 @@ impl Handler<BatchReady> for BrokerActor {
             .last_fan_out
             .map_or(Duration::MAX, |last| last.elapsed());
         if since >= self.settings.coalesce {
-            self.fan_out();
+            self.fan_out(ctx);
             return;
         }
         // Coalesce: whatever else arrives before the interval ends goes in the same batch.
         self.fan_out_scheduled = true;
-        ctx.run_later(self.settings.coalesce - since, |broker, _| {
+        ctx.run_later(self.settings.coalesce - since, |broker, ctx| {
             broker.fan_out_scheduled = false;
-            broker.fan_out();
+            broker.fan_out(ctx);
         });
     }
 }
@@ -491,6 +589,7 @@ impl Handler<Subscribe> for BrokerActor {
     fn handle(&mut self, message: Subscribe, _: &mut Context<BrokerActor>) {
         self.fanout
             .subscribe(message.subscriber, message.subscription);
+        self.keep_ids_ahead();
     }
 }
 
@@ -504,6 +603,7 @@ impl Handler<UpdateSubscription> for BrokerActor {
         {
             end(&subscriber, CloseCause::SlowConsumer);
         }
+        self.keep_ids_ahead();
     }
 }
 
@@ -525,52 +625,30 @@ impl Handler<CloseAll> for BrokerActor {
     }
 }
 
-/// Saves the latest state now (shutdown), if the broker has a state file; answers when written.
+/// Compacts the journal into a checkpoint and stops it (shutdown), if the broker has one;
+/// answers when written.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub struct SaveState;
+pub struct CloseStore;
 
-impl Handler<SaveState> for BrokerActor {
+impl Handler<CloseStore> for BrokerActor {
     type Result = actix::ResponseFuture<()>;
 
-    fn handle(&mut self, _: SaveState, _: &mut Context<BrokerActor>) -> Self::Result {
-        let Some(file) = self.state_file.clone() else {
+    fn handle(&mut self, _: CloseStore, _: &mut Context<BrokerActor>) -> Self::Result {
+        let Some(journal) = self.journal.take() else {
             return Box::pin(async {});
         };
-        let latest = self.fanout.latest();
-        let (frozen, next_object_id, next_resend_id) = (
-            latest.frozen(),
-            latest.next_object_id(),
-            latest.next_resend_id(),
-        );
-        let schema = self.fanout.schema().clone();
-        let saving = self.saving.clone();
+        let closed = journal.close();
+        let tracks = self.fanout.tracks();
         Box::pin(async move {
-            // Wait for a periodic save still writing (bounded: it finishes or the wait ends).
-            for _ in 0..200 {
-                if !saving.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            let written = tokio::task::spawn_blocking(move || {
-                let saved =
-                    crate::latest::Saved::of_frozen(&frozen, next_object_id, next_resend_id);
-                let outcome = crate::latest::save(&file.path, &file.service, &schema, &saved);
-                file.health.note(&outcome);
-                outcome.map(|()| (file, saved.observations.len()))
-            })
-            .await;
-            match written {
-                Ok(Ok((file, tracks))) => log::info!(
-                    "service {}: saved {tracks} tracks to {}",
-                    file.service,
-                    file.path.display()
+            match tokio::task::spawn_blocking(move || closed.recv()).await {
+                Ok(Ok(Ok(()))) => log::info!("the latest state ({tracks} tracks) is checkpointed"),
+                Ok(Ok(Err(fault))) => log::error!(
+                    "checkpointing the latest state at shutdown failed: {}; what was acknowledged is in the journal",
+                    fault.message
                 ),
-                Ok(Err(err)) => log::error!("saving the latest state failed: {err}"),
-                Err(err) => log::error!("saving the latest state failed: {err}"),
+                _ => log::error!("the journal writer stopped before shutdown"),
             }
-            saving.store(false, std::sync::atomic::Ordering::SeqCst);
         })
     }
 }
@@ -586,7 +664,8 @@ impl Handler<RemoveTrack> for BrokerActor {
 
     fn handle(&mut self, message: RemoveTrack, _: &mut Context<BrokerActor>) -> bool {
         match self.fanout.remove_track(&message.0) {
-            Some(ended) => {
+            Some((ended, removed)) => {
+                self.journal_removed(&[removed]);
                 for (subscriber, cause) in ended {
                     end(&subscriber, cause);
                 }

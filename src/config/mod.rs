@@ -310,13 +310,13 @@ pub const SETTINGS: &[Setting] = &[
         var: "FEATURESTREAM_STATE_DIR",
         flag: "state-dir",
         default: "",
-        help: "Directory where each service's latest state is saved and restored from at start (unset: not saved)",
+        help: "Directory where each service's latest state is kept durable: an observation is acknowledged only once it is flushed to stable storage there (one fdatasync per batch), and a restart, even after a crash or a power cut, resumes with exactly what was acknowledged. While it cannot be written (disk full, directory gone) ingest is refused with 507/503 and Retry-After and streaming goes on. Unset: the state lives in memory only and a restart starts empty",
     },
     Setting {
-        var: "FEATURESTREAM_STATE_INTERVAL_SECS",
-        flag: "state-interval-secs",
-        default: "30",
-        help: "Seconds between two saves of the latest state (a crash loses at most this much); it is also saved on shutdown. A failed save (disk full, read-only, directory gone) is logged, counted (featurestream_state_save_failures_total) and makes /readyz answer 503 until a save succeeds",
+        var: "FEATURESTREAM_STATE_JOURNAL_MAX_BYTES",
+        flag: "state-journal-max-bytes",
+        default: "67108864",
+        help: "Bytes a service's journal may grow to before it is compacted into a checkpoint of the whole state (at least the size of the last checkpoint); bounds the disk used and the time a restart takes to read it",
     },
     Setting {
         var: "FEATURESTREAM_ROUTES",
@@ -487,8 +487,8 @@ pub struct IngestSettings {
 pub struct StateSettings {
     /// The directory (`None`: not saved).
     pub dir: Option<PathBuf>,
-    /// Time between two saves.
-    pub interval: Duration,
+    /// Bytes a journal grows to before it is compacted into a checkpoint.
+    pub max_journal_bytes: u64,
 }
 
 /// The validated configuration.
@@ -944,11 +944,11 @@ impl Raw {
             dir: Some(state_dir.trim())
                 .filter(|dir| !dir.is_empty())
                 .map(PathBuf::from),
-            interval: Duration::from_secs(self.ranged(
-                "FEATURESTREAM_STATE_INTERVAL_SECS",
-                1,
-                86_400,
-            )?),
+            max_journal_bytes: self.ranged(
+                "FEATURESTREAM_STATE_JOURNAL_MAX_BYTES",
+                1 << 16,
+                1 << 40,
+            )?,
         };
         let cluster = match nats_url.trim() {
             "" => None,

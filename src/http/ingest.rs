@@ -54,6 +54,13 @@ pub enum PublishError {
     /// This node of a cluster has lost the NATS backbone, where observations are stored.
     #[error("The NATS backbone is unavailable, nothing can be stored; retry shortly")]
     BackboneUnavailable,
+    /// The service's state directory cannot be written (FEATURESTREAM_STATE_DIR): nothing
+    /// would be durable.
+    #[error(
+        "The latest state cannot be made durable ({}), nothing is accepted until it can; retry shortly",
+        .0.message
+    )]
+    StateUnavailable(crate::latest::Fault),
 }
 
 impl ResponseError for PublishError {
@@ -67,9 +74,12 @@ impl ResponseError for PublishError {
                 ..
             } => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::Document { .. } => StatusCode::BAD_REQUEST,
-            PublishError::Unavailable | PublishError::BackboneUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
+            PublishError::StateUnavailable(fault) if fault.no_space => {
+                StatusCode::INSUFFICIENT_STORAGE
             }
+            PublishError::Unavailable
+            | PublishError::BackboneUnavailable
+            | PublishError::StateUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -87,7 +97,10 @@ impl ResponseError for PublishError {
             body.extend(counts);
         }
         let mut response = HttpResponse::build(status);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE
+        ) {
             response.insert_header((header::RETRY_AFTER, "5"));
         }
         response.json(body)
@@ -172,6 +185,9 @@ pub async fn features(
 ) -> Result<HttpResponse, PublishError> {
     let runtime = super::subscribe::lookup(&state, &path)?;
     check_publisher(&req, &state, &runtime.service.name)?;
+    if let Some(fault) = runtime.durability_fault() {
+        return Err(PublishError::StateUnavailable(fault));
+    }
     let framing = framing(&req)?;
     let limits = &state.config.ingest;
     let mut report = Report::default();

@@ -38,17 +38,30 @@ pub async fn metrics(
     let accepted = Family::<Labels, Counter>::default();
     let rejected = Family::<Labels, Counter>::default();
     let refused_requests = Family::<Labels, Counter>::default();
-    let saves = Family::<Labels, Counter>::default();
-    let save_failures = Family::<Labels, Counter>::default();
+    let state_commits = Family::<Labels, Counter>::default();
+    let state_bytes = Family::<Labels, Counter>::default();
+    let state_failures = Family::<Labels, Counter>::default();
+    let state_checkpoints = Family::<Labels, Counter>::default();
+    let state_unavailable = Family::<Labels, Gauge>::default();
     for (name, runtime) in &state.services {
-        if let Some(health) = &runtime.saves {
+        if let Some(health) = &runtime.store {
             let labels = vec![("service".to_owned(), name.clone())];
-            saves
+            let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            state_commits
                 .get_or_create(&labels)
-                .inc_by(health.saved.load(Ordering::Relaxed));
-            save_failures
+                .inc_by(load(&health.commits));
+            state_bytes
                 .get_or_create(&labels)
-                .inc_by(health.failed.load(Ordering::Relaxed));
+                .inc_by(load(&health.bytes));
+            state_failures
+                .get_or_create(&labels)
+                .inc_by(load(&health.failures));
+            state_checkpoints
+                .get_or_create(&labels)
+                .inc_by(load(&health.checkpoints));
+            state_unavailable
+                .get_or_create(&labels)
+                .set(i64::from(health.fault().is_some()));
         }
         let Ok(stats) = runtime.broker.send(GetStats).await else {
             continue;
@@ -201,14 +214,29 @@ pub async fn metrics(
         refused_requests,
     );
     registry.register(
-        "state_saves",
-        "Saves of the latest state to FEATURESTREAM_STATE_DIR written, by service",
-        saves,
+        "state_commits",
+        "Group commits of the latest state's journal flushed to stable storage (one fdatasync each), by service",
+        state_commits,
     );
     registry.register(
-        "state_save_failures",
-        "Saves of the latest state that failed (disk full, read-only, directory gone), by service",
-        save_failures,
+        "state_journal_bytes",
+        "Bytes appended to the latest state's journal, by service",
+        state_bytes,
+    );
+    registry.register(
+        "state_write_failures",
+        "Writes of the latest state's journal or checkpoint that failed (disk full, I/O error, directory gone), by service",
+        state_failures,
+    );
+    registry.register(
+        "state_checkpoints",
+        "Checkpoints of the whole latest state written (the journal compacted), by service",
+        state_checkpoints,
+    );
+    registry.register(
+        "state_unavailable",
+        "1 while the latest state cannot be made durable and ingest is refused, by service",
+        state_unavailable,
     );
     registry.register(
         "connection_attempts",

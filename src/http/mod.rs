@@ -302,16 +302,16 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .services
         .iter()
         .filter_map(|(name, runtime)| {
-            let error = runtime.saves.as_ref()?.last_error()?;
-            Some((name.clone(), serde_json::Value::String(error)))
+            let fault = runtime.store.as_ref()?.fault()?;
+            Some((name.clone(), serde_json::Value::String(fault.message)))
         })
         .collect();
     if !failing.is_empty() {
         // Streaming goes on, but what is accepted would not survive a restart: a balancer
         // should send publishers to a node that can keep it.
         return HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "status": "cannot save the latest state",
-            "stateSaveErrors": failing,
+            "status": "cannot make the latest state durable",
+            "stateStoreErrors": failing,
         }));
     }
     match &state.backbone {
@@ -491,10 +491,12 @@ async fn stats(
                 "lagMs": stats.lag_ms,
                 "whereConditions": runtime.where_ledger.usage().0,
                 "simulatorHere": runtime.simulator_lease.as_ref().map(|lease| lease.is_held()),
-                "stateSaves": runtime.saves.as_ref().map(|health| serde_json::json!({
-                    "saved": health.saved.load(std::sync::atomic::Ordering::Relaxed),
-                    "failed": health.failed.load(std::sync::atomic::Ordering::Relaxed),
-                    "lastError": health.last_error(),
+                "stateStore": runtime.store.as_ref().map(|health| serde_json::json!({
+                    "commits": health.commits.load(Ordering::Relaxed),
+                    "journalBytes": health.bytes.load(Ordering::Relaxed),
+                    "failures": health.failures.load(Ordering::Relaxed),
+                    "checkpoints": health.checkpoints.load(Ordering::Relaxed),
+                    "error": health.fault().map(|fault| fault.message),
                 })),
             }),
         );

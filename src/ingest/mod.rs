@@ -191,9 +191,10 @@ pub enum Reason {
         /// The tolerance (s).
         max_s: i64,
     },
-    /// The backbone (NATS) did not store it (unreachable): nothing was recorded.
+    /// Not made durable: the backbone (NATS) was unreachable, or the state directory could
+    /// not be written.
     #[error(
-        "the observation could not be stored (the NATS backbone is unavailable); send it again"
+        "the observation could not be stored (the NATS backbone is unavailable or the state directory cannot be written); send it again"
     )]
     Unstored,
 }

@@ -3,16 +3,20 @@
 //! feeds the snapshot a session gets when it subscribes or changes its filter, and the feature
 //! layer's queries. Plain Rust, no actors.
 //!
-//! Readers off the broker's thread (queries, snapshots, saves) work on a [`Frozen`] copy:
+//! Readers off the broker's thread (queries, snapshots, checkpoints) work on a [`Frozen`] copy:
 //! the slots live in a persistent vector (`imbl`), so a copy costs a reference count and the
 //! broker's next write copies only the chunks it touches. A track keeps its slot for life
 //! (an expired track's slot is emptied and reused by a later new track), and every slot notes
 //! the state version that last wrote it, so a reader of a newer copy can tell what changed
 //! since the copy it started from.
 
-mod file;
+pub mod codec;
+pub mod journal;
+mod legacy;
+pub mod store;
 
-pub use file::{LoadError, SaveHealth, Saved, load, load_or_set_aside, path_for, save};
+pub use journal::{Fault, Journal, StoreHealth};
+pub use store::{Bounds, Layout, Recovered, StoreError};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,7 +55,7 @@ impl TrackKey {
         TrackKey::of_value(feature.attributes.get(track_field))
     }
 
-    fn of_value(value: Option<&FieldValue>) -> TrackKey {
+    pub(crate) fn of_value(value: Option<&FieldValue>) -> TrackKey {
         match value {
             Some(FieldValue::Integer(id)) => TrackKey::Integer(*id),
             Some(FieldValue::String(id)) => TrackKey::Text(id.clone()),

@@ -271,6 +271,16 @@ impl SessionActor {
                 "too many messages: this one was dropped (see FEATURESTREAM_INGEST_RATE)",
             );
         }
+        if let Some(fault) = self.service.durability_fault() {
+            return refuse(
+                self,
+                ctx,
+                &format!(
+                    "the latest state cannot be made durable ({}): this message was not accepted; send it again shortly",
+                    fault.message
+                ),
+            );
+        }
         let received_ms = crate::broker::now_ms();
         let schema = &self.service.service.schema;
         let mut ingested =

@@ -710,15 +710,42 @@ async fn the_latest_state_survives_a_restart_and_a_corrupt_file_is_set_aside() {
     drop(socket);
     server.shutdown().await;
     drop(server);
-    std::fs::write(dir.join("vehicles.latest.json"), b"{\"format\": garbage").unwrap();
+    // A checkpoint damaged in the middle (a flipped byte): the store is set aside whole,
+    // never half-loaded, and numbering resumes above anything it may have handed out.
+    let checkpoint = dir.join("vehicles.checkpoint");
+    let mut bytes = std::fs::read(&checkpoint).expect("a shutdown leaves a checkpoint");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&checkpoint, &bytes).unwrap();
     let server = TestServer::start(config());
     assert_eq!(stats(&server).await["tracksLive"], 0, "starts empty");
-    let aside = std::fs::read_dir(&dir)
+    let aside: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().contains(".corrupt-"))
-        .count();
-    assert_eq!(aside, 1, "the corrupt file is kept aside");
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".corrupt-"))
+        .collect();
+    assert!(
+        aside
+            .iter()
+            .any(|name| name.starts_with("vehicles.checkpoint.corrupt-")),
+        "the damaged checkpoint is kept aside: {aside:?}"
+    );
+    let mut socket = connect(&server.ws_url(SUBSCRIBE)).await;
+    sessions(&server, 1).await;
+    assert_eq!(
+        publish(&server, &json!([observation(7, 1_000, -117.0)]))
+            .await
+            .0,
+        200
+    );
+    let after = next_json(&mut socket).await["attributes"]["OBJECTID"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        after > next,
+        "no id reissued after the store was set aside ({after} after {next})"
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,15 +1,14 @@
-//! The latest state on disk, so that it survives a restart: one JSON file per service, written
-//! to a temporary file and renamed over the old one (a crash mid-write leaves the previous
-//! file whole), read back at start. A file that cannot be read, or that belongs to another
-//! schema, is set aside (renamed `*.corrupt-<epoch ms>`) with a clear log line, and the
-//! service starts empty.
+//! The state file of format 1 (one JSON file per service, saved every 30 s): read once at
+//! start when a state directory has no store of format 2 yet, so that an upgrade keeps the
+//! state (`latest::store` imports it and sets it aside). A file that cannot be read, or that
+//! belongs to another schema, is set aside (renamed `*.corrupt-<epoch ms>`) with a clear log
+//! line. Writing it is kept for tests only.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::LatestState;
 use crate::feature::{Feature, FieldType, FieldValue, Schema};
 use crate::geometry::Geometry;
 
@@ -29,9 +28,10 @@ pub struct Saved {
     pub next_resend_id: i64,
 }
 
+#[cfg(test)]
 impl Saved {
     /// A copy of a state to save.
-    pub fn of(state: &LatestState) -> Saved {
+    pub fn of(state: &super::LatestState) -> Saved {
         Saved::of_frozen(
             &state.frozen(),
             state.next_object_id(),
@@ -105,51 +105,7 @@ fn field_signature(schema: &Schema) -> Vec<String> {
         .collect()
 }
 
-/// Where a service's state lives in `dir`.
-pub fn path_for(dir: &Path, service: &str) -> PathBuf {
-    dir.join(format!("{service}.latest.json"))
-}
-
-/// How a service's saves fare: what `/readyz`, `/api/stats` and `/metrics` show.
-#[derive(Debug, Default)]
-pub struct SaveHealth {
-    /// Saves written since start.
-    pub saved: std::sync::atomic::AtomicU64,
-    /// Saves that failed since start.
-    pub failed: std::sync::atomic::AtomicU64,
-    /// Why the last save failed, while it is the last one.
-    last_error: std::sync::Mutex<Option<String>>,
-}
-
-impl SaveHealth {
-    /// Notes a save's outcome.
-    pub fn note(&self, outcome: &std::io::Result<()>) {
-        use std::sync::atomic::Ordering;
-        let mut last = self
-            .last_error
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match outcome {
-            Ok(()) => {
-                self.saved.fetch_add(1, Ordering::Relaxed);
-                *last = None;
-            }
-            Err(err) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                *last = Some(err.to_string());
-            }
-        }
-    }
-
-    /// Why the last save failed, if it did.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-}
-
+#[cfg(test)]
 /// Writes a state atomically: a temporary file of its own (created new, never through a
 /// link planted in its place), fsync, rename, fsync of the directory. A failed write leaves
 /// the previous file whole and removes its partial temporary file.
@@ -206,6 +162,7 @@ pub fn save(path: &Path, service: &str, schema: &Schema, saved: &Saved) -> std::
     Ok(())
 }
 
+#[cfg(test)]
 fn value(value: &FieldValue) -> Value {
     match value {
         FieldValue::Null => Value::Null(()),
@@ -349,49 +306,10 @@ mod tests {
     use super::*;
     use crate::feature::GeometryType;
     use crate::geometry::Wkid;
+    use crate::latest::LatestState;
     use crate::latest::Received;
     use crate::service::vehicles_schema;
     use crate::simulator::Fleet;
-
-    #[test]
-    fn a_link_planted_as_the_temporary_file_is_never_followed_and_a_failed_save_leaves_nothing() {
-        let dir = std::env::temp_dir().join(format!("fs-latest-link-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
-        let mut state = LatestState::new(&schema);
-        let mut batch = Fleet::new(schema.clone(), 5, 1, 4).step(1.0, 5_000);
-        state.record(&mut batch, Received::Here(5_000), usize::MAX);
-        let saved = Saved::of(&state);
-        let path = path_for(&dir, "v");
-        let victim = dir.join("victim");
-        std::fs::write(&victim, b"precious").unwrap();
-        std::os::unix::fs::symlink(&victim, path.with_extension("json.tmp")).unwrap();
-        save(&path, "v", &schema, &saved).unwrap();
-        assert_eq!(
-            std::fs::read(&victim).unwrap(),
-            b"precious",
-            "the link's target is untouched"
-        );
-        assert_eq!(
-            load(&path, "v", &schema)
-                .unwrap()
-                .unwrap()
-                .observations
-                .len(),
-            5
-        );
-        // A save that cannot be renamed into place (the path is now a directory that is not
-        // empty) fails, and leaves no partial temporary file filling the disk.
-        std::fs::remove_file(&path).unwrap();
-        std::fs::create_dir_all(path.join("in-the-way")).unwrap();
-        assert!(save(&path, "v", &schema, &saved).is_err());
-        assert!(!path.with_extension("json.tmp").exists());
-        // A directory removed while running: an error naming it, no panic.
-        std::fs::remove_dir_all(&dir).unwrap();
-        let err = save(&path, "v", &schema, &saved).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
-    }
 
     #[test]
     fn a_saved_state_loads_back_the_same_and_a_foreign_or_damaged_one_is_refused() {
@@ -402,7 +320,7 @@ mod tests {
         let mut batch = Fleet::new(schema.clone(), 25, 1, 4).step(1.0, 5_000);
         state.record(&mut batch, Received::Here(5_000), usize::MAX);
         let saved = Saved::of(&state);
-        let path = path_for(&dir, "zones");
+        let path = dir.join("zones.latest.json");
         save(&path, "zones", &schema, &saved).unwrap();
         let loaded = load(&path, "zones", &schema).unwrap().expect("saved");
         assert_eq!(loaded.next_object_id, saved.next_object_id);
