@@ -234,7 +234,8 @@ pub fn frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
         let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let checksum = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
         let start = offset + FRAME_HEADER;
-        if length > MAX_PAYLOAD {
+        // An empty frame is never written: zeros past the end of what was flushed read as one.
+        if length == 0 || length > MAX_PAYLOAD {
             break;
         }
         let Some(payload) = bytes.get(start..start + length) else {
@@ -247,6 +248,21 @@ pub fn frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
         offset = start + length;
     }
     (payloads, offset)
+}
+
+/// Whether what follows a file's readable part (`rest`, from the first frame that does not
+/// read) is what a crash mid-write leaves: zeros, a frame cut short, or one last frame whose
+/// bytes did not all reach the disk. A frame that fails its checksum with more after it is
+/// damage, not a tear.
+pub fn is_torn_tail(rest: &[u8]) -> bool {
+    if rest.iter().all(|byte| *byte == 0) {
+        return true;
+    }
+    let Some(header) = rest.get(..FRAME_HEADER) else {
+        return true;
+    };
+    let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    FRAME_HEADER.saturating_add(length) >= rest.len()
 }
 
 /// Why a payload is not a record of this service.

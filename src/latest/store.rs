@@ -154,6 +154,8 @@ enum Unusable {
     Corrupt(String),
     /// Another service's or schema's.
     Foreign(String),
+    /// Not even its header was written whole (created, then the crash).
+    Unwritten,
 }
 
 impl std::fmt::Display for Unusable {
@@ -161,16 +163,27 @@ impl std::fmt::Display for Unusable {
         match self {
             Unusable::Corrupt(why) => write!(f, "it is damaged ({why})"),
             Unusable::Foreign(why) => write!(f, "it belongs to {why}"),
+            Unusable::Unwritten => write!(f, "its header was never written whole"),
         }
     }
 }
 
 fn read_file(bytes: &[u8], layout: &Layout, schema: &Schema) -> Result<Read, Unusable> {
+    if MAGIC.starts_with(bytes) {
+        return Err(Unusable::Unwritten);
+    }
     let body = bytes
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| Unusable::Corrupt("not a featurestream state file".into()))?;
     let (payloads, end) = codec::frames(body);
     let torn_at = (end < body.len()).then_some(MAGIC.len() + end);
+    if let Some(at) = torn_at
+        && !codec::is_torn_tail(&body[end..])
+    {
+        return Err(Unusable::Corrupt(format!(
+            "a record at byte {at} fails its checksum and more follows it"
+        )));
+    }
     let mut payloads = payloads.into_iter();
     let header = match payloads
         .next()
@@ -183,7 +196,8 @@ fn read_file(bytes: &[u8], layout: &Layout, schema: &Schema) -> Result<Read, Unu
             // is damaged: headers carry no schema-typed values.
             return Err(Unusable::Corrupt(error.to_string()));
         }
-        None => return Err(Unusable::Corrupt("no whole header".into())),
+        // Nothing but a torn tail after the magic number.
+        None => return Err(Unusable::Unwritten),
     };
     if header.service != layout.service || header.signature != codec::signature(schema) {
         return Err(Unusable::Foreign(format!(
@@ -328,12 +342,7 @@ pub fn recover(layout: &Layout, schema: &Schema) -> Result<Recovered, StoreError
         let read = match read_file(&bytes, layout, schema) {
             Ok(read) => read,
             // Created, then the crash: nothing in it was ever acknowledged.
-            Err(Unusable::Corrupt(_))
-                if index + 1 == segments.len()
-                    && codec::frames(bytes.get(MAGIC.len()..).unwrap_or_default())
-                        .0
-                        .is_empty() =>
-            {
+            Err(Unusable::Unwritten) if index + 1 == segments.len() => {
                 log::warn!(
                     "service {}: journal segment {} holds no whole record; removed",
                     layout.service,

@@ -8,6 +8,7 @@ mod admission;
 mod auth;
 mod cluster;
 mod custom_mode;
+mod durability;
 mod feature_layer;
 mod filter_differential;
 mod filter_properties;
