@@ -139,6 +139,10 @@ pub(crate) struct Args {
     /// cluster measures from ingest on one node to sessions on another).
     #[arg(long)]
     pub(crate) publish_url: Option<String>,
+    /// Ingest mode over the broadcast WebSocket: ask for an acknowledgement of every message
+    /// (`?ack=true`) and measure send-to-acknowledgement latency.
+    #[arg(long)]
+    pub(crate) publish_ack: bool,
 }
 
 fn parse_pair(text: &str) -> Result<(f64, f64), String> {

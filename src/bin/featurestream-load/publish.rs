@@ -30,7 +30,7 @@ pub(crate) enum PublishVia {
 const SENDS_PER_SECOND: f64 = 50.0;
 
 /// What the publishers did.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Published {
     /// Observations sent with a timestamp inside the window.
     pub(crate) in_window: AtomicU64,
@@ -43,6 +43,10 @@ pub(crate) struct Published {
     /// Each send's timestamp and observation count (the window is judged at the end, as the
     /// sessions judge what they receive).
     sends: std::sync::Mutex<Vec<(i64, u64)>>,
+    /// Each acknowledged send's timestamp, latency (ms) and observation count.
+    acks: std::sync::Mutex<Vec<(i64, f64, u64)>>,
+    /// Send-to-acknowledgement latency of the sends in the window (`--publish-ack`).
+    pub(crate) ack_latency: std::sync::Mutex<crate::stats::Histogram>,
 }
 
 impl Published {
@@ -55,6 +59,13 @@ impl Published {
             .map(|(_, count)| count)
             .sum();
         self.in_window.store(count, Ordering::Relaxed);
+        let mut latency = crate::stats::Histogram::default();
+        for (observed, latency_ms, count) in self.acks.lock().expect("acks").iter() {
+            if (start..=end).contains(observed) {
+                latency.record_n(*latency_ms, *count);
+            }
+        }
+        *self.ack_latency.lock().expect("ack latency") = latency;
     }
 }
 
@@ -115,11 +126,17 @@ async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Publish
     let mut sink = match args.publish_via {
         PublishVia::Ws => {
             let url = format!(
-                "{base}/arcgis/ws/services/{}/StreamServer/broadcast",
-                args.service
+                "{base}/arcgis/ws/services/{}/StreamServer/broadcast{}",
+                args.service,
+                if args.publish_ack { "?ack=true" } else { "" }
             );
             match tokio_tungstenite::connect_async(&url).await {
-                Ok((socket, _)) => Sink::Ws(Box::new(socket)),
+                Ok((socket, _)) => Sink::Ws {
+                    socket: Box::new(socket),
+                    unanswered: Default::default(),
+                    sequence: 0,
+                    acknowledged: args.publish_ack,
+                },
                 Err(err) => {
                     eprintln!("featurestream-load: publisher {publisher}: {err}");
                     published.failed.fetch_add(1, Ordering::Relaxed);
@@ -153,8 +170,14 @@ async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Publish
             _ = stop.changed() => break,
             _ = ticker.tick() => {}
             reply = sink.next_reply() => {
-                if reply {
-                    published.refused_messages.fetch_add(1, Ordering::Relaxed);
+                match reply {
+                    Reply::Refused => {
+                        published.refused_messages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Reply::Acknowledged { observed, latency_ms, count } => {
+                        published.acks.lock().expect("acks").push((observed, latency_ms, count));
+                    }
+                    Reply::Other => {}
                 }
                 continue;
             }
@@ -170,7 +193,7 @@ async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Publish
             next = (next + 1) % tracks.len();
         }
         message.push(']');
-        if sink.send(message).await.is_err() {
+        if sink.send(message, observed, per_send as u64).await.is_err() {
             published.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -184,21 +207,50 @@ async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Publish
     sink.finish().await;
 }
 
+type Socket = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
 enum Sink {
-    Ws(
-        Box<
-            tokio_tungstenite::WebSocketStream<
-                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-            >,
-        >,
-    ),
+    Ws {
+        socket: Box<Socket>,
+        /// Messages sent and not answered yet (with acknowledgements asked for): sequence,
+        /// when, its timestamp and observation count.
+        unanswered: std::collections::VecDeque<(u64, std::time::Instant, i64, u64)>,
+        sequence: u64,
+        acknowledged: bool,
+    },
     Http(tokio::net::TcpStream),
 }
 
+/// What a message from the server said.
+enum Reply {
+    /// A rejection or an error.
+    Refused,
+    /// The acknowledgement of a send.
+    Acknowledged {
+        observed: i64,
+        latency_ms: f64,
+        count: u64,
+    },
+    Other,
+}
+
 impl Sink {
-    async fn send(&mut self, message: String) -> Result<(), ()> {
+    async fn send(&mut self, message: String, observed: i64, count: u64) -> Result<(), ()> {
         match self {
-            Sink::Ws(socket) => socket.send(Message::text(message)).await.map_err(|_| ()),
+            Sink::Ws {
+                socket,
+                unanswered,
+                sequence,
+                acknowledged,
+            } => {
+                *sequence += 1;
+                if *acknowledged {
+                    unanswered.push_back((*sequence, std::time::Instant::now(), observed, count));
+                }
+                socket.send(Message::text(message)).await.map_err(|_| ())
+            }
             Sink::Http(stream) => {
                 let chunk = format!("{:x}\r\n{message}\n\r\n", message.len() + 1);
                 stream.write_all(chunk.as_bytes()).await.map_err(|_| ())
@@ -206,15 +258,35 @@ impl Sink {
         }
     }
 
-    /// Waits for a message from the server: `true` for a refusal (the WebSocket answers only
-    /// rejections and errors; the HTTP answer comes at the end). Pends forever for HTTP.
-    async fn next_reply(&mut self) -> bool {
+    /// Waits for a message from the server (the WebSocket answers rejections and errors,
+    /// and acknowledgements when asked; the HTTP answer comes at the end). Pends forever for
+    /// HTTP.
+    async fn next_reply(&mut self) -> Reply {
         match self {
-            Sink::Ws(socket) => match socket.next().await {
+            Sink::Ws {
+                socket, unanswered, ..
+            } => match socket.next().await {
                 Some(Ok(Message::Text(text))) => {
-                    text.contains("\"rejected\"") || text.contains("\"error\"")
+                    let reply: serde_json::Value =
+                        serde_json::from_str(&text).unwrap_or_default();
+                    let sequence = reply["sequence"].as_u64().unwrap_or(0);
+                    let mut sent = None;
+                    while let Some(&(first, ..)) = unanswered.front()
+                        && first <= sequence
+                    {
+                        sent = unanswered.pop_front();
+                    }
+                    match (reply["type"].as_str(), sent) {
+                        (Some("ack"), Some((_, at, observed, count))) => Reply::Acknowledged {
+                            observed,
+                            latency_ms: at.elapsed().as_secs_f64() * 1000.0,
+                            count,
+                        },
+                        (Some("rejected" | "error"), _) => Reply::Refused,
+                        _ => Reply::Other,
+                    }
                 }
-                Some(Ok(_)) => false,
+                Some(Ok(_)) => Reply::Other,
                 _ => std::future::pending().await,
             },
             Sink::Http(_) => std::future::pending().await,
@@ -223,7 +295,7 @@ impl Sink {
 
     async fn finish(self) {
         match self {
-            Sink::Ws(mut socket) => {
+            Sink::Ws { mut socket, .. } => {
                 let _ = SinkExt::close(&mut socket).await;
             }
             Sink::Http(mut stream) => {

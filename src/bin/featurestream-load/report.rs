@@ -185,6 +185,15 @@ impl Report {
                 "per_s": published.in_window.load(std::sync::atomic::Ordering::Relaxed) as f64 / args.duration,
                 "refused_messages": published.refused_messages.load(std::sync::atomic::Ordering::Relaxed),
                 "failed_publishers": published.failed.load(std::sync::atomic::Ordering::Relaxed),
+                "ack_latency_ms": args.publish_ack.then(|| {
+                    let latency = published.ack_latency.lock().expect("ack latency");
+                    json!({
+                        "samples": latency.count(),
+                        "p50": latency.percentile(0.50),
+                        "p99": latency.percentile(0.99),
+                        "max": (latency.max_ms() * 10.0).round() / 10.0,
+                    })
+                }),
             })),
             "load_tester_cores": load_cores,
             "server_cores": server.map(|(cores, _)| cores),
