@@ -132,6 +132,7 @@ impl Journal {
             file: Some(file),
             segment,
             good_len,
+            fresh: true,
             since_checkpoint: 0,
             last_checkpoint_bytes: 0,
             max_journal_bytes,
@@ -220,6 +221,9 @@ struct Writer {
     segment: u64,
     /// Its length after the last durable commit.
     good_len: u64,
+    /// Nothing was appended to it since it was created (a recovery that failed to write its
+    /// checkpoint uses it again rather than starting another).
+    fresh: bool,
     /// Bytes appended since the last checkpoint.
     since_checkpoint: u64,
     last_checkpoint_bytes: u64,
@@ -321,6 +325,7 @@ impl Writer {
         }
         match self.write(frames) {
             Ok(()) => {
+                self.fresh = false;
                 self.good_len += frames.len() as u64;
                 self.since_checkpoint += frames.len() as u64;
                 self.health.commits.fetch_add(1, Ordering::Relaxed);
@@ -377,6 +382,7 @@ impl Writer {
             );
         }
         self.health.set_fault(Some(fault.clone()));
+        self.fresh = false;
         if let Some(file) = &self.file
             && file.set_len(self.good_len).is_err()
         {
@@ -410,7 +416,9 @@ impl Writer {
                     self.layout.dir.display()
                 );
             }
-            self.rotate()?;
+            if !self.fresh || !self.layout.segment(self.segment).exists() {
+                self.rotate()?;
+            }
             let frozen = self.cell.load();
             store::write_checkpoint(
                 &self.layout,
@@ -434,6 +442,7 @@ impl Writer {
             }
             Err(error) => {
                 let fault = Fault::of(&error);
+                self.health.failures.fetch_add(1, Ordering::Relaxed);
                 self.health.set_fault(Some(fault.clone()));
                 Err(fault)
             }
@@ -447,6 +456,7 @@ impl Writer {
         self.segment += 1;
         self.good_len = file.metadata().map(|meta| meta.len()).unwrap_or(0);
         self.file = Some(file);
+        self.fresh = true;
         self.since_checkpoint = 0;
         Ok(())
     }

@@ -436,25 +436,60 @@ impl LatestState {
     ) {
         self.next_resend_id = next_resend_id.max(RESEND_IDS);
         let mut next = next_object_id.max(1);
+        self.by_track.reserve(saved.len());
         for (feature, received_ms) in saved {
             if let Some(FieldValue::Integer(id)) = feature.attributes.get(self.object_id_field) {
                 next = next.max(id.saturating_add(1));
             }
             let key = TrackKey::of(&feature, self.track_field);
-            let slot = match self.by_track.get(&key) {
-                Some(&slot) => {
-                    let latest = &self.slots[slot as usize]
-                        .as_ref()
-                        .expect("a live track's slot holds it")
-                        .feature;
-                    if self.is_older(&feature, latest) {
-                        continue;
-                    }
-                    Some(slot)
+            let version = self.version + 1;
+            // One hash lookup per track and no copy: a start restores a million of them.
+            match self.by_track.entry(key) {
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    let slot = Slot {
+                        feature: Arc::new(feature),
+                        received_ms,
+                        version,
+                        born: version,
+                    };
+                    let index = match self.free.pop() {
+                        Some(index) => {
+                            self.slots.set(index as usize, Some(slot));
+                            index
+                        }
+                        None => {
+                            self.slots.push_back(Some(slot));
+                            (self.slots.len() - 1) as u32
+                        }
+                    };
+                    vacant.insert(index);
                 }
-                None => None,
-            };
-            self.write(slot, key, &feature, received_ms);
+                std::collections::hash_map::Entry::Occupied(occupied) => {
+                    let index = *occupied.get() as usize;
+                    let latest = &self.slots[index]
+                        .as_ref()
+                        .expect("a live track's slot holds it");
+                    let (time_field, born) = (self.time_field, latest.born);
+                    let older = time_field.is_some_and(|time| {
+                        matches!(
+                            (feature.attributes.get(time), latest.feature.attributes.get(time)),
+                            (Some(FieldValue::Date(candidate)), Some(FieldValue::Date(newest)))
+                                if candidate < newest
+                        )
+                    });
+                    if !older {
+                        self.slots.set(
+                            index,
+                            Some(Slot {
+                                feature: Arc::new(feature),
+                                received_ms,
+                                version,
+                                born,
+                            }),
+                        );
+                    }
+                }
+            }
         }
         self.next_object_id = next;
         self.publish();

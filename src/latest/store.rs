@@ -230,6 +230,7 @@ impl Replay {
         match record {
             Record::Header(_) => {}
             Record::Observations(observations) => {
+                self.by_track.reserve(observations.len());
                 for (feature, received_ms) in observations {
                     if let Some(FieldValue::Integer(id)) =
                         feature.attributes.get(self.object_id_field)
@@ -237,10 +238,12 @@ impl Replay {
                         self.bounds.object_ids = self.bounds.object_ids.max(id.saturating_add(1));
                     }
                     let key = TrackKey::of(&feature, self.track_field);
-                    match self.by_track.get(&key) {
-                        Some(&slot) => self.slots[slot] = Some((feature, received_ms)),
-                        None => {
-                            self.by_track.insert(key, self.slots.len());
+                    match self.by_track.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(slot) => {
+                            self.slots[*slot.get()] = Some((feature, received_ms));
+                        }
+                        std::collections::hash_map::Entry::Vacant(vacant) => {
+                            vacant.insert(self.slots.len());
                             self.slots.push(Some((feature, received_ms)));
                         }
                     }
@@ -343,6 +346,8 @@ pub fn recover(layout: &Layout, schema: &Schema) -> Result<Recovered, StoreError
             Ok(read) => read,
             // Created, then the crash: nothing in it was ever acknowledged.
             Err(Unusable::Unwritten) if index + 1 == segments.len() => {
+                // Its number is taken again by the next segment: the numbers stay consecutive.
+                next_segment = number;
                 log::warn!(
                     "service {}: journal segment {} holds no whole record; removed",
                     layout.service,

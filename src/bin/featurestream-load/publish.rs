@@ -207,9 +207,8 @@ async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Publish
     sink.finish().await;
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 enum Sink {
     Ws {
@@ -267,8 +266,7 @@ impl Sink {
                 socket, unanswered, ..
             } => match socket.next().await {
                 Some(Ok(Message::Text(text))) => {
-                    let reply: serde_json::Value =
-                        serde_json::from_str(&text).unwrap_or_default();
+                    let reply: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                     let sequence = reply["sequence"].as_u64().unwrap_or(0);
                     let mut sent = None;
                     while let Some(&(first, ..)) = unanswered.front()
