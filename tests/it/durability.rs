@@ -716,3 +716,52 @@ async fn a_state_directory_removed_while_running_is_made_again_with_the_whole_st
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The journal is compacted into a checkpoint as it grows: many observations of few tracks
+/// leave a directory the size of a few checkpoints and the journal limit, never of everything
+/// ever received, and a restart after SIGKILL-like stop has every track's latest.
+#[actix_web::test]
+async fn the_journal_is_compacted_and_the_directory_stays_bounded() {
+    let dir = scratch("compaction");
+    let config = || {
+        let mut config = featurestream::config::Config::for_tests(1, 1.0);
+        config.services[0].simulator = None;
+        config.state.dir = Some(dir.clone());
+        config.state.max_journal_bytes = 1 << 16;
+        config
+    };
+    let server = TestServer::start(config());
+    let mut written = 0;
+    for round in 0..200 {
+        let batch: Vec<Value> = (1..=20)
+            .map(|track| observation(track, 1_000 + round))
+            .collect();
+        let body = Value::Array(batch).to_string();
+        written += body.len();
+        let answer = try_post(server.addr, &body).await;
+        assert!(matches!(answer, Some((200, _, ref body)) if body["accepted"] == 20));
+    }
+    let (_, stats) = get_json(server.addr, "/api/stats").await;
+    let store = &stats["services"]["vehicles"]["stateStore"];
+    assert!(store["checkpoints"].as_u64().unwrap() >= 2, "{store}");
+    let on_disk: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.metadata().unwrap().len())
+        .sum();
+    assert!(
+        on_disk < 4 * (1 << 16),
+        "{on_disk} bytes on disk after {written} bytes ingested"
+    );
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = TestServer::start(config());
+    let state = by_query(server.addr).await;
+    assert_eq!(state.len(), 20);
+    assert!(
+        state.values().all(|(observed, _)| *observed == 1_000 + 199),
+        "{state:?}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
