@@ -257,7 +257,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
         arbiters.push(arbiter);
         let (sink, lease) = match &config.cluster {
             None => (local_sink, Lease::alone()),
-            Some(_) => {
+            Some(cluster) => {
                 // Sources hand their batches to the backbone; the broker gets what it stores.
                 let outbox = Arc::new(BatchInbox::new(
                     service.schema.track_id_field(),
@@ -270,10 +270,9 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                     broker: broker.clone(),
                     outbox: outbox.clone(),
                     outbox_ready: ready.clone(),
-                    max_feature_age: service.max_feature_age,
-                    max_tracks: config.ingest.max_tracks,
                     max_features: config.ingest.max_features,
                     coalesce: config.ingest.coalesce,
+                    checkpoint_every: cluster.checkpoint_every,
                     lease: None,
                     ingest_subject: None,
                 });

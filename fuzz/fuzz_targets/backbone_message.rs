@@ -1,5 +1,6 @@
-//! A message on a service's state stream (another node's, another version's, or garbage) never
-//! panics a replica: it decodes to an observation that reads back as itself, or is refused.
+//! A message on a service's stream (another node's, another version's, or garbage) never
+//! panics a replica: a log message decodes to observations that read back as themselves, a
+//! checkpoint message to features that match its metadata, or either is refused.
 #![no_main]
 
 use featurestream::cluster::Codec;
@@ -15,11 +16,20 @@ fuzz_target!(|data: &[u8]| {
         (GeometryType::Polygon, Wkid::Wgs84),
     ] {
         let codec = Codec::new(&vehicles_schema(geometry, wkid));
-        if let Ok(feature) = codec.decode(data, 7, i64::MAX / 4) {
-            // What a node stores of it reads back the same.
-            let stored = codec.encode(&feature);
-            let again = codec.decode(&stored, 7, i64::MAX / 4).expect("a stored observation reads back");
-            assert_eq!(codec.encode(&again), stored);
+        if let Ok(decoded) = codec.decode_log(data, i64::MAX / 4) {
+            // What a node appends of it reads back the same.
+            let features: Vec<_> = decoded.features.into_iter().map(|(_, feature)| feature).collect();
+            for (stored, range) in codec.encode_log(&features) {
+                let again = codec
+                    .decode_log(&stored, i64::MAX / 4)
+                    .expect("an appended batch reads back");
+                assert!(again.rejected.is_empty());
+                assert_eq!(again.features.len(), range.len());
+            }
+        }
+        if let Ok((meta, features)) = codec.decode_checkpoint(data) {
+            assert_eq!(features.len(), meta.ids.len());
+            assert_eq!(meta.ids.len(), meta.received.len());
         }
     }
 });

@@ -213,6 +213,8 @@ pub struct BrokerActor {
     batches_merged: u64,
     /// From the newest observation's time to the start of its fan-out, last batch.
     lag_ms: u64,
+    /// In a cluster: the backbone's log position the state is at (`Replicated`).
+    replicated_through: u64,
 }
 
 /// Where sources hand a service's batches (see [`BatchInbox`]): to its broker on a node alone,
@@ -333,6 +335,7 @@ impl BrokerActor {
             fan_out_scheduled: false,
             batches_merged: 0,
             lag_ms: 0,
+            replicated_through: 0,
         });
         let sink = BatchSink {
             inbox,
@@ -523,36 +526,49 @@ impl Handler<BatchReady> for BrokerActor {
     }
 }
 
-/// Observations read from the backbone (`cluster`), numbered and timed by it.
+/// Observations read from the backbone's log (`cluster`), in the log's order (a track may
+/// appear more than once), numbered and timed by it. Answers what recording them did, by
+/// position, so that the node that accepted them can tell their publishers.
 #[derive(actix::Message)]
-#[rtype(result = "()")]
+#[rtype(result = "crate::latest::Recorded")]
 pub struct Replicated {
-    /// At most one per track.
+    /// The observations.
     pub features: Vec<crate::feature::Feature>,
     /// When the backbone stored each (epoch ms).
     pub received_ms: Vec<i64>,
+    /// The log position the state is at once these are recorded.
+    pub through: u64,
 }
 
 impl Handler<Replicated> for BrokerActor {
-    type Result = ();
+    type Result = MessageResult<Replicated>;
 
-    fn handle(&mut self, message: Replicated, _: &mut Context<BrokerActor>) {
+    fn handle(&mut self, message: Replicated, _: &mut Context<BrokerActor>) -> Self::Result {
         let Replicated {
             features,
             received_ms,
+            through,
         } = message;
+        self.replicated_through = self.replicated_through.max(through);
         let now_ms = now_ms();
-        // What expired meanwhile (read again after a reconnect) stays expired.
-        let (features, received_ms): (Vec<_>, Vec<_>) = match self.settings.max_feature_age {
-            Some(max_age) => {
-                let cutoff = now_ms - max_age.as_millis() as i64;
-                features
-                    .into_iter()
-                    .zip(received_ms)
-                    .filter(|(_, received)| *received >= cutoff)
-                    .unzip()
-            }
-            None => (features, received_ms),
+        // What expired meanwhile (read again after a reconnect, or behind) stays expired:
+        // reported stale, as an observation older than its track's latest is.
+        let cutoff = self
+            .settings
+            .max_feature_age
+            .map_or(i64::MIN, |max_age| now_ms - max_age.as_millis() as i64);
+        let live: Vec<usize> = (0..features.len())
+            .filter(|&index| received_ms[index] >= cutoff)
+            .collect();
+        let expired: Vec<usize> = (0..features.len())
+            .filter(|&index| received_ms[index] < cutoff)
+            .collect();
+        let (features, received_ms): (Vec<_>, Vec<_>) = if expired.is_empty() {
+            (features, received_ms)
+        } else {
+            live.iter()
+                .map(|&index| (features[index].clone(), received_ms[index]))
+                .unzip()
         };
         let observed_ms = received_ms.iter().copied().max().unwrap_or(now_ms);
         self.lag_ms = now_ms.saturating_sub(observed_ms).max(0) as u64;
@@ -560,13 +576,41 @@ impl Handler<Replicated> for BrokerActor {
             features,
             observed_ms,
         };
-        let (ended, _) = self.fanout.publish(
+        let (ended, mut recorded) = self.fanout.publish(
             &mut batch,
             crate::latest::Received::Replicated(&received_ms),
         );
         for (subscriber, cause) in ended {
             end(&subscriber, cause);
         }
+        if !expired.is_empty() {
+            // Back to positions in the message.
+            for list in [
+                &mut recorded.stale,
+                &mut recorded.refused,
+                &mut recorded.unstored,
+            ] {
+                for position in list.iter_mut() {
+                    *position = live[*position];
+                }
+            }
+            recorded.stale.extend(expired);
+            recorded.stale.sort_unstable();
+        }
+        MessageResult(recorded)
+    }
+}
+
+/// A copy of the state as of a log position, for a checkpoint (`cluster`).
+#[derive(actix::Message)]
+#[rtype(result = "(crate::latest::Frozen, u64)")]
+pub struct CheckpointCopy;
+
+impl Handler<CheckpointCopy> for BrokerActor {
+    type Result = MessageResult<CheckpointCopy>;
+
+    fn handle(&mut self, _: CheckpointCopy, _: &mut Context<BrokerActor>) -> Self::Result {
+        MessageResult((self.fanout.latest().frozen(), self.replicated_through))
     }
 }
 

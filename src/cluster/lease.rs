@@ -19,9 +19,33 @@ use crate::source::Lease;
 /// How often the holder renews and the others look.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// Holds, renews and takes over the lease named for `service`'s simulator, forever.
-pub(super) async fn hold(lease: Arc<Lease>, shared: Arc<Shared>, service: String) {
-    let subject = naming::simulator_lease(&service);
+/// What a lease is for: a service's simulator, or writing its checkpoints.
+#[derive(Clone, Copy)]
+pub(super) enum Role {
+    Simulator,
+    Checkpoints,
+}
+
+impl Role {
+    fn subject(self, service: &str) -> String {
+        match self {
+            Role::Simulator => naming::simulator_lease(service),
+            Role::Checkpoints => naming::checkpoint_lease(service),
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Role::Simulator => "the simulator",
+            Role::Checkpoints => "the checkpoints",
+        }
+    }
+}
+
+/// Holds, renews and takes over `service`'s lease for `role`, forever.
+pub(super) async fn hold(lease: Arc<Lease>, shared: Arc<Shared>, service: String, role: Role) {
+    let subject = role.subject(&service);
+    let what = role.what();
     let payload = bytes::Bytes::from(format!("{{\"node\":{:?}}}", shared.node));
     // Our own last message, while we hold it.
     let mut own: Option<u64> = None;
@@ -74,10 +98,7 @@ pub(super) async fn hold(lease: Arc<Lease>, shared: Arc<Shared>, service: String
         match acked {
             Ok(ack) => {
                 if own.is_none() {
-                    log::info!(
-                        "service {service}: this node ({}) runs the simulator",
-                        shared.node
-                    );
+                    log::info!("service {service}: this node ({}) runs {what}", shared.node);
                 }
                 own = Some(ack.sequence);
                 lease.renewed_now();
@@ -85,13 +106,13 @@ pub(super) async fn hold(lease: Arc<Lease>, shared: Arc<Shared>, service: String
             }
             Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
                 if own.is_some() {
-                    log::warn!("service {service}: another node took the simulator's lease");
+                    log::warn!("service {service}: another node took the lease on {what}");
                 }
                 own = None;
                 lease.release();
             }
             // Unknown outcome: keep the lease until it runs out, try again.
-            Err(err) => log::warn!("service {service}: renewing the simulator lease: {err}"),
+            Err(err) => log::warn!("service {service}: renewing the lease on {what}: {err}"),
         }
     }
 }

@@ -1,21 +1,26 @@
 //! The NATS backbone, for running several nodes as one service (`FEATURESTREAM_NATS_URL`).
 //! Unset, a node is alone and nothing here runs.
 //!
-//! With it, the latest state of each service lives in a JetStream stream, one subject per
-//! track holding only its newest message (`naming`), and every node is a replica of it:
+//! With it, each service has a log in a JetStream stream (`naming`), and every node's state
+//! is the same fold of it:
 //! - sources (HTTP and WebSocket ingest, the simulator, subscribed NATS subjects) hand their
-//!   batches to the `publisher`, which stores each observation only if it is newer than the
-//!   track's stored one (a compare-and-set on the subject's last sequence, so no node and no
-//!   ordering can move a track backwards); the stream sequence is the observation's object id;
-//! - every node, the accepting one included, fans out only what its `replica` reads back
-//!   from the stream (`codec`), so identical subscriptions get identical bytes on every node;
-//!   a starting or reconnected node first reads the stream's last message per subject (the
-//!   whole latest state) and is ready (`/readyz`) once it has caught up;
+//!   batches to the `publisher`, which appends each batch to the log as one message (`codec`)
+//!   with no compare-and-set: the log's order decides;
+//! - every node, the accepting one included, applies what its `replica` reads of the log, in
+//!   the log's order, by one rule (an observation replaces its track's only if strictly newer
+//!   by the start-time field; a new track past the limit is refused), numbering each
+//!   observation by its place in the log; so every node holds the same state, fans out the
+//!   same bytes, and tells the accepting node's publishers what became of their observations;
+//! - one node at a time (a `lease`) writes a `checkpoint` of the state now and then and drops
+//!   the log before the previous one; a starting or reconnected node reads the newest
+//!   checkpoint and the log after it, and is ready (`/readyz`) once it has caught up;
 //! - the simulator of a service runs where its `lease` is held, one node at a time;
-//! - a service may also take observations from a NATS subject (`subject_ingest`);
+//! - a service may also take observations from a NATS subject or a JetStream stream
+//!   (`subject_ingest`);
 //! - `control` carries server-initiated messages and SSE filter updates to the node that
 //!   holds the session.
 
+mod checkpoint;
 mod codec;
 pub mod control;
 mod lease;
@@ -48,8 +53,8 @@ pub struct Health {
     pub resyncs: AtomicU64,
     /// Observations stored in the backbone by this node.
     pub stored: AtomicU64,
-    /// Stores refused because another node stored a newer observation of the track first.
-    pub conflicts: AtomicU64,
+    /// Checkpoints this node wrote (each lets the log before the previous one go).
+    pub checkpoints: AtomicU64,
     /// Observations read back from the backbone.
     pub replicated: AtomicU64,
     /// Backbone messages that are not observations of the service (logged, skipped).
@@ -168,37 +173,37 @@ impl Health {
             counter(
                 "stored",
                 "nats_stored",
-                "Observations this node stored in JetStream",
+                "Observations this node appended to a service's log in JetStream",
                 &self.stored,
             ),
             counter(
-                "conflicts",
-                "nats_conflicts",
-                "Stores that found a newer store of the track by another node first",
-                &self.conflicts,
+                "checkpoints",
+                "nats_checkpoints",
+                "Checkpoints of a service's state this node wrote to JetStream",
+                &self.checkpoints,
             ),
             counter(
                 "replicated",
                 "nats_replicated",
-                "Observations read back from JetStream",
+                "Observations read from a service's log in JetStream",
                 &self.replicated,
             ),
             counter(
                 "unreadable",
                 "nats_unreadable",
-                "JetStream messages that are not observations of their service (skipped)",
+                "Log and checkpoint messages, or observations in them, that their service refuses (skipped)",
                 &self.unreadable,
             ),
             counter(
                 "unstored",
                 "nats_unstored",
-                "Observations JetStream did not take (publishers were told)",
+                "Observations the log did not take (publishers were told)",
                 &self.unstored,
             ),
             counter(
                 "slowConsumers",
                 "nats_slow_consumers",
-                "Slow-consumer reports of the NATS client: messages a subscription that fell behind dropped (core-NATS subject ingest is at most once; the state stream's consumer recovers its own gaps)",
+                "Slow-consumer reports of the NATS client: messages a subscription that fell behind dropped (core-NATS subject ingest is at most once; the log's consumer recovers its own gaps)",
                 &self.slow_consumers,
             ),
         ]

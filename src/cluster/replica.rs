@@ -1,9 +1,10 @@
-//! A node's replica of a service's latest state: reads the state stream's last message per
-//! track subject (the whole state), then every new message, and hands them to the service's
-//! broker in batches, each observation numbered by its stream sequence and timed by when the
-//! stream stored it (so expiry is the same on every node). After a reconnect or a gap it
-//! reads the whole state again; the broker keeps a track's observation only if its sequence
-//! is higher than the one it holds, so nothing is delivered twice.
+//! A node's replica of a service's state: the newest complete checkpoint in the backbone,
+//! then every log message after it, in the log's order, handed to the service's broker in
+//! batches. Each observation is numbered by its place in the log (`codec::object_id`) and
+//! timed by when the log stored it, so every node applies the same observations in the same
+//! order with the same ids and expires them at the same age: every node holds the same state.
+//! After a reconnect or a gap it reads again from the newest checkpoint; the broker skips what
+//! it holds already (an id at or below its track's), so nothing is delivered twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,32 +12,33 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::stream::{Config, StorageType};
+use async_nats::jetstream::stream::{Config, StorageType, Stream};
 use futures_util::{FutureExt, StreamExt};
 
-use super::codec::Codec;
+use super::codec::{self, Codec};
 use super::naming;
-use super::publisher::TrackIndex;
+use super::publisher::Fates;
 use super::start::{ServiceLink, Shared};
 use crate::broker::Replicated;
-use crate::latest::TrackKey;
+use crate::feature::Feature;
+use crate::latest::Recorded;
 
 /// Most observations handed to the broker at once.
 const MAX_BATCH: usize = 20_000;
 
-/// How often a replica checks that its consumer keeps up with the stream, and how many
-/// checks in a row may find it behind before it reads the whole state again.
+/// How often a replica checks that its consumer keeps up with the log, and how many checks
+/// in a row may find it behind before it reads the whole state again.
 const STALL_CHECK: Duration = Duration::from_secs(1);
 const STALL_CHECKS: u32 = 3;
 
 /// The longest pause between two messages of one burst.
 const BURST_GAP: Duration = Duration::from_millis(2);
 
-/// Longest wait between two attempts to read the stream while NATS misbehaves.
+/// Longest wait between two attempts to read the log while NATS misbehaves.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Keeps a service's broker a replica of its state stream, forever.
-pub(super) async fn follow(shared: Arc<Shared>, link: Arc<ServiceLink>, tracks: Arc<TrackIndex>) {
+/// Keeps a service's broker a replica of its log, forever.
+pub(super) async fn follow(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<Fates>) {
     let codec = Codec::new(&link.schema);
     let mut epoch = shared.epoch.clone();
     let mut backoff = Duration::from_millis(100);
@@ -52,12 +54,12 @@ pub(super) async fn follow(shared: Arc<Shared>, link: Arc<ServiceLink>, tracks: 
             .health
             .resyncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let run = read(&shared, &link, &codec, &tracks);
+        let run = read(&shared, &link, &codec, &fates);
         tokio::select! {
             ended = run => match ended {
                 Ok(()) => {}
                 Err(err) => {
-                    log::warn!("service {}: reading the state stream: {err}; again in {backoff:?}", link.name);
+                    log::warn!("service {}: reading the log: {err}; again in {backoff:?}", link.name);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
@@ -71,81 +73,189 @@ pub(super) async fn follow(shared: Arc<Shared>, link: Arc<ServiceLink>, tracks: 
     }
 }
 
-/// Makes sure the service's stream exists with the service's settings.
-async fn ensure_stream(shared: &Shared, link: &ServiceLink) -> Result<(), async_nats::Error> {
+/// Makes sure the service's stream exists: its log and its checkpoints, on disk, kept until
+/// a checkpoint makes them unneeded (no age limit: a track that never expires must outlive
+/// every message of its own).
+pub(super) async fn ensure_stream(
+    shared: &Shared,
+    link: &ServiceLink,
+) -> Result<Stream, async_nats::Error> {
     let config = Config {
         name: naming::state_stream(&link.name),
-        subjects: vec![naming::track_subjects(&link.name)],
-        max_messages_per_subject: 1,
-        max_age: link.max_feature_age.unwrap_or_default(),
+        subjects: vec![
+            naming::log_subject(&link.name),
+            naming::checkpoint_subject(&link.name),
+        ],
         storage: StorageType::File,
         num_replicas: shared.replicas,
         ..Default::default()
     };
-    let mut stream = shared
-        .jetstream
-        .get_or_create_stream(config.clone())
+    Ok(shared.jetstream.get_or_create_stream(config).await?)
+}
+
+/// The newest complete checkpoint: the log position it is as of, the sequence of its first
+/// message, and the state.
+struct Checkpoint {
+    through: u64,
+    first_sequence: u64,
+    features: Vec<Feature>,
+    received_ms: Vec<i64>,
+}
+
+/// A checkpoint being read, part by part.
+struct Parts {
+    first_sequence: u64,
+    parts: Vec<Option<(Vec<Feature>, Vec<i64>)>>,
+}
+
+/// Reads every checkpoint message and keeps the newest checkpoint whose parts all read.
+async fn newest_checkpoint(
+    shared: &Shared,
+    link: &ServiceLink,
+    codec: &Codec,
+    stream: &Stream,
+) -> Result<Option<Checkpoint>, async_nats::Error> {
+    let mut consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: naming::checkpoint_subject(&link.name),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
         .await?;
-    let current = &stream.info().await?.config;
-    if current.max_age != config.max_age {
-        shared.jetstream.update_stream(config).await?;
+    if consumer.info().await?.num_pending == 0 {
+        return Ok(None);
     }
-    Ok(())
+    let mut messages = consumer.messages().await?;
+    let mut newest: Option<Checkpoint> = None;
+    let mut reading: HashMap<u64, Parts> = HashMap::new();
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        let info = message.info()?;
+        let (sequence, last) = (info.stream_sequence, info.pending == 0);
+        match codec.decode_checkpoint(&message.payload) {
+            Ok((meta, features)) => {
+                let parts = reading.entry(meta.through).or_insert_with(|| Parts {
+                    first_sequence: sequence,
+                    parts: vec![None; meta.parts as usize],
+                });
+                if let Some(part) = parts.parts.get_mut(meta.part as usize) {
+                    *part = Some((features, meta.received));
+                }
+                if parts.parts.iter().all(Option::is_some)
+                    && newest
+                        .as_ref()
+                        .is_none_or(|newest| newest.through < meta.through)
+                {
+                    let parts = reading.remove(&meta.through).expect("being read");
+                    let mut checkpoint = Checkpoint {
+                        through: meta.through,
+                        first_sequence: parts.first_sequence,
+                        features: Vec::new(),
+                        received_ms: Vec::new(),
+                    };
+                    for (features, received) in parts.parts.into_iter().flatten() {
+                        checkpoint.features.extend(features);
+                        checkpoint.received_ms.extend(received);
+                    }
+                    reading.retain(|&through, _| through > meta.through);
+                    newest = Some(checkpoint);
+                }
+            }
+            Err(err) => {
+                shared
+                    .health
+                    .unreadable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::warn!(
+                    "service {}: checkpoint message {sequence} is unreadable: {err}",
+                    link.name
+                );
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    Ok(newest)
 }
 
 async fn read(
     shared: &Shared,
     link: &ServiceLink,
     codec: &Codec,
-    tracks: &TrackIndex,
+    fates: &Fates,
 ) -> Result<(), async_nats::Error> {
-    ensure_stream(shared, link).await?;
-    let stream = shared
-        .jetstream
-        .get_stream_no_info(naming::state_stream(&link.name))
-        .await?;
+    let stream = ensure_stream(shared, link).await?;
+    let checkpoint = newest_checkpoint(shared, link, codec, &stream).await?;
+    let through = checkpoint
+        .as_ref()
+        .map_or(0, |checkpoint| checkpoint.through);
+    // Where the checkpoint read starts: it must still be there once the log after it is read
+    // (a checkpoint writer drops the log only up to the checkpoint before its newest one).
+    let started_from = checkpoint
+        .as_ref()
+        .map(|checkpoint| checkpoint.first_sequence);
+    if let Some(checkpoint) = checkpoint {
+        log::info!(
+            "service {}: read the checkpoint as of log position {through} ({} tracks)",
+            link.name,
+            checkpoint.features.len()
+        );
+        let mut received = checkpoint.received_ms.into_iter();
+        let mut features = checkpoint.features.into_iter().peekable();
+        while features.peek().is_some() {
+            let batch: Vec<Feature> = features.by_ref().take(MAX_BATCH).collect();
+            let received_ms = received.by_ref().take(batch.len()).collect();
+            link.broker
+                .send(Replicated {
+                    features: batch,
+                    received_ms,
+                    through,
+                })
+                .await?;
+        }
+    }
     let mut consumer = stream
         .create_consumer(OrderedConfig {
-            filter_subject: naming::track_subjects(&link.name),
-            deliver_policy: DeliverPolicy::LastPerSubject,
+            filter_subject: naming::log_subject(&link.name),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: through + 1,
+            },
             ..Default::default()
         })
         .await?;
+    let mut verified = started_from.is_none();
     if consumer.info().await?.num_pending == 0 {
         shared.health.set_lagging(&link.name, false);
-        log::info!(
-            "service {}: caught up (the state stream is empty)",
-            link.name
-        );
+        verified = true;
+        log::info!("service {}: caught up with the log", link.name);
     }
     let mut messages = consumer.messages().await?;
-    let track_field = link.schema.track_id_field();
-    // The highest stream sequence read, and checks that found the stream ahead of it.
-    let mut last_read = 0u64;
+    // The highest log position read, and checks that found the log ahead of it.
+    let mut last_read = through;
     let mut behind_checks = 0;
     let mut check = tokio::time::interval(STALL_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let log_subject = naming::log_subject(&link.name);
     loop {
         let first = tokio::select! {
             first = messages.next() => first,
             _ = check.tick() => {
-                // A consumer whose server died may stop without an error: if the stream holds
+                // A consumer whose server died may stop without an error: if the log holds
                 // newer messages than we read for several checks, read the whole state again.
-                if let Ok(info) = stream.get_info().await {
-                    let newest = info.state.last_sequence;
-                    // The newest message may have expired since (the sequence stays).
-                    if newest > last_read && stream.get_raw_message(newest).await.is_ok() {
-                        behind_checks += 1;
-                        if behind_checks >= STALL_CHECKS {
-                            return Err(format!(
-                                "the consumer stalled at {last_read}, the stream is at {}",
-                                info.state.last_sequence
-                            )
-                            .into());
-                        }
-                    } else {
-                        behind_checks = 0;
+                if let Ok(newest) = stream.get_last_raw_message_by_subject(&log_subject).await
+                    && newest.sequence > last_read
+                {
+                    behind_checks += 1;
+                    if behind_checks >= STALL_CHECKS {
+                        return Err(format!(
+                            "the consumer stalled at {last_read}, the log is at {}",
+                            newest.sequence
+                        )
+                        .into());
                     }
+                } else {
+                    behind_checks = 0;
                 }
                 continue;
             }
@@ -159,7 +269,7 @@ async fn read(
         // request): take it as one batch, so that sessions get one frame for it as on a node
         // alone. Wait for more while messages keep coming, at most the coalescing interval.
         let deadline = tokio::time::Instant::now() + link.coalesce;
-        while batch.len() < MAX_BATCH {
+        while batch.len() * codec::PER_MESSAGE < MAX_BATCH {
             let next = match messages.next().now_or_never() {
                 Some(next) => next,
                 None if link.coalesce.is_zero() => break,
@@ -180,75 +290,146 @@ async fn read(
             }
         }
         let mut caught_up = false;
-        let mut newest: HashMap<TrackKey, usize> = HashMap::with_capacity(batch.len());
-        let mut features = Vec::with_capacity(batch.len());
-        let mut received_ms = Vec::with_capacity(batch.len());
-        let mut stored = Vec::with_capacity(batch.len());
+        let mut features = Vec::new();
+        let mut received_ms = Vec::new();
+        // Per message awaited by a publisher on this node: its id, where its observations are
+        // in `features` (by position in the message), and what decoding refused.
+        let mut awaited: Vec<(String, Vec<usize>, Vec<usize>)> = Vec::new();
         for message in &batch {
             let info = message.info()?;
             caught_up = info.pending == 0;
             let sequence = info.stream_sequence;
             last_read = last_read.max(sequence);
             let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-            let decoded = codec
-                .decode(&message.payload, sequence as i64, stored_ms)
-                .map_err(|err| err.to_string())
-                .and_then(|feature| {
-                    // Keyed by its subject: an observation published on another track's
-                    // subject (by anyone with access to the stream) would replace that track.
-                    let subject =
-                        naming::track_subject(&link.name, &TrackKey::of(&feature, track_field));
-                    if subject == message.subject.as_str() {
-                        Ok(feature)
-                    } else {
-                        Err("its track is not the track of its subject".to_owned())
-                    }
-                });
-            let feature = match decoded {
-                Ok(feature) => feature,
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|id| id.as_str().to_owned());
+            let decoded = match codec.decode_log(&message.payload, stored_ms) {
+                Ok(decoded) => decoded,
                 Err(err) => {
                     shared
                         .health
                         .unreadable
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!(
-                        "service {}: message {sequence} on {} is not an observation: {err}",
-                        link.name,
-                        message.subject
+                        "service {}: log message {sequence} is not observations: {err}",
+                        link.name
                     );
+                    if let Some(id) = id {
+                        fates.settle(&id, Recorded::default());
+                    }
                     continue;
                 }
             };
-            let key = TrackKey::of(&feature, track_field);
-            stored.push((key.clone(), sequence, codec.time_of(&feature), stored_ms));
-            // One observation per track and batch: the newest (the stream's order).
-            match newest.get(&key) {
-                Some(&slot) => {
-                    features[slot] = feature;
-                    received_ms[slot] = stored_ms;
+            if let Some((position, reason)) = decoded.rejected.first() {
+                shared.health.unreadable.fetch_add(
+                    decoded.rejected.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                log::warn!(
+                    "service {}: log message {sequence} holds {} observations the service refuses, the first (position {position}): {reason}",
+                    link.name,
+                    decoded.rejected.len()
+                );
+            }
+            let mut places = Vec::new();
+            let object_id_field = link.schema.object_id_field();
+            for (position, mut feature) in decoded.features {
+                feature.attributes[object_id_field] =
+                    crate::feature::FieldValue::Integer(codec::object_id(sequence, position));
+                if places.len() <= position {
+                    places.resize(position + 1, usize::MAX);
                 }
-                None => {
-                    newest.insert(key, features.len());
-                    features.push(feature);
-                    received_ms.push(stored_ms);
-                }
+                places[position] = features.len();
+                features.push(feature);
+                received_ms.push(stored_ms);
+            }
+            if let Some(id) = id {
+                let refused = decoded
+                    .rejected
+                    .into_iter()
+                    .map(|(position, _)| position)
+                    .collect();
+                awaited.push((id, places, refused));
             }
         }
-        tracks.note_all(stored);
         shared
             .health
             .replicated
             .fetch_add(features.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if !features.is_empty() {
-            link.broker
-                .send(Replicated {
-                    features,
-                    received_ms,
-                })
-                .await?;
+        let recorded = link
+            .broker
+            .send(Replicated {
+                features,
+                received_ms,
+                through: last_read,
+            })
+            .await?;
+        for (id, places, unreadable) in awaited {
+            fates.settle(&id, by_message(&recorded, &places, unreadable));
         }
-        if caught_up {
+        if caught_up && !verified {
+            // The checkpoint this read started from is still there, so the log after it was
+            // whole while it was read.
+            if let Some(first) = started_from
+                && stream.get_raw_message(first).await.is_err()
+            {
+                return Err("the log was compacted while it was read".into());
+            }
+            verified = true;
+        }
+        if caught_up && verified {
             shared.health.set_lagging(&link.name, false);
         }
+    }
+}
+
+/// What recording a batch did to one message's observations, by position in the message:
+/// `places[p]` is where the observation at position `p` went in the batch (`usize::MAX`:
+/// refused by decoding, listed in `unreadable`).
+fn by_message(recorded: &Recorded, places: &[usize], unreadable: Vec<usize>) -> Recorded {
+    let mut mine = Recorded {
+        unstored: unreadable,
+        ..Recorded::default()
+    };
+    for (position, &place) in places.iter().enumerate() {
+        if place == usize::MAX {
+            continue;
+        }
+        if recorded.stale.binary_search(&place).is_ok() {
+            mine.stale.push(position);
+        } else if recorded.refused.binary_search(&place).is_ok() {
+            mine.refused.push(position);
+        } else if recorded.unstored.binary_search(&place).is_ok() {
+            mine.unstored.push(position);
+        }
+    }
+    mine.unstored.sort_unstable();
+    mine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_outcome_maps_back_to_each_message() {
+        // Message positions 0..4 went to batch places 3, refused by decoding, 4, 5.
+        let places = [3, usize::MAX, 4, 5];
+        let recorded = Recorded {
+            stale: vec![0, 4],
+            refused: vec![5],
+            unstored: vec![],
+        };
+        assert_eq!(
+            by_message(&recorded, &places, vec![1]),
+            Recorded {
+                stale: vec![2],
+                refused: vec![3],
+                unstored: vec![1],
+            }
+        );
     }
 }

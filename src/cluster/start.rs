@@ -24,15 +24,13 @@ pub struct ServiceLink {
     pub outbox: Arc<BatchInbox>,
     /// Rung when the outbox has a batch.
     pub outbox_ready: Arc<Notify>,
-    /// A track that has not reported for this long expires (also the stream's `max_age`).
-    pub max_feature_age: Option<Duration>,
-    /// Most tracks.
-    pub max_tracks: usize,
     /// Most features per ingest document (a subject's message).
     pub max_features: usize,
     /// Longest wait gathering what was published together into one batch (the coalescing
     /// interval of a node alone).
     pub coalesce: Duration,
+    /// How often the node holding the checkpoint lease writes the state as a checkpoint.
+    pub checkpoint_every: Duration,
     /// The simulator's lease, when the service is simulated.
     pub lease: Option<Arc<Lease>>,
     /// A subject other systems publish observations to, and the runtime that takes them.
@@ -141,15 +139,32 @@ impl Backbone {
             actix::spawn(super::control::serve(shared.clone(), control));
             for link in links {
                 let link = Arc::new(link);
-                let tracks = Arc::new(super::publisher::TrackIndex::default());
+                let fates = Arc::new(super::publisher::Fates::default());
                 actix::spawn(super::replica::follow(
                     shared.clone(),
                     link.clone(),
-                    tracks.clone(),
+                    fates.clone(),
                 ));
-                actix::spawn(super::publisher::run(shared.clone(), link.clone(), tracks));
+                actix::spawn(super::publisher::run(shared.clone(), link.clone(), fates));
+                let checkpoints = Lease::new(super::LEASE_TTL);
+                actix::spawn(super::lease::hold(
+                    checkpoints.clone(),
+                    shared.clone(),
+                    link.name.clone(),
+                    super::lease::Role::Checkpoints,
+                ));
+                actix::spawn(super::checkpoint::write(
+                    shared.clone(),
+                    link.clone(),
+                    checkpoints,
+                ));
                 if let Some(lease) = link.lease.clone() {
-                    actix::spawn(super::lease::hold(lease, shared.clone(), link.name.clone()));
+                    actix::spawn(super::lease::hold(
+                        lease,
+                        shared.clone(),
+                        link.name.clone(),
+                        super::lease::Role::Simulator,
+                    ));
                 }
                 if let Some((subject, runtime)) = link.ingest_subject.clone() {
                     actix::spawn(super::subject_ingest::serve(

@@ -337,6 +337,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "NATS servers that keep a copy of each service's latest state (1, or 3 with a NATS cluster of three or more)",
     },
     Setting {
+        var: "FEATURESTREAM_NATS_CHECKPOINT_SECS",
+        flag: "nats-checkpoint-secs",
+        default: "30",
+        help: "How often one node writes each service's state to the backbone as a checkpoint, so that the log before it can be dropped (a node that starts reads the checkpoint and the log after it)",
+    },
+    Setting {
         var: "FEATURESTREAM_NODE_NAME",
         flag: "node-name",
         default: "",
@@ -531,6 +537,9 @@ pub struct ClusterSettings {
     pub replicas: usize,
     /// This node's name.
     pub node_name: String,
+    /// How often a service's state is checkpointed into the backbone (the log before the
+    /// previous checkpoint is then dropped).
+    pub checkpoint_every: std::time::Duration,
 }
 
 /// The configuration plus warnings to log once logging is up.
@@ -974,6 +983,11 @@ impl Raw {
                     nats_url: url.to_owned(),
                     replicas: self.ranged("FEATURESTREAM_NATS_REPLICAS", 1, 5)? as usize,
                     node_name,
+                    checkpoint_every: std::time::Duration::from_secs(self.ranged(
+                        "FEATURESTREAM_NATS_CHECKPOINT_SECS",
+                        1,
+                        86_400,
+                    )?),
                 })
             }
         };

@@ -207,9 +207,9 @@ impl Recorded {
 pub enum Received<'a> {
     /// Received here at this time (epoch ms): the latest state numbers them.
     Here(i64),
-    /// Read from the backbone, each stored at its time: numbered already (by the backbone's
-    /// sequence, higher for a newer observation of a track); one at or below the track's
-    /// is a duplicate.
+    /// Read from the backbone's log, each stored at its time: numbered already (by its log
+    /// position); one at or below its track's id is read again, one not strictly newer by
+    /// the start-time field is stale.
     Replicated(&'a [i64]),
 }
 
@@ -303,8 +303,12 @@ impl LatestState {
                         .feature;
                     let stale = match received {
                         Received::Here(_) => self.is_older(feature, latest),
+                        // Read again (a re-read after a reconnect), or not strictly newer:
+                        // every node applies the one log in the same order by this rule, so
+                        // every node holds the same state.
                         Received::Replicated(_) => {
                             self.object_id(feature) <= self.object_id(latest)
+                                || !self.is_newer(feature, latest)
                         }
                     };
                     if stale {
@@ -385,6 +389,20 @@ impl LatestState {
     /// Starts the ids of resent copies at `first` (a node of a cluster takes a range of its own).
     pub fn resend_from(&mut self, first: i64) {
         self.next_resend_id = first;
+    }
+
+    /// Whether `candidate` is strictly newer than `latest` by the start-time field (an equal
+    /// time is the same observation sent twice); without times, the later one is.
+    fn is_newer(&self, candidate: &Feature, latest: &Feature) -> bool {
+        let Some(time) = self.time_field else {
+            return true;
+        };
+        match (candidate.attributes.get(time), latest.attributes.get(time)) {
+            (Some(FieldValue::Date(candidate)), Some(FieldValue::Date(latest))) => {
+                candidate > latest
+            }
+            _ => true,
+        }
     }
 
     fn is_older(&self, candidate: &Feature, latest: &Feature) -> bool {
