@@ -1405,3 +1405,238 @@ async fn a_flood_on_an_ingest_subject_re_reads_nothing_and_other_services_stream
         cluster["slowConsumers"]
     );
 }
+
+/// A node checkpointing every second.
+fn checkpointing(nats: &Nats, name: &str) -> Config {
+    let mut config = node_config(nats, name, false);
+    config.cluster.as_mut().unwrap().checkpoint_every = Duration::from_secs(1);
+    config
+}
+
+/// The whole latest state as the feature layer serves it, ordered by track.
+async fn whole_state(node: &TestServer) -> Vec<Value> {
+    let (status, page) = get_json(
+        node.addr,
+        "/arcgis/rest/services/vehicles/FeatureServer/0/query?where=1%3D1&outFields=*&orderByFields=TRACKID&resultRecordCount=6000&f=json",
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    page["features"].as_array().expect("features").clone()
+}
+
+/// Waits (bounded) until `node` has written `count` checkpoints in all.
+async fn checkpoints(node: &TestServer, count: u64) {
+    for _ in 0..400 {
+        if stats(node).await["cluster"]["checkpoints"]
+            .as_u64()
+            .unwrap()
+            >= count
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("node {} never wrote {count} checkpoints", node.addr);
+}
+
+/// Issue 25: the log does not grow without bound. The node holding the checkpoint lease
+/// writes the state now and then and drops the log before the previous checkpoint; a node
+/// started afterwards reads the newest checkpoint and the log after it and holds exactly the
+/// same state, object ids included.
+#[actix_web::test]
+async fn checkpoints_drop_the_log_and_a_late_node_reads_the_same_state() {
+    let nats = Nats::start();
+    let a = TestServer::start(checkpointing(&nats, "a"));
+    ready(&a).await;
+    let rounds = 8i64;
+    for round in 0..rounds {
+        // Fifty new tracks a round, and track 1 again, newer each time.
+        let mut batch: Vec<Value> = (0..50)
+            .map(|i| observation(100 + round * 50 + i, 1_000 + round, -117.0 - i as f64 / 1e3))
+            .collect();
+        batch.push(observation(1, 10_000 + round, -117.5 - round as f64 / 1e3));
+        let report = publish(&a, &json!(batch)).await;
+        assert_eq!(report["accepted"], 51, "{report}");
+        let written = stats(&a).await["cluster"]["checkpoints"].as_u64().unwrap();
+        checkpoints(&a, written + 1).await;
+    }
+    // The log before the checkpoint preceding the newest is gone.
+    let client = async_nats::connect(nats.url()).await.expect("NATS");
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream
+        .get_stream("featurestream_vehicles_log")
+        .await
+        .expect("the stream");
+    let info = stream
+        .info_with_subjects("featurestream.vehicles.log")
+        .await
+        .expect("its subjects");
+    let log_messages = info
+        .map(|subject| subject.map(|(_, count)| count).unwrap_or(0))
+        .fold(0, |sum, count| async move { sum + count })
+        .await;
+    assert!(
+        log_messages < rounds as usize - 2,
+        "{log_messages} log messages of {rounds} kept"
+    );
+    let b = TestServer::start(checkpointing(&nats, "b"));
+    ready(&b).await;
+    let on_a = whole_state(&a).await;
+    assert_eq!(on_a.len(), 1 + 50 * rounds as usize);
+    assert_eq!(whole_state(&b).await, on_a, "the same state, ids and all");
+    let one = on_a
+        .iter()
+        .find(|feature| feature["attributes"]["TRACKID"] == 1)
+        .expect("track 1");
+    assert_eq!(one["attributes"]["observed"], 10_000 + rounds - 1);
+}
+
+use futures_util::StreamExt as _;
+
+/// Issue 25: the node writing checkpoints dies (stopped at once) while observations stream in
+/// through both nodes: every observation a publisher was told was accepted is in the state on
+/// the surviving node and on a node started afterwards (each track at the newest accepted).
+#[actix_web::test]
+async fn the_checkpoint_writer_dies_and_nothing_accepted_is_lost() {
+    let nats = Nats::start();
+    let a = TestServer::start(checkpointing(&nats, "a"));
+    let b = TestServer::start(checkpointing(&nats, "b"));
+    ready(&a).await;
+    ready(&b).await;
+    // The writer: whichever node writes the first checkpoint.
+    publish(&a, &json!([observation(1, 1, -117.0)])).await;
+    let writer = loop {
+        let (on_a, on_b) = (
+            stats(&a).await["cluster"]["checkpoints"].as_u64().unwrap(),
+            stats(&b).await["cluster"]["checkpoints"].as_u64().unwrap(),
+        );
+        if on_a > 0 || on_b > 0 {
+            break if on_a > 0 { "a" } else { "b" };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let (writer, survivor) = if writer == "a" { (a, b) } else { (b, a) };
+    let (writer_addr, survivor_addr) = (writer.addr, survivor.addr);
+    let stopper = writer.stopper();
+    // 60 posts of 20 tracks, each post a newer time, alternating nodes, four at a time; the
+    // writer is stopped after the twentieth is answered.
+    let newest = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<i64, i64>::new()));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let posts = (1..=60i64).map(|post| {
+        let (newest, answered, stopper) = (newest.clone(), answered.clone(), stopper.clone());
+        async move {
+            let to = if post % 2 == 0 {
+                writer_addr
+            } else {
+                survivor_addr
+            };
+            let body: Vec<Value> = (0..20)
+                .map(|track| observation(10 + track, 100 + post, -117.0 - post as f64 / 1e4))
+                .collect();
+            // A post to the stopped node fails (the helper panics in its own task): unanswered.
+            let body = json!(body).to_string();
+            let sent = tokio::spawn(async move {
+                tokio::time::timeout(WAIT, post_json(to, FEATURES, &[], &body)).await
+            })
+            .await;
+            if let Ok(Ok((200, report))) = sent
+                && report["accepted"] == 20
+            {
+                let mut newest = newest.lock().unwrap();
+                for track in 0..20 {
+                    let time = newest.entry(10 + track).or_insert(0);
+                    *time = (*time).max(100 + post);
+                }
+            }
+            if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 20 {
+                stopper.stop_now();
+            }
+        }
+    });
+    futures_util::stream::iter(posts)
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+    drop(writer);
+    let newest = newest.lock().unwrap().clone();
+    assert_eq!(newest.len(), 20, "the survivor accepted posts: {newest:?}");
+    let c = TestServer::start(checkpointing(&nats, "c"));
+    ready(&c).await;
+    for node in [&survivor, &c] {
+        // What the writer accepted last may reach the survivor's replica a moment later.
+        let mut held = BTreeMap::new();
+        for _ in 0..400 {
+            held = whole_state(node)
+                .await
+                .iter()
+                .filter(|feature| feature["attributes"]["TRACKID"].as_i64().unwrap() >= 10)
+                .map(|feature| {
+                    (
+                        feature["attributes"]["TRACKID"].as_i64().unwrap(),
+                        feature["attributes"]["observed"].as_i64().unwrap(),
+                    )
+                })
+                .collect::<BTreeMap<i64, i64>>();
+            if newest
+                .iter()
+                .all(|(track, time)| held.get(track) >= Some(time))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        for (track, time) in &newest {
+            assert!(
+                held.get(track).is_some_and(|held| held >= time),
+                "track {track}: accepted {time}, held {:?}",
+                held.get(track)
+            );
+        }
+    }
+}
+
+/// Issue 25: `FEATURESTREAM_MAX_TRACKS` holds across the cluster: new tracks posted to two
+/// nodes at once are judged in the log's one order, so exactly the limit is accepted in all
+/// and both nodes hold the same tracks.
+#[actix_web::test]
+async fn the_track_limit_holds_across_nodes() {
+    let nats = Nats::start();
+    let limited = |config: &mut Config| config.ingest.max_tracks = 100;
+    let (a, b, _on_a, _on_b) = two_watched_nodes(&nats, limited, WGS84).await;
+    let body = |first: i64| {
+        json!(
+            (first..first + 80)
+                .map(|track| observation(track, 1_000, -117.0))
+                .collect::<Vec<_>>()
+        )
+        .to_string()
+    };
+    let (body_a, body_b) = (body(1_000), body(2_000));
+    let ((status_a, report_a), (status_b, report_b)) = tokio::join!(
+        post_json(a.addr, FEATURES, &[], &body_a),
+        post_json(b.addr, FEATURES, &[], &body_b)
+    );
+    assert_eq!((status_a, status_b), (200, 200), "{report_a} {report_b}");
+    let accepted = report_a["accepted"].as_i64().unwrap() + report_b["accepted"].as_i64().unwrap();
+    assert_eq!(accepted, 100, "{report_a} {report_b}");
+    let tracks_of = |state: Vec<Value>| -> Vec<i64> {
+        state
+            .iter()
+            .map(|feature| feature["attributes"]["TRACKID"].as_i64().unwrap())
+            .collect()
+    };
+    // Each node answered once its own post was applied; the other's may follow a moment later.
+    let mut states = (Vec::new(), Vec::new());
+    for _ in 0..400 {
+        states = (
+            tracks_of(whole_state(&a).await),
+            tracks_of(whole_state(&b).await),
+        );
+        if states.0.len() == 100 && states.0 == states.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(states.0.len(), 100);
+    assert_eq!(states.1, states.0, "the same tracks on both nodes");
+}
