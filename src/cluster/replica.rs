@@ -226,6 +226,7 @@ async fn read(
         .await?;
     let mut verified = started_from.is_none();
     if consumer.info().await?.num_pending == 0 {
+        still_there(&stream, started_from).await?;
         shared.health.set_lagging(&link.name, false);
         verified = true;
         log::info!("service {}: caught up with the log", link.name);
@@ -371,19 +372,25 @@ async fn read(
             fates.settle(&id, by_message(&recorded, &places, unreadable));
         }
         if caught_up && !verified {
-            // The checkpoint this read started from is still there, so the log after it was
-            // whole while it was read.
-            if let Some(first) = started_from
-                && stream.get_raw_message(first).await.is_err()
-            {
-                return Err("the log was compacted while it was read".into());
-            }
+            still_there(&stream, started_from).await?;
             verified = true;
         }
         if caught_up && verified {
             shared.health.set_lagging(&link.name, false);
         }
     }
+}
+
+/// Whether the checkpoint a read started from (its first message) is still there: then the
+/// log after it was whole while it was read (a writer drops a checkpoint before the log it
+/// needs). If not, the read must start again.
+async fn still_there(stream: &Stream, started_from: Option<u64>) -> Result<(), async_nats::Error> {
+    if let Some(first) = started_from
+        && stream.get_raw_message(first).await.is_err()
+    {
+        return Err("the log was compacted while it was read".into());
+    }
+    Ok(())
 }
 
 /// What recording a batch did to one message's observations, by position in the message:
