@@ -58,7 +58,49 @@ pub struct Service {
     /// A track that has not reported for this long expires (`None`: never).
     pub max_feature_age: Option<std::time::Duration>,
     /// A NATS subject the service also takes observations from (`cluster`).
-    pub ingest_subject: Option<String>,
+    pub ingest_subject: Option<IngestSubject>,
+}
+
+/// A NATS subject a service takes observations from, and what a publisher can count on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestSubject {
+    /// The subject (wildcards allowed).
+    pub subject: String,
+    /// At most or at least once.
+    pub delivery: Delivery,
+}
+
+/// How messages on an ingest subject are taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Core NATS: a message published while no node listens, or dropped by a node that fell
+    /// behind, is lost.
+    #[default]
+    AtMostOnce,
+    /// A JetStream stream keeps every message until a node has stored its observations and
+    /// acknowledged it; a node that dies first leaves it to another.
+    AtLeastOnce,
+}
+
+impl Delivery {
+    /// Reads `at-most-once` or `at-least-once` (also `atMostOnce`, `atLeastOnce`).
+    pub fn parse(text: &str) -> Option<Delivery> {
+        match text {
+            "at-most-once" | "atMostOnce" => Some(Delivery::AtMostOnce),
+            "at-least-once" | "atLeastOnce" => Some(Delivery::AtLeastOnce),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for IngestSubject {
+    /// A subject taken at most once (core NATS).
+    fn from(subject: &str) -> IngestSubject {
+        IngestSubject {
+            subject: subject.to_owned(),
+            delivery: Delivery::AtMostOnce,
+        }
+    }
 }
 
 /// The default schema: exercises the whole where grammar (integers, strings, a nullable

@@ -52,7 +52,13 @@ pub fn ingest_queue(service: &str) -> String {
     format!("{PREFIX}_{service}_ingest")
 }
 
-/// The durable consumer that shares an external ingest stream among a service's nodes.
+/// The JetStream stream that keeps what is published on a service's ingest subject until a
+/// node has stored it (at-least-once ingest).
+pub fn ingest_stream(service: &str) -> String {
+    format!("{PREFIX}_{service}_ingest")
+}
+
+/// The durable consumer that shares a service's ingest stream among its nodes.
 pub fn ingest_consumer(service: &str) -> String {
     format!("{PREFIX}_{service}_ingest")
 }

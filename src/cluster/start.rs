@@ -34,7 +34,7 @@ pub struct ServiceLink {
     /// The simulator's lease, when the service is simulated.
     pub lease: Option<Arc<Lease>>,
     /// A subject other systems publish observations to, and the runtime that takes them.
-    pub ingest_subject: Option<(String, Arc<ServiceRuntime>)>,
+    pub ingest_subject: Option<(crate::service::IngestSubject, Arc<ServiceRuntime>)>,
 }
 
 /// A node's place on the backbone.

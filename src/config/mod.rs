@@ -354,6 +354,12 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "NATS subject the default service also takes observations from (any form the HTTP ingest takes; needs FEATURESTREAM_NATS_URL); a services file may set ingestSubject per service",
     },
+    Setting {
+        var: "FEATURESTREAM_INGEST_DELIVERY",
+        flag: "ingest-delivery",
+        default: "at-most-once",
+        help: "How the ingest subject is taken: at-most-once (core NATS) or at-least-once (a JetStream stream keeps each message until a node has stored its observations); a services file may set ingestDelivery per service",
+    },
 ];
 
 /// Whether `subject` is a NATS subject one can subscribe to: dot-separated tokens without
@@ -733,6 +739,14 @@ impl Raw {
         let (_, nats_url) = self.get("FEATURESTREAM_NATS_URL");
         let (subject_var, ingest_subject) = self.get("FEATURESTREAM_INGEST_SUBJECT");
         let ingest_subject = Some(ingest_subject.trim().to_owned()).filter(|s| !s.is_empty());
+        let (delivery_var, delivery) = self.get("FEATURESTREAM_INGEST_DELIVERY");
+        let delivery = crate::service::Delivery::parse(delivery.trim()).ok_or_else(|| {
+            ConfigError::Invalid {
+                var: delivery_var,
+                value: delivery.clone(),
+                reason: "at-most-once or at-least-once".into(),
+            }
+        })?;
         if let Some(subject) = &ingest_subject {
             if nats_url.trim().is_empty() {
                 return Err(ConfigError::Invalid {
@@ -750,7 +764,8 @@ impl Raw {
         let services = if services_path.trim().is_empty() {
             let mut service = Service::vehicles(simulator_settings);
             service.max_feature_age = max_feature_age;
-            service.ingest_subject = ingest_subject;
+            service.ingest_subject =
+                ingest_subject.map(|subject| crate::service::IngestSubject { subject, delivery });
             if !simulator_on {
                 service.simulator = None;
             }
@@ -1063,6 +1078,17 @@ mod tests {
                 vec![],
             ),
             (vec![], vec![("FEATURESTREAM_INGEST_SUBJECT", "x")]),
+            (
+                vec![
+                    "--nats-url",
+                    "nats://h:1",
+                    "--ingest-subject",
+                    "a",
+                    "--ingest-delivery",
+                    "sometimes",
+                ],
+                vec![],
+            ),
         ] {
             assert!(load(&args, &vars).is_err(), "{args:?} {vars:?}");
         }
@@ -1077,8 +1103,27 @@ mod tests {
         )
         .expect("wildcards");
         assert_eq!(
-            loaded.config.services[0].ingest_subject.as_deref(),
-            Some("sensors.*.>")
+            loaded.config.services[0].ingest_subject,
+            Some("sensors.*.>".into())
+        );
+        let durable = load(
+            &[
+                "--nats-url",
+                "nats://h:1",
+                "--ingest-subject",
+                "sensors.>",
+                "--ingest-delivery",
+                "at-least-once",
+            ],
+            &[],
+        )
+        .expect("at least once");
+        assert_eq!(
+            durable.config.services[0].ingest_subject,
+            Some(crate::service::IngestSubject {
+                subject: "sensors.>".into(),
+                delivery: crate::service::Delivery::AtLeastOnce,
+            })
         );
     }
 

@@ -44,6 +44,8 @@ struct ServiceEntry {
     max_feature_age_secs: Option<u64>,
     #[serde(default)]
     ingest_subject: Option<String>,
+    #[serde(default)]
+    ingest_delivery: Option<String>,
     #[serde(default = "keep_default_simulator", deserialize_with = "nullable")]
     simulator: Option<Option<SimulatorEntry>>,
 }
@@ -218,13 +220,20 @@ fn entry_to_service(
             Some(secs) => Some(std::time::Duration::from_secs(secs)),
             None => max_feature_age,
         },
-        ingest_subject: match entry.ingest_subject {
-            Some(subject) => {
+        ingest_subject: match (entry.ingest_subject, entry.ingest_delivery) {
+            (Some(subject), delivery) => {
                 super::check_subject(&subject)
                     .map_err(|reason| format!("ingestSubject {subject:?}: {reason}"))?;
-                Some(subject)
+                let delivery = match delivery {
+                    None => crate::service::Delivery::AtMostOnce,
+                    Some(text) => crate::service::Delivery::parse(&text).ok_or_else(|| {
+                        format!("ingestDelivery {text:?}: atMostOnce or atLeastOnce")
+                    })?,
+                };
+                Some(crate::service::IngestSubject { subject, delivery })
             }
-            None => None,
+            (None, Some(_)) => return Err("ingestDelivery needs an ingestSubject".into()),
+            (None, None) => None,
         },
     })
 }

@@ -1640,3 +1640,108 @@ async fn the_track_limit_holds_across_nodes() {
     assert_eq!(states.0.len(), 100);
     assert_eq!(states.1, states.0, "the same tracks on both nodes");
 }
+
+/// Issue 25: at-least-once subject ingest. What is published on the subject while no node
+/// runs is kept by JetStream and taken by the next node to start; a message is gone from the
+/// stream once its observations are stored (acknowledged after), an unreadable one is dropped
+/// and counted, and the observations reach sessions.
+#[actix_web::test]
+async fn at_least_once_ingest_keeps_what_no_node_took_yet() {
+    let nats = Nats::start();
+    let durable = |name: &str| {
+        let mut config = node_config(&nats, name, false);
+        config.services[0].ingest_subject = Some(featurestream::service::IngestSubject {
+            subject: "durable.vehicles".into(),
+            delivery: featurestream::service::Delivery::AtLeastOnce,
+        });
+        config
+    };
+    let client = async_nats::connect(nats.url()).await.expect("NATS");
+    let jetstream = async_nats::jetstream::new(client);
+    // The first node makes the stream, then goes away.
+    let first = TestServer::start(durable("first"));
+    ready(&first).await;
+    let mut made = false;
+    for _ in 0..400 {
+        if jetstream
+            .get_stream("featurestream_vehicles_ingest")
+            .await
+            .is_ok()
+        {
+            made = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(made, "the ingest stream was made");
+    first.stopper().stop_now();
+    drop(first);
+    // Published while no node runs: each acknowledged by JetStream, kept.
+    for track in 1..=3i64 {
+        let ack = jetstream
+            .publish(
+                "durable.vehicles",
+                json!([observation(track, 1_000 + track, -117.0)])
+                    .to_string()
+                    .into(),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("kept by JetStream");
+        assert!(!ack.duplicate);
+    }
+    jetstream
+        .publish("durable.vehicles", "not json".into())
+        .await
+        .expect("published")
+        .await
+        .expect("kept");
+    let later = TestServer::start(durable("later"));
+    ready(&later).await;
+    let mut state = Vec::new();
+    for _ in 0..400 {
+        state = whole_state(&later).await;
+        if state.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let held: Vec<i64> = state
+        .iter()
+        .map(|feature| feature["attributes"]["TRACKID"].as_i64().unwrap())
+        .collect();
+    assert_eq!(held, [1, 2, 3], "every message kept while no node ran");
+    // Acknowledged once stored, the unreadable one dropped: the stream is empty.
+    let mut left = u64::MAX;
+    for _ in 0..400 {
+        let mut stream = jetstream
+            .get_stream("featurestream_vehicles_ingest")
+            .await
+            .expect("the stream");
+        left = stream.info().await.expect("info").state.messages;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(left, 0, "every message settled");
+    assert_eq!(
+        stats(&later).await["services"]["vehicles"]["ingestRequestsRefused"],
+        1,
+        "the unreadable one counted"
+    );
+    // And live: a session gets what is published now.
+    let mut session = custom_session(&later, WGS84).await;
+    assert_eq!(features_of(&mut session, 3).await.len(), 3, "the snapshot");
+    jetstream
+        .publish(
+            "durable.vehicles",
+            json!([observation(4, 2_000, -117.2)]).to_string().into(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("kept");
+    assert_eq!(tracks(&next_json(&mut session).await), [4]);
+}
