@@ -195,6 +195,16 @@ impl Codec {
         Ok((meta, features))
     }
 
+    /// The log position a checkpoint message is as of, read from its metadata line alone.
+    pub fn checkpoint_position(&self, payload: &[u8]) -> Option<u64> {
+        let line = payload.split(|&byte| byte == b'\n').next()?;
+        #[derive(Deserialize)]
+        struct Position {
+            through: u64,
+        }
+        Some(serde_json::from_slice::<Position>(line).ok()?.through)
+    }
+
     /// The start time of an observation (epoch ms), when the schema has a start-time field.
     pub fn time_of(&self, feature: &Feature) -> Option<i64> {
         match feature.attributes.get(self.schema.start_time_field()?) {
@@ -281,6 +291,7 @@ mod tests {
         };
         let message = codec.checkpoint_message(&meta, &written(&features));
         let (read_meta, read) = codec.decode_checkpoint(&message).expect("reads back");
+        assert_eq!(codec.checkpoint_position(&message), Some(41));
         assert_eq!(read_meta, meta);
         for (feature, id) in read.iter().zip(&meta.ids) {
             assert_eq!(

@@ -23,8 +23,13 @@ use crate::broker::Replicated;
 use crate::feature::Feature;
 use crate::latest::Recorded;
 
-/// Most observations handed to the broker at once.
+/// Most log messages, and most of their bytes, handed to the broker at once.
 const MAX_BATCH: usize = 20_000;
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// Every this many stall checks, a replica also checks that the log it has not read yet was
+/// not dropped by a checkpoint (it fell further behind than the oldest checkpoint kept).
+const OVERTAKEN_CHECK_EVERY: u32 = 5;
 
 /// How often a replica checks that its consumer keeps up with the log, and how many checks
 /// in a row may find it behind before it reads the whole state again.
@@ -235,6 +240,7 @@ async fn read(
     // The highest log position read, and checks that found the log ahead of it.
     let mut last_read = through;
     let mut behind_checks = 0;
+    let mut checks = 0u32;
     let mut check = tokio::time::interval(STALL_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let log_subject = naming::log_subject(&link.name);
@@ -258,6 +264,10 @@ async fn read(
                 } else {
                     behind_checks = 0;
                 }
+                checks += 1;
+                if checks.is_multiple_of(OVERTAKEN_CHECK_EVERY) {
+                    overtaken(&stream, link, codec, last_read).await?;
+                }
                 continue;
             }
         };
@@ -265,12 +275,14 @@ async fn read(
             return Err("the consumer ended".into());
         };
         behind_checks = 0;
-        let mut batch = vec![first?];
+        let first = first?;
+        let mut bytes = first.payload.len();
+        let mut batch = vec![first];
         // What was published together arrives back to back (a simulator tick, an ingest
         // request): take it as one batch, so that sessions get one frame for it as on a node
         // alone. Wait for more while messages keep coming, at most the coalescing interval.
         let deadline = tokio::time::Instant::now() + link.coalesce;
-        while batch.len() * codec::PER_MESSAGE < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             let next = match messages.next().now_or_never() {
                 Some(next) => next,
                 None if link.coalesce.is_zero() => break,
@@ -285,7 +297,10 @@ async fn read(
                 }
             };
             match next {
-                Some(Ok(message)) => batch.push(message),
+                Some(Ok(message)) => {
+                    bytes += message.payload.len();
+                    batch.push(message);
+                }
                 Some(Err(err)) => return Err(err.into()),
                 None => return Err("the consumer ended".into()),
             }
@@ -391,6 +406,30 @@ async fn still_there(stream: &Stream, started_from: Option<u64>) -> Result<(), a
         return Err("the log was compacted while it was read".into());
     }
     Ok(())
+}
+
+/// Whether a checkpoint dropped log this replica has not read yet: the oldest checkpoint kept
+/// is as of a position past what it read (a writer drops the log only up to the oldest
+/// checkpoint it keeps). If so, it must read again from the newest checkpoint.
+async fn overtaken(
+    stream: &Stream,
+    link: &ServiceLink,
+    codec: &Codec,
+    last_read: u64,
+) -> Result<(), async_nats::Error> {
+    let Ok(oldest) = stream
+        .get_first_raw_message_by_subject(naming::checkpoint_subject(&link.name), 0)
+        .await
+    else {
+        return Ok(());
+    };
+    match codec.checkpoint_position(&oldest.payload) {
+        Some(through) if through > last_read => Err(format!(
+            "the log up to {through} was dropped while this node had read to {last_read}"
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// What recording a batch did to one message's observations, by position in the message:
