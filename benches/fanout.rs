@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Context, Handler};
 use criterion::{Criterion, criterion_group, criterion_main};
 use featurestream::broker::queue::OutboundQueue;
-use featurestream::broker::subscription::{Subscription, WireMode};
+use featurestream::broker::subscription::{Deflate, Subscription, WireMode};
 use featurestream::broker::{Fanout, SessionEnded, SessionId, Subscriber};
 use featurestream::feature::GeometryType;
 use featurestream::filter::{FilterLimits, FilterState, FilterUpdate, OutFields, Patch};
@@ -70,7 +70,7 @@ fn subscription(group: usize, groups: usize) -> Subscription {
             .apply(update, &schema, Wkid::Wgs84, FilterLimits::default())
             .expect("valid");
     }
-    Subscription::new(WireMode::Custom, Wkid::Wgs84, &state, &schema)
+    Subscription::new(WireMode::Custom(Deflate::Off), Wkid::Wgs84, &state, &schema)
 }
 
 fn benches(criterion: &mut Criterion) {
@@ -81,6 +81,31 @@ fn benches(criterion: &mut Criterion) {
         criterion.bench_function(&format!("encode/3000 features, view {label}"), |bencher| {
             bencher.iter(|| encoder.encode_batch(black_box(&batch_3000.features)))
         });
+    }
+
+    // Compressing a group's custom-mode frame once (permessage-deflate): the frame of 3,000
+    // features (the Esri sample's tick) and of 100.
+    for features in [3000, 100] {
+        let encoded = FeatureEncoder::new(&schema, &View::new(Wkid::Wgs84, OutFields::All))
+            .encode_batch(&batch(features).features);
+        let frame = encoded.custom_frame(featurestream::protocol::feature_result::Selection::All);
+        for level in [1, 6] {
+            let compressed = featurestream::protocol::deflate::compress_frames(&frame, level);
+            println!(
+                "deflate level {level}, {features} features: {} -> {} bytes ({:.1} %)",
+                frame.len(),
+                compressed.len(),
+                100.0 * compressed.len() as f64 / frame.len() as f64
+            );
+            criterion.bench_function(
+                &format!("deflate/{features} features, level {level}"),
+                |bencher| {
+                    bencher.iter(|| {
+                        featurestream::protocol::deflate::compress_frames(black_box(&frame), level)
+                    })
+                },
+            );
+        }
     }
 
     let system = actix::System::new();

@@ -13,7 +13,7 @@ use super::envelope_index::EnvelopeIndex;
 use super::messages::{SessionId, Subscriber};
 use super::snapshot::{Snapshot, frame_for};
 use crate::broker::queue::Push;
-use crate::broker::subscription::{GroupKey, Subscription, WireMode};
+use crate::broker::subscription::{Deflate, GroupKey, Subscription, WireMode};
 use crate::feature::{Feature, Schema};
 
 /// Sessions the broker no longer feeds, and why.
@@ -52,6 +52,12 @@ pub struct FanoutStats {
     pub tracks_expired: u64,
     /// Delete messages queued to sessions (one per session per expiry round).
     pub delete_frames: u64,
+    /// Data frames (live and snapshot) queued to sessions that negotiated compression: their
+    /// bytes as they would have been plain, and as sent (a frame sent to two sessions counts
+    /// twice).
+    pub deflate_plain_bytes: u64,
+    /// See `deflate_plain_bytes`.
+    pub deflate_wire_bytes: u64,
 }
 
 /// The sessions of one service, grouped by subscription.
@@ -62,6 +68,8 @@ pub struct Fanout {
     groups: HashMap<GroupKey, Group>,
     members: HashMap<SessionId, GroupKey>,
     stats: FanoutStats,
+    /// Compressed bytes sent, counted by the broker and by snapshot readers.
+    deflate_bytes: Arc<crate::broker::subscription::DeflateBytes>,
     selection: Vec<u32>,
     envelope_index: EnvelopeIndex,
     latest: LatestState,
@@ -88,6 +96,7 @@ impl Fanout {
             groups: HashMap::new(),
             members: HashMap::new(),
             stats: FanoutStats::default(),
+            deflate_bytes: Arc::default(),
             selection: Vec::new(),
             envelope_index: EnvelopeIndex::default(),
             latest: LatestState::new(&schema),
@@ -108,7 +117,12 @@ impl Fanout {
 
     /// Counters so far.
     pub fn stats(&self) -> FanoutStats {
-        self.stats
+        let (deflate_plain_bytes, deflate_wire_bytes) = self.deflate_bytes.totals();
+        FanoutStats {
+            deflate_plain_bytes,
+            deflate_wire_bytes,
+            ..self.stats
+        }
     }
 
     /// Tracks in the latest state.
@@ -266,8 +280,8 @@ impl Fanout {
             }
             let message = crate::protocol::feature_result::delete_message(&track_ids);
             let frame = match subscription.mode {
-                WireMode::Custom | WireMode::Server => {
-                    crate::protocol::ws_frame::text_frame(&message)
+                WireMode::Custom(deflate) | WireMode::Server(deflate) => {
+                    deflate.apply(crate::protocol::ws_frame::text_frame(&message))
                 }
                 WireMode::Sse => crate::protocol::sse::event("delete", &message),
             };
@@ -301,6 +315,7 @@ impl Fanout {
             self.schema.object_id_field(),
             subscription.clone(),
             self.encoders[&subscription.view].clone(),
+            self.deflate_bytes.clone(),
         ));
         self.snapshots.insert(key.clone(), snapshot.clone());
         Some(snapshot)
@@ -461,22 +476,32 @@ impl Fanout {
                     && cached.mode == subscription.mode
                     && cached.selection.matches(selection)
             });
-            let frame = match cached {
-                Some(cached) => cached.frame.clone(),
+            let (frame, plain_len) = match cached {
+                Some(cached) => (cached.frame.clone(), cached.plain_len),
                 None => {
-                    let frame = frame_for(encoded, subscription.mode, selection);
+                    // A compressed frame starts as the plain one: compressed once, here.
+                    let plain = frame_for(encoded, subscription.mode, selection);
+                    let plain_len = plain.len();
+                    let frame = subscription.mode.deflate().apply(plain);
                     candidates.push(CachedFrame {
                         view: &subscription.view,
                         mode: subscription.mode,
                         selection: OwnedSelection::from(selection),
                         frame: frame.clone(),
+                        plain_len,
                     });
-                    frame
+                    (frame, plain_len)
                 }
             };
+            let deflated = subscription.mode.deflate() != Deflate::Off;
             for member in &group.members {
                 match member.queue.push_data(frame.clone()) {
-                    Push::Queued => self.stats.features_out += selected as u64,
+                    Push::Queued => {
+                        self.stats.features_out += selected as u64;
+                        if deflated {
+                            self.deflate_bytes.add(plain_len, frame.len());
+                        }
+                    }
                     Push::Conflated => {
                         self.stats.frames_conflated += 1;
                         self.behind.insert(member.id);
@@ -509,6 +534,8 @@ struct CachedFrame<'a> {
     mode: WireMode,
     selection: OwnedSelection,
     frame: Bytes,
+    /// The frame's length before compression.
+    plain_len: usize,
 }
 
 enum OwnedSelection {
@@ -617,7 +644,7 @@ mod tests {
                     .apply(update, &schema, Wkid::Wgs84, FilterLimits::default())
                     .expect("valid");
                 let subscription =
-                    Subscription::new(WireMode::Custom, Wkid::Wgs84, &state, &schema);
+                    Subscription::new(WireMode::Custom(Deflate::Off), Wkid::Wgs84, &state, &schema);
                 let queue = OutboundQueue::new(1 << 30);
                 let subscriber = Subscriber {
                     id: SessionId(session),
@@ -680,7 +707,7 @@ mod tests {
                     .is_empty()
             );
             let subscription = Subscription::new(
-                WireMode::Custom,
+                WireMode::Custom(Deflate::Off),
                 Wkid::Wgs84,
                 &FilterState::default(),
                 &schema,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::subscription::{Subscription, WireMode};
+use super::subscription::{Deflate, DeflateBytes, Subscription, WireMode};
 use crate::feature::FieldValue;
 use crate::latest::StateCell;
 use crate::protocol::feature_result::{EncodedBatch, FeatureEncoder, Selection};
@@ -45,13 +45,16 @@ pub struct Snapshot {
     encoder: FeatureEncoder,
     /// Pieces built so far, by piece index.
     pieces: Mutex<Vec<Cached>>,
+    /// Where compressed pieces sent are counted.
+    deflate_bytes: Arc<DeflateBytes>,
 }
 
 #[derive(Clone)]
 enum Cached {
     NotBuilt,
     Empty,
-    Built(Bytes),
+    /// The piece as sent, and its length before compression.
+    Built(Bytes, usize),
 }
 
 /// What a cursor's next step produced.
@@ -72,6 +75,7 @@ impl Snapshot {
         object_id_field: usize,
         subscription: Subscription,
         encoder: FeatureEncoder,
+        deflate_bytes: Arc<DeflateBytes>,
     ) -> Snapshot {
         let frozen = cell.load();
         let pieces = frozen.slot_count().div_ceil(PIECE_SLOTS);
@@ -84,6 +88,7 @@ impl Snapshot {
             subscription,
             encoder,
             pieces: Mutex::new(vec![Cached::NotBuilt; pieces]),
+            deflate_bytes,
         }
     }
 
@@ -95,7 +100,7 @@ impl Snapshot {
         }
     }
 
-    fn cached(&self, piece: usize) -> Option<Option<Bytes>> {
+    fn cached(&self, piece: usize) -> Option<Option<(Bytes, usize)>> {
         let pieces = self
             .pieces
             .lock()
@@ -103,11 +108,11 @@ impl Snapshot {
         match pieces.get(piece)? {
             Cached::NotBuilt => None,
             Cached::Empty => Some(None),
-            Cached::Built(bytes) => Some(Some(bytes.clone())),
+            Cached::Built(bytes, plain_len) => Some(Some((bytes.clone(), *plain_len))),
         }
     }
 
-    fn build(&self, piece: usize) -> Option<Bytes> {
+    fn build(&self, piece: usize) -> Option<(Bytes, usize)> {
         let start = piece * PIECE_SLOTS;
         let end = (start + PIECE_SLOTS).min(self.slot_count);
         let frozen = self.cell.load();
@@ -130,7 +135,10 @@ impl Snapshot {
             None
         } else {
             let encoded = self.encoder.encode_batch(&features);
-            Some(frame_for(&encoded, self.subscription.mode, Selection::All))
+            let mode = self.subscription.mode;
+            let plain = frame_for(&encoded, mode, Selection::All);
+            let plain_len = plain.len();
+            Some((mode.deflate().apply(plain), plain_len))
         };
         let mut pieces = self
             .pieces
@@ -138,7 +146,7 @@ impl Snapshot {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(cached) = pieces.get_mut(piece) {
             *cached = match &built {
-                Some(bytes) => Cached::Built(bytes.clone()),
+                Some((bytes, plain_len)) => Cached::Built(bytes.clone(), *plain_len),
                 None => Cached::Empty,
             };
         }
@@ -167,17 +175,22 @@ impl SnapshotCursor {
             None => snapshot.build(piece),
         };
         match frame {
-            Some(frame) => Step::Frame(frame),
+            Some((frame, plain_len)) => {
+                if snapshot.subscription.mode.deflate() != Deflate::Off {
+                    snapshot.deflate_bytes.add(plain_len, frame.len());
+                }
+                Step::Frame(frame)
+            }
             None => Step::Nothing,
         }
     }
 }
 
-/// The frame of `selection` of an encoded batch, in a wire mode.
+/// The frame of `selection` of an encoded batch, in a wire mode, before any compression.
 pub(super) fn frame_for(encoded: &EncodedBatch, mode: WireMode, selection: Selection<'_>) -> Bytes {
     match mode {
-        WireMode::Custom => encoded.custom_frame(selection),
-        WireMode::Server => encoded.server_frames(selection),
+        WireMode::Custom(_) => encoded.custom_frame(selection),
+        WireMode::Server(_) => encoded.server_frames(selection),
         WireMode::Sse => sse::features_event(&encoded.json_array(selection)),
     }
 }
@@ -212,7 +225,7 @@ pub(crate) mod tests {
     /// An unfiltered custom-mode snapshot of the state as it is now.
     pub(crate) fn snapshot_of(latest: &mut LatestState, schema: &Schema) -> Arc<Snapshot> {
         let subscription = Subscription::new(
-            WireMode::Custom,
+            WireMode::Custom(Default::default()),
             Wkid::Wgs84,
             &FilterState::default(),
             schema,
@@ -227,6 +240,7 @@ pub(crate) mod tests {
             schema.object_id_field(),
             subscription,
             encoder,
+            Arc::default(),
         ))
     }
 

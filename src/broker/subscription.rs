@@ -10,11 +10,66 @@ use crate::protocol::feature_result::View;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WireMode {
     /// Custom mode (seed 000): one `featureResult` frame per batch.
-    Custom,
+    Custom(Deflate),
     /// ArcGIS server mode (seed 003): one feature per frame.
-    Server,
+    Server(Deflate),
     /// Server-sent events: one `features` event per batch.
     Sse,
+}
+
+/// Whether a WebSocket session's frames go compressed (permessage-deflate negotiated), and
+/// at which level: sessions that differ in it are grouped apart, and each group's frame is
+/// compressed once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Deflate {
+    /// Plain frames.
+    #[default]
+    Off,
+    /// Frames of data compressed at this level (1-9), each message on its own.
+    Level(u32),
+}
+
+impl Deflate {
+    /// `frames` as this session gets them.
+    pub fn apply(self, frames: bytes::Bytes) -> bytes::Bytes {
+        match self {
+            Deflate::Off => frames,
+            Deflate::Level(level) => crate::protocol::deflate::compress_frames(&frames, level),
+        }
+    }
+}
+
+/// Bytes of data frames (live and snapshot) queued to sessions that negotiated compression:
+/// as they would have been plain, and as sent (a frame sent to two sessions counts twice).
+#[derive(Debug, Default)]
+pub struct DeflateBytes {
+    plain: std::sync::atomic::AtomicU64,
+    wire: std::sync::atomic::AtomicU64,
+}
+
+impl DeflateBytes {
+    /// Counts one frame queued to one session.
+    pub fn add(&self, plain: usize, wire: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.plain.fetch_add(plain as u64, Relaxed);
+        self.wire.fetch_add(wire as u64, Relaxed);
+    }
+
+    /// (plain, wire) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.plain.load(Relaxed), self.wire.load(Relaxed))
+    }
+}
+
+impl WireMode {
+    /// The compression of a WebSocket mode (SSE: none).
+    pub fn deflate(self) -> Deflate {
+        match self {
+            WireMode::Custom(deflate) | WireMode::Server(deflate) => deflate,
+            WireMode::Sse => Deflate::Off,
+        }
+    }
 }
 
 /// Sessions with equal keys receive identical bytes and share one frame per batch.

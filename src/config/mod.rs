@@ -115,6 +115,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "Largest inbound WebSocket frame; larger ones close the session with 1009",
     },
     Setting {
+        var: "FEATURESTREAM_COMPRESSION",
+        flag: "compression",
+        default: "1",
+        help: "WebSocket compression (permessage-deflate) for clients that offer it: off, or the deflate level 1 (fastest) to 9 (smallest); each group's frame is compressed once and shared",
+    },
+    Setting {
         var: "FEATURESTREAM_HEARTBEAT_SECS",
         flag: "heartbeat-secs",
         default: "30",
@@ -467,8 +473,10 @@ pub struct SessionSettings {
     pub queue_bytes: usize,
     /// Time behind before a slow consumer is closed.
     pub slow_consumer_after: Duration,
-    /// Largest inbound frame.
+    /// Largest inbound frame (a compressed message: inflated).
     pub max_frame_bytes: usize,
+    /// What a session that offers permessage-deflate gets (`Off`: plain frames for all).
+    pub compression: crate::broker::subscription::Deflate,
     /// Ping interval.
     pub heartbeat_interval: Duration,
     /// Delay before closing a bad custom-mode handshake.
@@ -677,6 +685,22 @@ impl Raw {
     }
 
     /// An on/off setting (also true/false, 1/0, yes/no).
+    fn compression(&self) -> Result<crate::broker::subscription::Deflate, ConfigError> {
+        use crate::broker::subscription::Deflate;
+        let (name, value) = self.get("FEATURESTREAM_COMPRESSION");
+        match value.trim().to_ascii_lowercase().as_str() {
+            "off" | "false" | "no" | "0" => Ok(Deflate::Off),
+            level => match level.parse::<u32>() {
+                Ok(level @ 1..=9) => Ok(Deflate::Level(level)),
+                _ => Err(ConfigError::Invalid {
+                    var: name,
+                    value,
+                    reason: "off, or a deflate level from 1 to 9".into(),
+                }),
+            },
+        }
+    }
+
     fn switch(&self, var: &str) -> Result<bool, ConfigError> {
         let (name, value) = self.get(var);
         match value.trim().to_ascii_lowercase().as_str() {
@@ -928,6 +952,7 @@ impl Raw {
                 3600,
             )?),
             max_frame_bytes: self.ranged("FEATURESTREAM_MAX_FRAME_BYTES", 1024, 16 << 20)? as usize,
+            compression: self.compression()?,
             heartbeat_interval: Duration::from_secs(self.ranged(
                 "FEATURESTREAM_HEARTBEAT_SECS",
                 1,

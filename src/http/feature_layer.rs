@@ -178,7 +178,7 @@ async fn run<T: Send + 'static>(
 fn unfiltered(runtime: &ServiceRuntime) -> Subscription {
     let schema = &runtime.service.schema;
     Subscription::new(
-        WireMode::Custom,
+        WireMode::Custom(Default::default()),
         schema.wkid,
         &FilterState::default(),
         schema,
@@ -559,7 +559,12 @@ fn parse(
     };
     Ok(Parsed {
         query: ArchiveQuery {
-            filter: Subscription::new(WireMode::Custom, in_sr, &filter_state, schema),
+            filter: Subscription::new(
+                WireMode::Custom(Default::default()),
+                in_sr,
+                &filter_state,
+                schema,
+            ),
             object_ids,
             order_by,
             answer,

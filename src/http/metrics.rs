@@ -35,6 +35,8 @@ pub async fn metrics(
     let snapshots = Family::<Labels, Counter>::default();
     let expired = Family::<Labels, Counter>::default();
     let deletes = Family::<Labels, Counter>::default();
+    let deflate_plain = Family::<Labels, Counter>::default();
+    let deflate_wire = Family::<Labels, Counter>::default();
     let accepted = Family::<Labels, Counter>::default();
     let rejected = Family::<Labels, Counter>::default();
     let refused_requests = Family::<Labels, Counter>::default();
@@ -94,6 +96,12 @@ pub async fn metrics(
         deletes
             .get_or_create(&labels)
             .inc_by(stats.fanout.delete_frames);
+        deflate_plain
+            .get_or_create(&labels)
+            .inc_by(stats.fanout.deflate_plain_bytes);
+        deflate_wire
+            .get_or_create(&labels)
+            .inc_by(stats.fanout.deflate_wire_bytes);
         accepted
             .get_or_create(&labels)
             .inc_by(runtime.ingest.accepted.load(Ordering::Relaxed));
@@ -197,6 +205,16 @@ pub async fn metrics(
         "delete_frames",
         "Delete messages queued to sessions for expired tracks, by service",
         deletes,
+    );
+    registry.register(
+        "deflate_plain_bytes",
+        "Bytes of data frames queued to sessions that negotiated compression, before compression, by service",
+        deflate_plain,
+    );
+    registry.register(
+        "deflate_wire_bytes",
+        "The same frames' bytes as sent (compressed, or plain when small), by service",
+        deflate_wire,
     );
     registry.register(
         "observations_accepted",

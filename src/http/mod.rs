@@ -485,6 +485,10 @@ async fn stats(
                 "snapshotFrames": stats.fanout.snapshot_frames,
                 "tracksExpired": stats.fanout.tracks_expired,
                 "deleteFrames": stats.fanout.delete_frames,
+                "deflate": {
+                    "plainBytes": stats.fanout.deflate_plain_bytes,
+                    "wireBytes": stats.fanout.deflate_wire_bytes,
+                },
                 "observationsAccepted": runtime.ingest.accepted.load(Ordering::Relaxed),
                 "observationsRejected": runtime.ingest.rejected_by_reason().into_iter().collect::<BTreeMap<_, _>>(),
                 "ingestRequestsRefused": runtime.ingest.refused_requests.load(Ordering::Relaxed),

@@ -14,6 +14,7 @@ use super::cookie::{browser_session, remember};
 use super::error::HttpError;
 use crate::broker::ServiceRuntime;
 use crate::broker::queue::OutboundQueue;
+use crate::broker::subscription::Deflate;
 use crate::filter::WherePermit;
 use crate::filter::{FilterError, FilterState, FilterUpdate, OutFields, OutFieldsInput, Patch};
 use crate::geometry::{SUPPORTED_WKIDS, SpatialRel, Wkid};
@@ -178,7 +179,17 @@ pub(crate) fn session_parts(
     cookie: Option<String>,
 ) -> SessionParts {
     let settings = state.config.session.clone();
+    // Compressed frames for a client that offers permessage-deflate in a form we honour.
+    let offers = req
+        .headers()
+        .get_all(actix_web::http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .filter_map(|value| value.to_str().ok());
+    let deflate = match settings.compression {
+        Deflate::Level(_) if crate::protocol::deflate::accepts(offers) => settings.compression,
+        _ => Deflate::Off,
+    };
     SessionParts {
+        deflate,
         id: state.next_session_id(),
         service: runtime,
         queue: OutboundQueue::new(settings.queue_bytes),
@@ -269,7 +280,8 @@ fn start_session(
         parts.settings.max_frame_bytes = state.config.ingest.max_body_bytes;
         parts.settings.message_rate = None;
     }
-    let frames = transport::inbound_frames(payload, parts.settings.max_frame_bytes);
+    let deflate = parts.deflate != Deflate::Off;
+    let frames = transport::inbound_frames(payload, parts.settings.max_frame_bytes, deflate);
     let queue = parts.queue.clone();
     let session = match start {
         Start::Server(out_sr, filter_state, permit) => {
@@ -294,7 +306,7 @@ fn start_session(
         ctx.add_stream(frames);
         session
     });
-    let mut response = transport::switching_protocols(&req, queue);
+    let mut response = transport::switching_protocols(&req, queue, deflate);
     remember(&req, &mut response, &browser);
     Ok(response)
 }
@@ -307,7 +319,7 @@ fn close_over_cap(req: &HttpRequest, state: &AppState) -> HttpResponse {
         .fetch_add(1, Ordering::Relaxed);
     let queue = OutboundQueue::new(4096);
     queue.close(Some(CloseCause::TryAgainLater.frame()));
-    transport::switching_protocols(req, queue)
+    transport::switching_protocols(req, queue, false)
 }
 
 /// Custom mode for a named service.

@@ -2,6 +2,7 @@
 //! reply, featureResult and feature frames, metadata, close codes. No actors, no evaluation.
 
 pub mod close;
+pub mod deflate;
 pub mod envelope_json;
 pub mod feature_layer;
 pub mod feature_result;

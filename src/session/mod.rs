@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::broker::ServiceRuntime;
 use crate::broker::queue::{OutboundQueue, Push};
-use crate::broker::subscription::{Subscription, WireMode};
+use crate::broker::subscription::{Deflate, Subscription, WireMode};
 use crate::broker::{
     SessionEnded, SessionId, Subscribe, Subscriber, Unsubscribe, UpdateSubscription,
 };
@@ -99,14 +99,17 @@ pub struct SessionParts {
     pub cookie: Option<String>,
     /// Where server-initiated messages find it.
     pub registry: Arc<registry::Registry>,
+    /// Whether its data frames go compressed (permessage-deflate negotiated).
+    pub deflate: Deflate,
 }
 
 impl SessionActor {
     /// A custom-mode session: waits for the handshake (seed 000).
     pub fn custom(parts: SessionParts) -> SessionActor {
+        let deflate = parts.deflate;
         SessionActor::new(
             parts,
-            WireMode::Custom,
+            WireMode::Custom(deflate),
             Phase::AwaitingHandshake,
             FilterState::default(),
         )
@@ -120,17 +123,18 @@ impl SessionActor {
         state: FilterState,
         where_permit: Option<WherePermit>,
     ) -> SessionActor {
-        let mut session =
-            SessionActor::new(parts, WireMode::Server, Phase::Streaming(out_sr), state);
+        let mode = WireMode::Server(parts.deflate);
+        let mut session = SessionActor::new(parts, mode, Phase::Streaming(out_sr), state);
         session.where_permit = where_permit;
         session
     }
 
     /// A publisher on the broadcast endpoint (admitted before the upgrade).
     pub fn publisher(parts: SessionParts, publishing: Publishing) -> SessionActor {
+        let deflate = parts.deflate;
         SessionActor::new(
             parts,
-            WireMode::Custom,
+            WireMode::Custom(deflate),
             Phase::Publishing(publishing),
             FilterState::default(),
         )

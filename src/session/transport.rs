@@ -17,7 +17,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 
 use crate::broker::queue::OutboundQueue;
-use crate::protocol::ws_frame;
+use crate::protocol::{deflate, ws_frame};
 use futures_util::{Stream, StreamExt};
 
 /// Largest slice handed to the HTTP layer at once.
@@ -75,9 +75,13 @@ pub fn upgrade_error(req: &HttpRequest) -> Option<String> {
 }
 
 /// The 101 Switching Protocols response for `queue`: an [`Upgraded`] extension for the
-/// upgrade service, and a body streaming the queue otherwise. Call after `upgrade_error`
-/// returned `None`.
-pub fn switching_protocols(req: &HttpRequest, queue: Arc<OutboundQueue>) -> HttpResponse {
+/// upgrade service, and a body streaming the queue otherwise; with `deflate`, it accepts the
+/// client's permessage-deflate offer. Call after `upgrade_error` returned `None`.
+pub fn switching_protocols(
+    req: &HttpRequest,
+    queue: Arc<OutboundQueue>,
+    deflate: bool,
+) -> HttpResponse {
     let key = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
@@ -92,43 +96,154 @@ pub fn switching_protocols(req: &HttpRequest, queue: Arc<OutboundQueue>) -> Http
         .streaming(OutboundStream {
             queue: queue.clone(),
         });
+    if deflate {
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            header::HeaderValue::from_static(deflate::RESPONSE),
+        );
+    }
     response.extensions_mut().insert(Upgraded(queue));
     response
 }
 
 /// Inbound frames decoded from the request payload, which keeps flowing after the upgrade.
 /// A frame declaring more than `max_frame_bytes` ends the stream with
-/// `ProtocolError::Overflow` as soon as its header has arrived.
+/// `ProtocolError::Overflow` as soon as its header has arrived. With `deflate` negotiated, a
+/// message the client compressed (RSV1 on its first frame) comes out inflated with the
+/// client's context, and one inflating past `max_frame_bytes` ends the stream with
+/// `ProtocolError::Overflow` before it takes more memory than that (a deflate bomb).
 pub fn inbound_frames(
     payload: web::Payload,
     max_frame_bytes: usize,
+    deflate: bool,
 ) -> impl Stream<Item = Result<Frame, ProtocolError>> {
     let codec = Codec::new().max_size(max_frame_bytes);
     let max_declared = max_frame_bytes as u64;
-    futures_util::stream::unfold(
-        Some((payload, BytesMut::new(), codec)),
-        move |state| async move {
-            let (mut payload, mut buffer, mut codec) = state?;
-            loop {
-                // actix-http checks the limit only once the whole frame has arrived: refuse
-                // as soon as the header declares too much, before buffering any of it.
-                if ws_frame::declared_payload_length(&buffer)
-                    .is_some_and(|length| length > max_declared)
-                {
-                    return Some((Err(ProtocolError::Overflow), None));
-                }
-                match codec.decode(&mut buffer) {
-                    Ok(Some(frame)) => return Some((Ok(frame), Some((payload, buffer, codec)))),
-                    Ok(None) => {}
-                    Err(err) => return Some((Err(err), None)),
-                }
-                match payload.next().await {
-                    Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
-                    Some(Err(_)) | None => return None,
-                }
+    let inbound = Inbound {
+        payload,
+        buffer: BytesMut::new(),
+        codec,
+        inflater: deflate.then(Inflating::default),
+    };
+    futures_util::stream::unfold(Some(inbound), move |state| async move {
+        let mut inbound = state?;
+        loop {
+            // actix-http checks the limit only once the whole frame has arrived: refuse
+            // as soon as the header declares too much, before buffering any of it.
+            if ws_frame::declared_payload_length(&inbound.buffer)
+                .is_some_and(|length| length > max_declared)
+            {
+                return Some((Err(ProtocolError::Overflow), None));
             }
-        },
-    )
+            if let Some(inflating) = &mut inbound.inflater
+                && let Err(err) = inflating.take_rsv1(&mut inbound.buffer)
+            {
+                return Some((Err(err), None));
+            }
+            match inbound.codec.decode(&mut inbound.buffer) {
+                Ok(Some(frame)) => {
+                    let frame = match &mut inbound.inflater {
+                        Some(inflating) => inflating.inflate(frame, max_frame_bytes),
+                        None => Ok(frame),
+                    };
+                    return match frame {
+                        Ok(frame) => Some((Ok(frame), Some(inbound))),
+                        Err(err) => Some((Err(err), None)),
+                    };
+                }
+                Ok(None) => {}
+                Err(err) => return Some((Err(err), None)),
+            }
+            match inbound.payload.next().await {
+                Some(Ok(chunk)) => inbound.buffer.extend_from_slice(&chunk),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+}
+
+struct Inbound {
+    payload: web::Payload,
+    buffer: BytesMut,
+    codec: Codec,
+    inflater: Option<Inflating>,
+}
+
+/// A session's inbound decompression: the client's context, and where a message stands.
+#[derive(Default)]
+struct Inflating {
+    context: deflate::Inflater,
+    /// The frame at the head of the buffer had RSV1 set (cleared for actix's parser).
+    head_compressed: bool,
+    /// Inside a fragmented compressed message: its bytes inflated so far.
+    message_bytes: Option<usize>,
+}
+
+impl Inflating {
+    /// Reads and clears RSV1 of the frame at the head of `buffer` (actix-http's parser refuses
+    /// it): allowed on the first frame of a text or binary message only.
+    fn take_rsv1(&mut self, buffer: &mut BytesMut) -> Result<(), ProtocolError> {
+        let Some(first) = buffer.first_mut() else {
+            return Ok(());
+        };
+        if *first & 0x40 == 0 {
+            return Ok(());
+        }
+        let opcode = *first & 0x0F;
+        if !(opcode == 0x1 || opcode == 0x2) || self.message_bytes.is_some() {
+            return Err(ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "RSV1 set on a frame that cannot be compressed",
+            )));
+        }
+        *first &= !0x40;
+        self.head_compressed = true;
+        Ok(())
+    }
+
+    /// The frame as the session reads it: inflated if it is (part of) a compressed message.
+    fn inflate(&mut self, frame: Frame, limit: usize) -> Result<Frame, ProtocolError> {
+        use actix_http::ws::Item;
+        let compressed = std::mem::take(&mut self.head_compressed);
+        let mut inflate = |bytes: &[u8], last: bool, so_far: usize| {
+            let mut out = Vec::new();
+            self.context
+                .inflate(bytes, last, &mut out, limit.saturating_sub(so_far))
+                .map_err(|err| match err {
+                    deflate::InflateError::TooLarge => ProtocolError::Overflow,
+                    deflate::InflateError::Corrupt => ProtocolError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a compressed message that does not inflate",
+                    )),
+                })?;
+            Ok::<Bytes, ProtocolError>(Bytes::from(out))
+        };
+        Ok(match frame {
+            Frame::Text(bytes) if compressed => Frame::Text(inflate(&bytes, true, 0)?),
+            Frame::Binary(bytes) if compressed => Frame::Binary(inflate(&bytes, true, 0)?),
+            Frame::Continuation(Item::FirstText(bytes)) if compressed => {
+                let out = inflate(&bytes, false, 0)?;
+                self.message_bytes = Some(out.len());
+                Frame::Continuation(Item::FirstText(out))
+            }
+            Frame::Continuation(Item::FirstBinary(bytes)) if compressed => {
+                let out = inflate(&bytes, false, 0)?;
+                self.message_bytes = Some(out.len());
+                Frame::Continuation(Item::FirstBinary(out))
+            }
+            Frame::Continuation(Item::Continue(bytes)) if self.message_bytes.is_some() => {
+                let so_far = self.message_bytes.unwrap_or(0);
+                let out = inflate(&bytes, false, so_far)?;
+                self.message_bytes = Some(so_far + out.len());
+                Frame::Continuation(Item::Continue(out))
+            }
+            Frame::Continuation(Item::Last(bytes)) if self.message_bytes.is_some() => {
+                let so_far = self.message_bytes.take().unwrap_or(0);
+                Frame::Continuation(Item::Last(inflate(&bytes, true, so_far)?))
+            }
+            other => other,
+        })
+    }
 }
 
 /// A ping control frame with an empty payload.

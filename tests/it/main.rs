@@ -7,6 +7,7 @@ mod admin;
 mod admission;
 mod auth;
 mod cluster;
+mod compression;
 mod custom_mode;
 mod durability;
 mod feature_layer;
