@@ -56,6 +56,35 @@ async fn unfiltered_run_delivers_every_feature_with_latency_samples() {
     }
 }
 
+/// `--deflate`: every session negotiates compression, every compressed message inflates
+/// (one that did not would end its session with 1007), every feature is delivered, and the
+/// report counts fewer bytes on the wire than in the messages.
+#[actix_web::test]
+async fn a_compressed_run_inflates_everything_and_counts_wire_and_message_bytes() {
+    let server = TestServer::simulated(50);
+    let report = run_load(&server, &["--deflate"]).await;
+    assert_eq!(report["connected"], 20, "{report}");
+    assert_eq!(report["delivery_ratio"], 1.0, "{report}");
+    assert_eq!(report["closes"], serde_json::json!({}), "{report}");
+    let bytes = &report["bytes"];
+    assert_eq!(bytes["sessions_deflated"], 20, "{report}");
+    assert!(
+        bytes["compressed_messages"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    let (wire, messages) = (
+        bytes["wire"].as_u64().unwrap(),
+        bytes["messages"].as_u64().unwrap(),
+    );
+    assert!(wire * 2 < messages, "{report}");
+    let plain = run_load(&server, &[]).await;
+    assert_eq!(plain["bytes"]["sessions_deflated"], 0, "{plain}");
+    assert!(
+        plain["bytes"]["wire"].as_u64().unwrap() >= plain["bytes"]["messages"].as_u64().unwrap(),
+        "{plain}"
+    );
+}
+
 #[actix_web::test]
 async fn filtered_run_counts_match_what_the_filters_allow() {
     let server = TestServer::simulated(50);

@@ -143,6 +143,10 @@ pub(crate) struct Args {
     /// (`?ack=true`) and measure send-to-acknowledgement latency.
     #[arg(long)]
     pub(crate) publish_ack: bool,
+    /// Offer WebSocket compression (permessage-deflate): compressed messages are inflated (and
+    /// so checked) before they are read; the report counts wire and inflated bytes.
+    #[arg(long)]
+    pub(crate) deflate: bool,
 }
 
 fn parse_pair(text: &str) -> Result<(f64, f64), String> {

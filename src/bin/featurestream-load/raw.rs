@@ -25,6 +25,17 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
 }
 
+/// Bytes a socket has received: on the wire, and as messages once inflated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    /// Every byte read after the upgrade.
+    pub(crate) wire: u64,
+    /// Data messages' payloads, inflated where they came compressed.
+    pub(crate) messages: u64,
+    /// Compressed messages among them.
+    pub(crate) compressed_messages: u64,
+}
+
 /// An open WebSocket.
 pub(crate) struct RawSocket {
     stream: TcpStream,
@@ -33,6 +44,8 @@ pub(crate) struct RawSocket {
     events: VecDeque<Event>,
     /// Payloads of pings seen but not answered yet.
     pongs: Vec<Vec<u8>>,
+    /// Whether the server accepted permessage-deflate.
+    pub(crate) deflate: bool,
 }
 
 /// What the socket has received.
@@ -56,16 +69,26 @@ fn split_url(url: &str) -> Result<(String, String), String> {
 }
 
 impl RawSocket {
-    /// Connects and upgrades; a refusal is reported as `HTTP error: <status line>`.
-    pub(crate) async fn connect(url: &str, scanner: Rc<Scanner>) -> Result<RawSocket, String> {
+    /// Connects and upgrades (offering permessage-deflate with `deflate`); a refusal is
+    /// reported as `HTTP error: <status line>`.
+    pub(crate) async fn connect(
+        url: &str,
+        scanner: Rc<Scanner>,
+        deflate: bool,
+    ) -> Result<RawSocket, String> {
         let (authority, path) = split_url(url)?;
         let mut stream = TcpStream::connect(&authority)
             .await
             .map_err(|err| err.to_string())?;
         let _ = stream.set_nodelay(true);
+        let offer = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        };
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         );
         stream
             .write_all(request.as_bytes())
@@ -94,11 +117,16 @@ impl RawSocket {
         if !status_line.contains(" 101 ") {
             return Err(format!("HTTP error: {status_line}"));
         }
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+        let negotiated = head.lines().any(|line| {
+            line.starts_with("sec-websocket-extensions:") && line.contains("permessage-deflate")
+        });
         let mut socket = RawSocket {
             stream,
             parser: FrameParser::new(scanner),
             events: VecDeque::new(),
             pongs: Vec::new(),
+            deflate: negotiated,
         };
         // Frames may follow the response head in the same read.
         socket
@@ -136,6 +164,11 @@ impl RawSocket {
         self.stream.write_all(&frame).await
     }
 
+    /// What the socket has received so far.
+    pub(crate) fn traffic(&self) -> Traffic {
+        self.parser.traffic
+    }
+
     /// The next event already received, without reading.
     pub(crate) fn next_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -154,6 +187,7 @@ impl RawSocket {
             parser,
             events,
             pongs,
+            ..
         } = self;
         std::future::poll_fn(|cx| {
             SCRATCH.with(|scratch| {
@@ -188,6 +222,11 @@ struct FrameParser {
     batch: Vec<WholeFrame>,
     /// The last timestamp parsed and its text: the frames of a tick share one.
     last_timestamp: Option<(Vec<u8>, f64)>,
+    /// A compressed message in progress (RSV1 on its first frame): its compressed bytes.
+    deflated: Option<Vec<u8>>,
+    /// Inflates each compressed message on its own (the server keeps no context).
+    inflater: Option<flate2::Decompress>,
+    traffic: Traffic,
 }
 
 /// A text frame that arrived whole within one chunk.
@@ -202,6 +241,8 @@ struct WholeFrame {
 struct FrameInProgress {
     opcode: u8,
     fin: bool,
+    /// RSV1: the first frame of a compressed message.
+    compressed: bool,
     length: u64,
     remaining: u64,
 }
@@ -216,10 +257,14 @@ impl FrameParser {
             control: Vec::new(),
             batch: Vec::new(),
             last_timestamp: None,
+            deflated: None,
+            inflater: None,
+            traffic: Traffic::default(),
         }
     }
 
     fn feed(&mut self, chunk: &[u8], events: &mut VecDeque<Event>, pongs: &mut Vec<Vec<u8>>) {
+        self.traffic.wire += chunk.len() as u64;
         self.walk(chunk, events, pongs);
         self.summarise_batch(chunk, events);
     }
@@ -243,8 +288,29 @@ impl FrameParser {
             bytes = rest;
             frame.remaining -= take as u64;
             let done = frame.remaining == 0;
+            if frame.compressed && frame.opcode == 0x1 && whole_frame {
+                // The first piece of a compressed message's first frame.
+                self.deflated = Some(Vec::new());
+            }
             match frame.opcode {
+                0x0 | 0x1 if self.deflated.is_some() => {
+                    let deflated = self.deflated.as_mut().expect("a compressed message");
+                    deflated.extend_from_slice(payload);
+                    if done && frame.fin {
+                        let deflated = self.deflated.take().expect("a compressed message");
+                        events.push_back(inflated(
+                            &mut self.inflater,
+                            &mut self.traffic,
+                            &self.scanner,
+                            &deflated,
+                        ));
+                    } else if done {
+                        // The next frame continues this message (RSV1 only on the first).
+                        frame.compressed = false;
+                    }
+                }
                 0x1 if done && frame.fin && whole_frame && self.message.is_idle() => {
+                    self.traffic.messages += take as u64;
                     if is_reply(payload) || self.scanner.per_feature {
                         events
                             .push_back(Event::Message(MessageScan::whole(&self.scanner, payload)));
@@ -259,6 +325,7 @@ impl FrameParser {
                     }
                 }
                 0x0 | 0x1 => {
+                    self.traffic.messages += take as u64;
                     if !payload.is_empty() {
                         self.message.feed(&self.scanner, payload);
                     }
@@ -379,10 +446,46 @@ impl FrameParser {
         self.frame = Some(FrameInProgress {
             opcode: first & 0x0F,
             fin: first & 0x80 != 0,
+            compressed: first & 0x40 != 0,
             length,
             remaining: length,
         });
     }
+}
+
+/// A compressed message, inflated on its own and summarised; one that does not inflate
+/// ends the session as the server would end one sending bad data (1007).
+fn inflated(
+    inflater: &mut Option<flate2::Decompress>,
+    traffic: &mut Traffic,
+    scanner: &Scanner,
+    deflated: &[u8],
+) -> Event {
+    let inflater = inflater.get_or_insert_with(|| flate2::Decompress::new(false));
+    inflater.reset(false);
+    let mut input = Vec::with_capacity(deflated.len() + 4);
+    input.extend_from_slice(deflated);
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(deflated.len() * 8 + 256);
+    loop {
+        let consumed = inflater.total_in() as usize;
+        if inflater
+            .decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Sync)
+            .is_err()
+        {
+            return Event::Close(Some(1007));
+        }
+        if inflater.total_in() as usize == input.len() && out.len() < out.capacity() {
+            break;
+        }
+        if out.len() > 1 << 30 {
+            return Event::Close(Some(1009));
+        }
+        out.reserve(out.capacity());
+    }
+    traffic.messages += out.len() as u64;
+    traffic.compressed_messages += 1;
+    Event::Message(MessageScan::whole(scanner, &out))
 }
 
 /// A frame header's payload length and its own size, once `bytes` holds all of it.

@@ -50,6 +50,16 @@ fn values(names: &[String], attributes: &serde_json::Map<String, Value>) -> Vec<
     values
 }
 
+/// Bytes on the wire per feature received, over the whole run.
+fn wire_per_feature(outcomes: &[SessionOutcome]) -> Option<f64> {
+    let wire: u64 = outcomes.iter().map(|outcome| outcome.traffic.wire).sum();
+    let features: u64 = outcomes
+        .iter()
+        .map(|outcome| outcome.features_received)
+        .sum();
+    (features > 0).then(|| (wire as f64 / features as f64 * 10.0).round() / 10.0)
+}
+
 impl Report {
     pub(crate) fn build(
         args: &Args,
@@ -195,6 +205,13 @@ impl Report {
                     })
                 }),
             })),
+            "bytes": {
+                "sessions_deflated": outcomes.iter().filter(|outcome| outcome.deflate).count(),
+                "wire": outcomes.iter().map(|outcome| outcome.traffic.wire).sum::<u64>(),
+                "messages": outcomes.iter().map(|outcome| outcome.traffic.messages).sum::<u64>(),
+                "compressed_messages": outcomes.iter().map(|outcome| outcome.traffic.compressed_messages).sum::<u64>(),
+                "wire_per_delivered_feature": wire_per_feature(outcomes),
+            },
             "load_tester_cores": load_cores,
             "server_cores": server.map(|(cores, _)| cores),
             "server_rss_mb": server.map(|(_, rss)| rss as f64 / 1_048_576.0),
@@ -239,6 +256,7 @@ impl Report {
         );
         eprintln!("closes              {}", j["closes"]);
         eprintln!("filter replies      {}", j["filter_replies"]);
+        eprintln!("bytes received      {}", j["bytes"]);
         eprintln!(
             "load tester cores   {:.2}",
             j["load_tester_cores"].as_f64().unwrap_or(f64::NAN)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::raw::{Event, RawSocket};
+use crate::raw::{Event, RawSocket, Traffic};
 use crate::scan::{ReplyKind, Scanner};
 use crate::stats::Histogram;
 use crate::{Args, FilterVia, Mode, Shared, now_ms};
@@ -43,10 +43,23 @@ pub(crate) struct SessionOutcome {
     /// Features whose timestamp lies in the window.
     pub(crate) features_in_window: u64,
     pub(crate) frames: u64,
+    /// Every feature received, in the window or not (for bytes per feature).
+    pub(crate) features_received: u64,
     pub(crate) replies_ok: u64,
     pub(crate) replies_error: u64,
     /// Close code sent by the server, if it closed the session.
     pub(crate) server_close: Option<u16>,
+    /// Whether the server accepted permessage-deflate (`--deflate`).
+    pub(crate) deflate: bool,
+    /// What it received: wire bytes and message bytes.
+    pub(crate) traffic: Traffic,
+}
+
+/// The outcome with what the socket received.
+fn with_traffic(mut outcome: SessionOutcome, socket: &RawSocket) -> SessionOutcome {
+    outcome.deflate = socket.deflate;
+    outcome.traffic = socket.traffic();
+    outcome
 }
 
 fn percent_encode(text: &str) -> String {
@@ -171,7 +184,7 @@ async fn run_one(
     let url = url_for(args, &spec.filter);
     let mut socket = match tokio::time::timeout(
         Duration::from_secs(30),
-        RawSocket::connect(&url, scanner),
+        RawSocket::connect(&url, scanner, args.deflate),
     )
     .await
     {
@@ -192,14 +205,14 @@ async fn run_one(
             .is_err()
     {
         outcome.connect_error = Some("handshake send failed".into());
-        return outcome;
+        return with_traffic(outcome, &socket);
     }
     let by_message = args.mode == Mode::Custom && args.filter_via == FilterVia::Message;
     if by_message && spec.filter != FilterSpec::None {
         let message = json!({ "filter": filter_json(&spec.filter) }).to_string();
         if socket.send_text(&message).await.is_err() {
             outcome.connect_error = Some("filter send failed".into());
-            return outcome;
+            return with_traffic(outcome, &socket);
         }
     }
     outcome.connected = true;
@@ -251,31 +264,32 @@ async fn run_one(
                 Event::Close(code) => {
                     run.record(now, &mut outcome, shared, histogram);
                     outcome.server_close = Some(code.unwrap_or(1005));
-                    return outcome;
+                    return with_traffic(outcome, &socket);
                 }
             }
         }
         run.record(now, &mut outcome, shared, histogram);
         if features > 0 {
+            outcome.features_received += features;
             shared.features_seen.fetch_add(features, Ordering::Relaxed);
         }
         tokio::select! {
             _ = &mut stopped => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
-                return outcome;
+                return with_traffic(outcome, &socket);
             }
             () = &mut change_timer, if spec.changes => {
                 let (low, high) = args.where_range;
                 let clause = format!("{} > {}", args.where_field, rng.random_range(low..=high).round());
                 let message = json!({ "filter": { "where": clause } }).to_string();
                 if socket.send_text(&message).await.is_err() {
-                    return outcome;
+                    return with_traffic(outcome, &socket);
                 }
                 let next = change_timer.deadline() + change_every;
                 change_timer.as_mut().reset(next);
             }
             open = socket.fill() => if !open {
-                return outcome;
+                return with_traffic(outcome, &socket);
             },
         }
     }
