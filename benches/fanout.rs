@@ -85,11 +85,11 @@ fn benches(criterion: &mut Criterion) {
 
     // Compressing a group's custom-mode frame once (permessage-deflate): the frame of 3,000
     // features (the Esri sample's tick) and of 100.
-    for features in [3000, 100] {
+    for features in [3000, 100, 10] {
         let encoded = FeatureEncoder::new(&schema, &View::new(Wkid::Wgs84, OutFields::All))
             .encode_batch(&batch(features).features);
         let frame = encoded.custom_frame(featurestream::protocol::feature_result::Selection::All);
-        for level in [1, 6] {
+        for level in [1, 2, 6] {
             let compressed = featurestream::protocol::deflate::compress_frames(&frame, level);
             println!(
                 "deflate level {level}, {features} features: {} -> {} bytes ({:.1} %)",

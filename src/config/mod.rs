@@ -117,7 +117,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         var: "FEATURESTREAM_COMPRESSION",
         flag: "compression",
-        default: "1",
+        default: "2",
         help: "WebSocket compression (permessage-deflate) for clients that offer it: off, or the deflate level 1 (fastest) to 9 (smallest); each group's frame is compressed once and shared",
     },
     Setting {

@@ -379,3 +379,51 @@ asyncio.run(main())
         "the server compressed what it sent: {stats}"
     );
 }
+
+/// The broadcast endpoint negotiates compression too: a publisher's compressed documents
+/// (several, its context kept from one to the next) are read, recorded and acknowledged.
+#[actix_web::test]
+async fn a_publisher_may_send_compressed_documents() {
+    let mut config = Config::for_tests(40, 10.0);
+    config.services[0].simulator = None;
+    let server = TestServer::start(config);
+    let mut publisher = RawClient::open(
+        &server,
+        "/arcgis/ws/services/vehicles/StreamServer/broadcast?ack=true",
+        Some("permessage-deflate; client_max_window_bits"),
+    )
+    .await;
+    assert_eq!(
+        publisher.extension_header().as_deref(),
+        Some("permessage-deflate; server_no_context_takeover")
+    );
+    let now = featurestream::broker::now_ms();
+    for (sequence, tracks) in [(1u64, 1..=30i64), (2, 31..=60)] {
+        let document: Vec<Value> = tracks
+            .map(|track| {
+                json!({
+                    "attributes": {"TRACKID": track, "name": format!("bus {track}"), "route": "R1",
+                        "status": "moving", "speed": 10.5, "heading": 90, "active": true,
+                        "observed": now},
+                    "geometry": {"x": -117.0 - track as f64 / 1e3, "y": 34.05}
+                })
+            })
+            .collect();
+        publisher
+            .send_compressed(json!(document).to_string().as_bytes())
+            .await;
+        let (_, ack) = publisher.next_json().await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(
+            (ack["sequence"].as_u64(), ack["accepted"].as_u64()),
+            (Some(sequence), Some(30)),
+            "{ack}"
+        );
+    }
+    let (_, count) = get_json(
+        server.addr,
+        "/arcgis/rest/services/vehicles/FeatureServer/0/query?where=1%3D1&returnCountOnly=true&f=json",
+    )
+    .await;
+    assert_eq!(count["count"], 60, "{count}");
+}

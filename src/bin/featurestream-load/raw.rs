@@ -224,8 +224,6 @@ struct FrameParser {
     last_timestamp: Option<(Vec<u8>, f64)>,
     /// A compressed message in progress (RSV1 on its first frame): its compressed bytes.
     deflated: Option<Vec<u8>>,
-    /// Inflates each compressed message on its own (the server keeps no context).
-    inflater: Option<flate2::Decompress>,
     traffic: Traffic,
 }
 
@@ -258,7 +256,6 @@ impl FrameParser {
             batch: Vec::new(),
             last_timestamp: None,
             deflated: None,
-            inflater: None,
             traffic: Traffic::default(),
         }
     }
@@ -298,12 +295,7 @@ impl FrameParser {
                     deflated.extend_from_slice(payload);
                     if done && frame.fin {
                         let deflated = self.deflated.take().expect("a compressed message");
-                        events.push_back(inflated(
-                            &mut self.inflater,
-                            &mut self.traffic,
-                            &self.scanner,
-                            &deflated,
-                        ));
+                        events.push_back(inflated(&mut self.traffic, &self.scanner, &deflated));
                     } else if done {
                         // The next frame continues this message (RSV1 only on the first).
                         frame.compressed = false;
@@ -455,37 +447,42 @@ impl FrameParser {
 
 /// A compressed message, inflated on its own and summarised; one that does not inflate
 /// ends the session as the server would end one sending bad data (1007).
-fn inflated(
-    inflater: &mut Option<flate2::Decompress>,
-    traffic: &mut Traffic,
-    scanner: &Scanner,
-    deflated: &[u8],
-) -> Event {
-    let inflater = inflater.get_or_insert_with(|| flate2::Decompress::new(false));
-    inflater.reset(false);
-    let mut input = Vec::with_capacity(deflated.len() + 4);
-    input.extend_from_slice(deflated);
-    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut out = Vec::with_capacity(deflated.len() * 8 + 256);
-    loop {
-        let consumed = inflater.total_in() as usize;
-        if inflater
-            .decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Sync)
-            .is_err()
-        {
-            return Event::Close(Some(1007));
+fn inflated(traffic: &mut Traffic, scanner: &Scanner, deflated: &[u8]) -> Event {
+    INFLATE.with_borrow_mut(|(inflater, out)| {
+        // Each message on its own (the server keeps no context): one inflater per thread.
+        inflater.reset(false);
+        out.clear();
+        for input in [deflated, &[0, 0, 0xff, 0xff][..]] {
+            let start = inflater.total_in();
+            loop {
+                let consumed = (inflater.total_in() - start) as usize;
+                if inflater
+                    .decompress_vec(&input[consumed..], out, flate2::FlushDecompress::Sync)
+                    .is_err()
+                {
+                    return Event::Close(Some(1007));
+                }
+                if (inflater.total_in() - start) as usize == input.len()
+                    && out.len() < out.capacity()
+                {
+                    break;
+                }
+                if out.len() > 1 << 30 {
+                    return Event::Close(Some(1009));
+                }
+                out.reserve(out.capacity().max(64 * 1024));
+            }
         }
-        if inflater.total_in() as usize == input.len() && out.len() < out.capacity() {
-            break;
-        }
-        if out.len() > 1 << 30 {
-            return Event::Close(Some(1009));
-        }
-        out.reserve(out.capacity());
-    }
-    traffic.messages += out.len() as u64;
-    traffic.compressed_messages += 1;
-    Event::Message(MessageScan::whole(scanner, &out))
+        traffic.messages += out.len() as u64;
+        traffic.compressed_messages += 1;
+        Event::Message(MessageScan::whole(scanner, out))
+    })
+}
+
+thread_local! {
+    /// The inflater and output buffer every session of a thread uses, one message at a time.
+    static INFLATE: RefCell<(flate2::Decompress, Vec<u8>)> =
+        RefCell::new((flate2::Decompress::new(false), Vec::new()));
 }
 
 /// A frame header's payload length and its own size, once `bytes` holds all of it.
