@@ -2,8 +2,9 @@
 //! fan-out: the server compresses every message on its own (`server_no_context_takeover`), so
 //! a group's frame is compressed once and its bytes shared by every member, as its plain frame
 //! is. Small messages go uncompressed (RSV1 clear), as the RFC allows message by message;
-//! control frames never are. What a client sends compressed is inflated with that client's own
-//! context (it may keep its context from message to message), never past the message limit.
+//! control frames never are. Clients are asked to compress each message on its own too
+//! (`client_no_context_takeover`), so a session holds an inflater only while it reads a
+//! compressed message, which is inflated never past the message limit.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -22,8 +23,11 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 const NAME: &str = "permessage-deflate";
 
 /// What the server answers an acceptable offer with: it compresses every message on its own,
-/// with a full 32 KiB window (so an offer limiting the server's window is declined).
-pub const RESPONSE: &str = "permessage-deflate; server_no_context_takeover";
+/// with a full 32 KiB window (so an offer limiting the server's window is declined), and asks
+/// the client to do the same (RFC 7692 §7.1.1.2 lets a server ask it whatever the offer), so
+/// that a session keeps no inflate context between the messages it receives.
+pub const RESPONSE: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 /// Whether one of the client's `Sec-WebSocket-Extensions` offers (header values, in order) is
 /// a permessage-deflate offer this server can honour. Offers with parameters it does not know
@@ -184,7 +188,8 @@ pub enum InflateError {
     Corrupt,
 }
 
-/// A client's inflate context: kept from message to message (the client may refer back).
+/// An inflate context for one compressed message (or, for a client that keeps its context,
+/// its run of messages).
 pub struct Inflater {
     inflate: Decompress,
 }

@@ -109,8 +109,8 @@ pub fn switching_protocols(
 /// Inbound frames decoded from the request payload, which keeps flowing after the upgrade.
 /// A frame declaring more than `max_frame_bytes` ends the stream with
 /// `ProtocolError::Overflow` as soon as its header has arrived. With `deflate` negotiated, a
-/// message the client compressed (RSV1 on its first frame) comes out inflated with the
-/// client's context, and one inflating past `max_frame_bytes` ends the stream with
+/// message the client compressed (RSV1 on its first frame) comes out inflated, and one
+/// inflating past `max_frame_bytes` ends the stream with
 /// `ProtocolError::Overflow` before it takes more memory than that (a deflate bomb).
 pub fn inbound_frames(
     payload: web::Payload,
@@ -169,10 +169,12 @@ struct Inbound {
     inflater: Option<Inflating>,
 }
 
-/// A session's inbound decompression: the client's context, and where a message stands.
+/// A session's inbound decompression: where a message stands. The client compresses every
+/// message on its own (`client_no_context_takeover`), so an inflater lives only while a
+/// compressed message is read: an idle session holds none.
 #[derive(Default)]
 struct Inflating {
-    context: deflate::Inflater,
+    context: Option<deflate::Inflater>,
     /// The frame at the head of the buffer had RSV1 set (cleared for actix's parser).
     head_compressed: bool,
     /// Inside a fragmented compressed message: its bytes inflated so far.
@@ -205,17 +207,23 @@ impl Inflating {
     fn inflate(&mut self, frame: Frame, limit: usize) -> Result<Frame, ProtocolError> {
         use actix_http::ws::Item;
         let compressed = std::mem::take(&mut self.head_compressed);
+        if compressed {
+            self.context = Some(deflate::Inflater::default());
+        }
         let mut inflate = |bytes: &[u8], last: bool, so_far: usize| {
             let mut out = Vec::new();
-            self.context
-                .inflate(bytes, last, &mut out, limit.saturating_sub(so_far))
-                .map_err(|err| match err {
-                    deflate::InflateError::TooLarge => ProtocolError::Overflow,
-                    deflate::InflateError::Corrupt => ProtocolError::Io(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "a compressed message that does not inflate",
-                    )),
-                })?;
+            let context = self.context.get_or_insert_with(deflate::Inflater::default);
+            let inflated = context.inflate(bytes, last, &mut out, limit.saturating_sub(so_far));
+            if last {
+                self.context = None;
+            }
+            inflated.map_err(|err| match err {
+                deflate::InflateError::TooLarge => ProtocolError::Overflow,
+                deflate::InflateError::Corrupt => ProtocolError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a compressed message that does not inflate",
+                )),
+            })?;
             Ok::<Bytes, ProtocolError>(Bytes::from(out))
         };
         Ok(match frame {

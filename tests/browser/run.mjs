@@ -155,7 +155,7 @@ async function runSdk(browser, pageOrigin, server, sdk) {
       socket.onopen = () => { resolve(socket.extensions); socket.close(); };
       socket.onerror = () => reject(new Error("no connection"));
     }), server.origin.replace("http", "ws") + "/arcgis/ws/services/vehicles/custom");
-    check(extensions === "permessage-deflate; server_no_context_takeover", `${sdk}: negotiated extensions "${extensions}"`);
+    check(extensions === "permessage-deflate; server_no_context_takeover; client_no_context_takeover", `${sdk}: negotiated extensions "${extensions}"`);
   });
 
   for (const mode of MODES.filter((m) => m === "server" || m === "custom")) {

@@ -19,7 +19,8 @@ const CUSTOM: &str = "/arcgis/ws/services/vehicles/custom";
 const HANDSHAKE: &str = r#"{"format":"json","spatialReference":{"wkid":4326}}"#;
 
 /// A client on a raw socket: it reads frames as they come (RSV1 and all) and writes masked
-/// frames, compressed with a context it keeps (as browsers do) when asked.
+/// frames, each compressed on its own when asked (the server asks
+/// `client_no_context_takeover`).
 struct RawClient {
     stream: TcpStream,
     buffer: Vec<u8>,
@@ -156,8 +157,9 @@ impl RawClient {
         self.send_frame(0x81, text.as_bytes()).await;
     }
 
-    /// A compressed text message (RSV1), with the context kept from the last one.
+    /// A compressed text message (RSV1), compressed on its own.
     async fn send_compressed(&mut self, payload: &[u8]) {
+        self.deflate.reset();
         let mut out = Vec::with_capacity(payload.len() / 4 + 1024);
         let start = self.deflate.total_in();
         loop {
@@ -201,9 +203,9 @@ fn config(compression: Deflate) -> Config {
     config
 }
 
-/// What browsers offer gets `server_no_context_takeover`; the snapshot and live frames come
-/// compressed (each inflates alone), a compressed filter message is read (twice: the client
-/// keeps its context) and answered; the server counts the bytes before and after.
+/// What browsers offer gets `server_no_context_takeover` (and `client_no_context_takeover`);
+/// the snapshot and live frames come compressed (each inflates alone), compressed filter
+/// messages are read and answered; the server counts the bytes before and after.
 #[actix_web::test]
 async fn a_client_that_offers_deflate_gets_compressed_frames_and_may_send_them() {
     let server = TestServer::start(config(Deflate::Level(1)));
@@ -215,7 +217,7 @@ async fn a_client_that_offers_deflate_gets_compressed_frames_and_may_send_them()
     .await;
     assert_eq!(
         client.extension_header().as_deref(),
-        Some("permessage-deflate; server_no_context_takeover")
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
     );
     client.send_text(HANDSHAKE).await;
     let (_, echo) = client.next_json().await;
@@ -223,8 +225,7 @@ async fn a_client_that_offers_deflate_gets_compressed_frames_and_may_send_them()
     let (compressed, snapshot) = client.next_json().await;
     assert!(compressed, "40 features are compressed");
     assert_eq!(snapshot["features"].as_array().unwrap().len(), 40);
-    // Two compressed filter messages; the second (everything again) leans on the first's
-    // context.
+    // Two compressed filter messages.
     for (round, clause) in ["TRACKID < 3", "1=1"].into_iter().enumerate() {
         client
             .send_compressed(json!({"filter": {"where": clause}}).to_string().as_bytes())
@@ -380,8 +381,8 @@ asyncio.run(main())
     );
 }
 
-/// The broadcast endpoint negotiates compression too: a publisher's compressed documents
-/// (several, its context kept from one to the next) are read, recorded and acknowledged.
+/// The broadcast endpoint negotiates compression too: a publisher's compressed documents are
+/// read, recorded and acknowledged.
 #[actix_web::test]
 async fn a_publisher_may_send_compressed_documents() {
     let mut config = Config::for_tests(40, 10.0);
@@ -395,7 +396,7 @@ async fn a_publisher_may_send_compressed_documents() {
     .await;
     assert_eq!(
         publisher.extension_header().as_deref(),
-        Some("permessage-deflate; server_no_context_takeover")
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
     );
     let now = featurestream::broker::now_ms();
     for (sequence, tracks) in [(1u64, 1..=30i64), (2, 31..=60)] {
