@@ -166,16 +166,12 @@ async fn newest_checkpoint(
                     newest = Some(checkpoint);
                 }
             }
-            Err(err) => {
-                shared
-                    .health
-                    .unreadable
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::warn!(
-                    "service {}: checkpoint message {sequence} is unreadable: {err}",
-                    link.name
-                );
-            }
+            Err(err) => unreadable(
+                shared,
+                link,
+                1,
+                format_args!("checkpoint message {sequence} is unreadable: {err}"),
+            ),
         }
         if last {
             break;
@@ -325,13 +321,11 @@ async fn read(
             let decoded = match codec.decode_log(&message.payload, stored_ms) {
                 Ok(decoded) => decoded,
                 Err(err) => {
-                    shared
-                        .health
-                        .unreadable
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    log::warn!(
-                        "service {}: log message {sequence} is not observations: {err}",
-                        link.name
+                    unreadable(
+                        shared,
+                        link,
+                        1,
+                        format_args!("log message {sequence} is not observations: {err}"),
                     );
                     if let Some(id) = id {
                         fates.settle(&id, Recorded::default());
@@ -340,14 +334,14 @@ async fn read(
                 }
             };
             if let Some((position, reason)) = decoded.rejected.first() {
-                shared.health.unreadable.fetch_add(
-                    decoded.rejected.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                log::warn!(
-                    "service {}: log message {sequence} holds {} observations the service refuses, the first (position {position}): {reason}",
-                    link.name,
-                    decoded.rejected.len()
+                let count = decoded.rejected.len();
+                unreadable(
+                    shared,
+                    link,
+                    count as u64,
+                    format_args!(
+                        "log message {sequence} holds {count} observations the service refuses, the first (position {position}): {reason}"
+                    ),
                 );
             }
             let mut places = Vec::new();
@@ -394,6 +388,15 @@ async fn read(
             shared.health.set_lagging(&link.name, false);
         }
     }
+}
+
+/// Counts what the service refuses of the backbone's messages, and says what.
+fn unreadable(shared: &Shared, link: &ServiceLink, count: u64, what: std::fmt::Arguments<'_>) {
+    shared
+        .health
+        .unreadable
+        .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+    log::warn!("service {}: {what}", link.name);
 }
 
 /// Whether the checkpoint a read started from (its first message) is still there: then the
