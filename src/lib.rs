@@ -11,19 +11,20 @@
 //! - [`latest`]: the latest observation of every track (numbered, ordered by the start-time
 //!   field, expired by age), saved to and restored from a file. Plain Rust.
 //! - [`cluster`]: with `FEATURESTREAM_NATS_URL`, the NATS backbone between sources and
-//!   brokers: the sources' batches are stored in a JetStream stream per service (a subject per
-//!   track, compare-and-set so no track moves backwards), and every node's broker is fed what
-//!   its replica reads back; the simulator's lease; server-initiated messages and SSE filter
-//!   updates for sessions on other nodes; ingest from NATS subjects. Unset: not running.
+//!   brokers: the sources' batches are appended to a log per service in JetStream, which every
+//!   node's broker applies in the log's one order by one rule (so every node holds the same
+//!   state), with checkpoints written by one node at a time to keep the log short; the
+//!   simulator's lease; server-initiated messages and SSE filter updates for sessions on other
+//!   nodes; ingest from NATS subjects, at most or at least once. Unset: not running.
 //! - [`broker`]: one per service (`ServiceRuntime`): the inbox that merges and coalesces
 //!   batches, the latest state, snapshots, expiry, subscriptions grouped when identical,
 //!   frames encoded once per batch and pushed as shared `Bytes` into each subscriber's bounded
 //!   `queue` (a subscriber behind it gets a snapshot when it has room), and the queries of
 //!   the latest state the feature layer serves (`archive`). It knows subscribers and the
 //!   bytes it gives them, never a transport.
-//! - [`session`]: the transports: a WebSocket session (server and custom mode) or an SSE
-//!   session per client, its budgets, and the upgraded socket; each says "session ended,
-//!   because X" in its own bytes.
+//! - [`session`]: the transports: a WebSocket session (server and custom mode, compressed
+//!   when the client offers permessage-deflate) or an SSE session per client, its budgets, and
+//!   the upgraded socket; each says "session ended, because X" in its own bytes.
 //! - [`http`]: the only code that knows URLs: endpoints (streams, ingest, the feature layer of
 //!   the latest state, readiness), admission (connection gate, origins, hosts, trusted proxies), auth
 //!   checks, metrics.
