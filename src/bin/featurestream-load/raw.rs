@@ -455,7 +455,8 @@ fn inflated(traffic: &mut Traffic, scanner: &Scanner, deflated: &[u8]) -> Event 
         for input in [deflated, &[0, 0, 0xff, 0xff][..]] {
             let start = inflater.total_in();
             loop {
-                let consumed = (inflater.total_in() - start) as usize;
+                let (in_before, out_before) = (inflater.total_in(), out.len());
+                let consumed = (in_before - start) as usize;
                 if inflater
                     .decompress_vec(&input[consumed..], out, flate2::FlushDecompress::Sync)
                     .is_err()
@@ -467,10 +468,18 @@ fn inflated(traffic: &mut Traffic, scanner: &Scanner, deflated: &[u8]) -> Event 
                 {
                     break;
                 }
-                if out.len() > 1 << 30 {
+                let progressed = inflater.total_in() != in_before || out.len() != out_before;
+                if !progressed && out.len() < out.capacity() {
+                    // Stuck with room to spare (the stream ended before its bytes did): not
+                    // a message of this protocol.
+                    return Event::Close(Some(1007));
+                }
+                if out.len() >= 1 << 30 {
                     return Event::Close(Some(1009));
                 }
-                out.reserve(out.capacity().max(64 * 1024));
+                if out.len() == out.capacity() {
+                    out.reserve(out.capacity().max(64 * 1024));
+                }
             }
         }
         traffic.messages += out.len() as u64;
