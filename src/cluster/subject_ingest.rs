@@ -34,6 +34,9 @@ const LOG_PER_MINUTE: u32 = 20;
 /// Messages of a JetStream ingest stream a node works on at once.
 const DURABLE_IN_FLIGHT: usize = 64;
 
+/// Most bytes a JetStream ingest stream keeps waiting for nodes.
+const INGEST_STREAM_BYTES: i64 = 1 << 30;
+
 /// How long a node may hold a message of a JetStream ingest stream before it goes to another.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -149,6 +152,10 @@ async fn ingest_consumer(
             name: naming::ingest_stream(service),
             subjects: vec![subject.to_owned()],
             retention: RetentionPolicy::WorkQueue,
+            // A flood of publishers outrunning every node is refused by JetStream once this
+            // much waits (publishers get an error), instead of filling the server's disk.
+            max_bytes: INGEST_STREAM_BYTES,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
             storage: StorageType::File,
             num_replicas: shared.replicas,
             ..Default::default()
