@@ -5,8 +5,9 @@
 //! taken from the service's outbox (the same inbox a node alone gives its broker: merged
 //! newest per track while the log is behind). Each message carries an id of its own
 //! (`Nats-Msg-Id`), by which this node's replica, reading it back, tells the publisher what
-//! became of each observation; a publisher waiting for a receipt gets it then (or
-//! `unstored` when the log did not take the message).
+//! became of each observation; a publisher waiting for a receipt gets it then. A message
+//! whose acknowledgement fails is sent again under its id until the log answers (JetStream
+//! stores an id once), for up to 15 s; only then is it reported `unstored`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +29,12 @@ const IN_FLIGHT: usize = 64;
 /// the whole state again after a reconnect, say); past it the observations, stored, are
 /// reported recorded.
 const FATE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How long a message whose acknowledgement failed is sent again under its id (a stream
+/// leader being elected after a NATS server died takes a few seconds). JetStream stores an id
+/// once, so the answer to a resend says for certain whether the message is in the log, also
+/// when the first acknowledgement was lost after the message was stored.
+const RESEND_WINDOW: Duration = Duration::from_secs(15);
 
 /// Publishers of this node's messages waiting to hear what became of them, by message id.
 #[derive(Default)]
@@ -64,6 +71,7 @@ impl Fates {
 /// log's acknowledgement and what its reading back will tell.
 struct Appended {
     id: String,
+    payload: bytes::Bytes,
     range: std::ops::Range<usize>,
     ack: Result<async_nats::jetstream::context::PublishAckFuture, String>,
     fate: oneshot::Receiver<Recorded>,
@@ -95,7 +103,9 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
                 sent += 1;
                 let id = format!("{run_id}-{sent}");
                 let fate = fates.expect(id.clone());
-                let publish = PublishMessage::build().payload(payload).message_id(&id);
+                let publish = PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(&id);
                 let ack = shared
                     .jetstream
                     .send_publish(subject.clone(), publish)
@@ -103,6 +113,7 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
                     .map_err(|err| err.to_string());
                 appended.push(Appended {
                     id,
+                    payload,
                     range,
                     ack,
                     fate,
@@ -134,6 +145,7 @@ async fn settle(
     let mut outcome = Recorded::default();
     for Appended {
         id,
+        payload,
         range,
         ack,
         fate,
@@ -142,6 +154,10 @@ async fn settle(
         let acked = match ack {
             Ok(ack) => ack.await.map_err(|err| err.to_string()),
             Err(err) => Err(err),
+        };
+        let acked = match acked {
+            Ok(_) => Ok(()),
+            Err(first) => resend(shared, link, &id, payload, first).await,
         };
         if let Err(err) = acked {
             fates.forget(&id);
@@ -179,4 +195,47 @@ async fn settle(
     outcome.refused.sort_unstable();
     outcome.unstored.sort_unstable();
     outcome
+}
+
+/// Sends message `id` again until the log acknowledges it or [`RESEND_WINDOW`] passes; the
+/// last error if it never does.
+async fn resend(
+    shared: &Shared,
+    link: &ServiceLink,
+    id: &str,
+    payload: bytes::Bytes,
+    first: String,
+) -> Result<(), String> {
+    let subject = naming::log_subject(&link.name);
+    let deadline = tokio::time::Instant::now() + RESEND_WINDOW;
+    let mut pause = Duration::from_millis(100);
+    let mut last = first;
+    loop {
+        log::info!(
+            "service {}: the log did not acknowledge message {id} ({last}); sending it again",
+            link.name
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+        let publish = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(id);
+        let attempt = async {
+            shared
+                .jetstream
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|err| err.to_string())?
+                .await
+                .map_err(|err| err.to_string())
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(err)) => last = err,
+            Err(_) => return Err(last),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last);
+        }
+    }
 }

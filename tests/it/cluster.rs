@@ -9,7 +9,9 @@ use std::time::Duration;
 use featurestream::config::{ClusterSettings, Config};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, WAIT, connect, get_json, next_json, post_json, send};
+use crate::support::{
+    TestServer, WAIT, connect, get_json, next_json, post_json, post_json_within, send,
+};
 
 const FEATURES: &str = "/api/services/vehicles/features";
 const CUSTOM: &str = "/arcgis/ws/services/vehicles/custom";
@@ -909,7 +911,16 @@ async fn a_nats_cluster_losing_a_server_loses_nothing_accepted() {
             .map(|track| observation(track, round * 1_000, -117.0 - round as f64 / 1_000.0))
             .collect();
         let node = if round % 2 == 0 { &a } else { &b };
-        let (status, report) = post_json(node.addr, FEATURES, &[], &json!(body).to_string()).await;
+        // A post in flight while the stream's leader is elected waits for the resend of its
+        // message (up to the JetStream timeout, then the publisher's 15 s resend window).
+        let (status, report) = post_json_within(
+            node.addr,
+            FEATURES,
+            &[],
+            &json!(body).to_string(),
+            Duration::from_secs(60),
+        )
+        .await;
         if status != 200 {
             assert_eq!(status, 503, "{report}");
             refused += 20;
@@ -1676,6 +1687,25 @@ async fn at_least_once_ingest_keeps_what_no_node_took_yet() {
     assert!(made, "the ingest stream was made");
     first.stopper().stop_now();
     drop(first);
+    // Stopping is asynchronous: the node is gone once the consumer has no pull request of
+    // its waiting (a message handed to a node still stopping would wait out the 30 s
+    // acknowledgement time before going to the next).
+    let mut gone = false;
+    for _ in 0..400 {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+            .get_consumer_from_stream(
+                "featurestream_vehicles_ingest",
+                "featurestream_vehicles_ingest",
+            )
+            .await
+            .expect("the durable consumer");
+        if consumer.info().await.expect("consumer info").num_waiting == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(gone, "the first node's pull requests never went away");
     // Published while no node runs: each acknowledged by JetStream, kept.
     for track in 1..=3i64 {
         let ack = jetstream
