@@ -279,11 +279,11 @@ impl Fanout {
                 continue;
             }
             let message = crate::protocol::feature_result::delete_message(&track_ids);
-            let frame = match subscription.mode {
-                WireMode::Custom(deflate) | WireMode::Server(deflate) => {
-                    deflate.apply(crate::protocol::ws_frame::text_frame(&message))
-                }
-                WireMode::Sse => crate::protocol::sse::event("delete", &message),
+            let frame = if subscription.mode.is_sse() {
+                crate::protocol::sse::event("delete", &message)
+            } else {
+                let frame = crate::protocol::ws_frame::text_frame(&message);
+                subscription.mode.deflate().apply(frame)
             };
             for member in &group.members {
                 match member.queue.push_control(frame.clone()) {

@@ -189,9 +189,9 @@ impl SnapshotCursor {
 /// The frame of `selection` of an encoded batch, in a wire mode, before any compression.
 pub(super) fn frame_for(encoded: &EncodedBatch, mode: WireMode, selection: Selection<'_>) -> Bytes {
     match mode {
-        WireMode::Custom(_) => encoded.custom_frame(selection),
+        WireMode::Custom(_) | WireMode::GeoJson(_) => encoded.custom_frame(selection),
         WireMode::Server(_) => encoded.server_frames(selection),
-        WireMode::Sse => sse::features_event(&encoded.json_array(selection)),
+        WireMode::Sse | WireMode::GeoJsonSse => sse::features_event(&encoded.json_array(selection)),
     }
 }
 

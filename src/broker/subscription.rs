@@ -4,7 +4,7 @@
 use crate::feature::{Feature, Schema};
 use crate::filter::{FilterState, OutFields, WhereClause};
 use crate::geometry::{Envelope, SpatialRel, Wkid};
-use crate::protocol::feature_result::View;
+use crate::protocol::feature_result::{Format, View};
 
 /// How features are framed for a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,6 +15,11 @@ pub enum WireMode {
     Server(Deflate),
     /// Server-sent events: one `features` event per batch.
     Sse,
+    /// A GeoJSON stream on a WebSocket: one `FeatureCollection` frame per batch.
+    GeoJson(Deflate),
+    /// A GeoJSON stream on server-sent events: one `features` event holding a
+    /// `FeatureCollection` per batch.
+    GeoJsonSse,
 }
 
 /// Whether a WebSocket session's frames go compressed (permessage-deflate negotiated), and
@@ -66,9 +71,24 @@ impl WireMode {
     /// The compression of a WebSocket mode (SSE: none).
     pub fn deflate(self) -> Deflate {
         match self {
-            WireMode::Custom(deflate) | WireMode::Server(deflate) => deflate,
-            WireMode::Sse => Deflate::Off,
+            WireMode::Custom(deflate) | WireMode::Server(deflate) | WireMode::GeoJson(deflate) => {
+                deflate
+            }
+            WireMode::Sse | WireMode::GeoJsonSse => Deflate::Off,
         }
+    }
+
+    /// How features are written in this mode.
+    pub fn format(self) -> Format {
+        match self {
+            WireMode::Custom(_) | WireMode::Server(_) | WireMode::Sse => Format::Esri,
+            WireMode::GeoJson(_) | WireMode::GeoJsonSse => Format::GeoJson,
+        }
+    }
+
+    /// Whether the mode's frames are server-sent events.
+    pub fn is_sse(self) -> bool {
+        matches!(self, WireMode::Sse | WireMode::GeoJsonSse)
     }
 }
 
@@ -101,7 +121,11 @@ impl Subscription {
     /// is projected from the connection's reference into the service's once, here, so that
     /// features are tested where they are stored.
     pub fn new(mode: WireMode, out_sr: Wkid, state: &FilterState, schema: &Schema) -> Subscription {
-        let view = View::new(out_sr, state.out_fields.clone().unwrap_or(OutFields::All));
+        let view = View::in_format(
+            mode.format(),
+            out_sr,
+            state.out_fields.clone().unwrap_or(OutFields::All),
+        );
         let where_clause = state.filter.where_clause.clone();
         let envelope = state.filter.geometry.as_ref().map(|geometry| {
             (

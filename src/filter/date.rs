@@ -123,9 +123,108 @@ pub(crate) fn format_timestamp(epoch_ms: i64) -> String {
     }
 }
 
+/// Prints RFC 3339 in UTC: `YYYY-MM-DDTHH:MM:SSZ`, with `.fff` only when the milliseconds
+/// are not zero (GeoJSON properties, OGC API - Features).
+pub fn format_rfc3339(epoch_ms: i64) -> String {
+    let mut text = format_timestamp(epoch_ms.clamp(MIN_EPOCH_MS, MAX_EPOCH_MS));
+    text.replace_range(10..11, "T");
+    text.push('Z');
+    text
+}
+
+/// Parses an RFC 3339 date-time (`2026-12-07T10:00:00Z`, `...T10:00:00.5+01:00`; any number
+/// of fraction digits, kept to the millisecond) or a full date (`2026-12-07`, its midnight
+/// UTC) to epoch milliseconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.len() == 10 {
+        return parse(text, false);
+    }
+    if text.len() < 20 || !matches!(text.as_bytes()[10], b'T' | b't') {
+        return None;
+    }
+    let (date, rest) = text.split_at(10);
+    let rest = &rest[1..];
+    let (clock, offset_minutes) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
+        (clock, 0)
+    } else {
+        let split = rest.len().checked_sub(6)?;
+        if !rest.is_char_boundary(split) {
+            return None;
+        }
+        let (clock, offset) = rest.split_at(split);
+        let sign = match offset.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (hours, minutes) = offset[1..].split_once(':')?;
+        let (hours, minutes) = (digits(hours, 2)?, digits(minutes, 2)?);
+        if hours > 23 || minutes > 59 {
+            return None;
+        }
+        (clock, sign * (hours * 60 + minutes))
+    };
+    // Fractions past the millisecond are dropped.
+    let clock = match clock.split_once('.') {
+        Some((whole, fraction))
+            if !fraction.is_empty() && fraction.bytes().all(|byte| byte.is_ascii_digit()) =>
+        {
+            format!("{whole}.{}", &fraction[..fraction.len().min(3)])
+        }
+        Some(_) => return None,
+        None => clock.to_owned(),
+    };
+    if clock.len() < 8 {
+        return None;
+    }
+    let local = parse(&format!("{date} {clock}"), true)?;
+    Some(local - offset_minutes * 60_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_rfc3339(1_795_523_696_789),
+            "2026-11-24T12:34:56.789Z"
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-24T12:34:56.789Z"),
+            Some(1_795_523_696_789)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-24T12:34:56.789123Z"),
+            Some(1_795_523_696_789)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-24t13:34:56.789+01:00"),
+            Some(1_795_523_696_789)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-24T11:34:56.789-01:00"),
+            Some(1_795_523_696_789)
+        );
+        assert_eq!(parse_rfc3339("1970-01-02"), Some(86_400_000));
+        for bad in [
+            "",
+            "2026-11-24T12:34Z",
+            "2026-11-24T12:34:56",
+            "2026-11-24 12:34:56Z",
+            "2026-13-24T12:34:56Z",
+            "2026-11-24T12:34:56.Z",
+            "2026-11-24T12:34:56+1:00",
+            "2026-11-24T12:34:56+24:00",
+            "2026-11-24T12:34:56.xZ",
+            "2026-11-24T12:34:56é",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn dates_and_timestamps_parse_to_epoch_ms() {

@@ -23,6 +23,7 @@ mod simplify;
 mod state;
 
 pub use ast::{FieldRef, InItems, InList, LikePattern, LikeToken, Literal, Operand, Predicate};
+pub use date::{format_rfc3339, parse_rfc3339};
 pub use error::FilterError;
 pub use eval::Truth;
 pub use ledger::{WhereLedger, WherePermit};

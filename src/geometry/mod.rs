@@ -43,6 +43,24 @@ pub enum Geometry {
     },
 }
 
+/// The polygons of an Esri ring list: each clockwise ring (an outer ring, as Esri draws
+/// them) starts a polygon and each counterclockwise ring (a hole) joins the polygon before it
+/// (a hole before any outer ring is taken as an outer ring). GeoJSON needs this grouping.
+pub fn polygons_of_rings(rings: &[Vec<[f64; 2]>]) -> Vec<Vec<&Vec<[f64; 2]>>> {
+    let mut polygons: Vec<Vec<&Vec<[f64; 2]>>> = Vec::new();
+    for ring in rings {
+        let twice_area: f64 = ring
+            .windows(2)
+            .map(|pair| pair[0][0] * pair[1][1] - pair[1][0] * pair[0][1])
+            .sum();
+        match polygons.last_mut() {
+            Some(polygon) if twice_area > 0.0 => polygon.push(ring),
+            _ => polygons.push(vec![ring]),
+        }
+    }
+    polygons
+}
+
 /// The `spatialRel` of an envelope filter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SpatialRel {

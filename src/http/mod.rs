@@ -10,6 +10,7 @@ pub mod debug_page;
 pub mod error;
 pub mod feature_layer;
 pub mod gate;
+pub mod geojson;
 pub mod ingest;
 pub mod metadata;
 pub mod metrics;
@@ -404,6 +405,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(
             "/api/services/{name}/events/{handle}/filter",
             web::post().to(sse::filter),
+        )
+        .route(
+            "/api/services/{name}/geojson",
+            web::get().to(geojson::stream),
+        )
+        .route(
+            "/api/services/{name}/geojson/{handle}/filter",
+            web::post().to(sse::filter),
         );
 }
 
@@ -438,6 +447,12 @@ pub async fn check_host(
 pub fn is_websocket_route(path: &str) -> bool {
     if path == "/" {
         return true;
+    }
+    if let Some(name) = path
+        .strip_prefix("/api/services/")
+        .and_then(|rest| rest.strip_suffix("/geojson"))
+    {
+        return !name.is_empty() && !name.contains('/');
     }
     let Some(rest) = path.strip_prefix("/arcgis/ws/services/") else {
         return false;

@@ -13,7 +13,8 @@ use super::AppState;
 use super::admission::Admitted;
 use super::body;
 use super::error::HttpError;
-use super::subscribe::{SubscribeQuery, lookup, session_parts, validate};
+use super::subscribe::{ARCGIS, SubscribeQuery, lookup, session_parts, validate};
+use crate::broker::subscription::WireMode;
 use crate::session::sse_stream::{ApplyFilter, SseHandle, SseSessionActor};
 use crate::session::transport;
 
@@ -59,12 +60,34 @@ pub async fn events(
     let runtime = lookup(&state, &path)?;
     state.check_token(&req, &runtime.service.name)?;
     let query = SubscribeQuery::parse(req.query_string())?;
-    let (out_sr, filter_state, permit) = validate(&query, &runtime, &state)?;
+    let (out_sr, filter_state, permit) = validate(&query, &runtime, &state, &ARCGIS)?;
+    start(
+        &req,
+        &state,
+        runtime,
+        WireMode::Sse,
+        out_sr,
+        filter_state,
+        permit,
+    )
+}
+
+/// Starts an SSE session in `mode` whose parameters were validated: takes a connection slot,
+/// registers its handle and answers with its event stream.
+pub(crate) fn start(
+    req: &HttpRequest,
+    state: &AppState,
+    runtime: Arc<crate::broker::ServiceRuntime>,
+    mode: WireMode,
+    out_sr: crate::geometry::Wkid,
+    filter_state: crate::filter::FilterState,
+    permit: Option<crate::filter::WherePermit>,
+) -> Result<HttpResponse, HttpError> {
     let Admitted::Slot(slot) = state.admission.acquire()? else {
         return Err(HttpError::OverCapacity);
     };
     let service = runtime.service.name.clone();
-    let parts = session_parts(&req, &state, runtime, slot, None);
+    let parts = session_parts(req, state, runtime, slot, None);
     let queue = parts.queue.clone();
     let handle = match &state.control {
         // In a cluster, the handle names its node, so that any node can pass an update on.
@@ -79,6 +102,7 @@ pub async fn events(
     };
     let address = SseSessionActor::new(
         parts,
+        mode,
         handle.clone(),
         out_sr,
         filter_state,

@@ -14,12 +14,13 @@ use super::cookie::{browser_session, remember};
 use super::error::HttpError;
 use crate::broker::ServiceRuntime;
 use crate::broker::queue::OutboundQueue;
-use crate::broker::subscription::Deflate;
+use crate::broker::subscription::{Deflate, WireMode};
 use crate::filter::WherePermit;
 use crate::filter::{FilterError, FilterState, FilterUpdate, OutFields, OutFieldsInput, Patch};
 use crate::geometry::{SUPPORTED_WKIDS, SpatialRel, Wkid};
 use crate::protocol::close::CloseCause;
 use crate::protocol::envelope_json;
+use crate::protocol::feature_result::Format;
 use crate::session::transport;
 use crate::session::{SessionActor, SessionParts};
 use std::sync::atomic::Ordering;
@@ -48,12 +49,27 @@ impl SubscribeQuery {
     }
 }
 
-/// Validates outSR, where, geometry, spatialRel and outFields; every problem is prefixed with
-/// the parameter it came from.
+/// What a stream's URL calls its envelope and its attribute selection.
+pub(crate) struct ParameterNames {
+    /// The envelope filter (`geometry`; a GeoJSON stream's `bbox`).
+    pub geometry: &'static str,
+    /// The attributes sent (`outFields`; a GeoJSON stream's `properties`).
+    pub out_fields: &'static str,
+}
+
+/// The ArcGIS streams' names (`/subscribe`, `/events`).
+pub(crate) const ARCGIS: ParameterNames = ParameterNames {
+    geometry: "geometry",
+    out_fields: "outFields",
+};
+
+/// Validates outSR, where, the envelope, spatialRel and the attribute selection (named as
+/// `names` says); every problem is prefixed with the parameter it came from.
 pub(crate) fn validate(
     query: &SubscribeQuery,
     runtime: &ServiceRuntime,
     state: &AppState,
+    names: &ParameterNames,
 ) -> Result<(Wkid, FilterState, Option<WherePermit>), HttpError> {
     let schema = &runtime.service.schema;
     let limits = state.config.session.filter_limits;
@@ -91,16 +107,16 @@ pub(crate) fn validate(
         }
         None => Patch::Keep,
     };
-    let geometry = match query.get("geometry").map(envelope_json::decode_text) {
+    let geometry = match query.get(names.geometry).map(envelope_json::decode_text) {
         None | Some(Ok(None)) => Patch::Keep,
         Some(Ok(Some(input))) => {
             if let Err(err) = input.resolve(out_sr) {
-                blame(&mut problems, "geometry", vec![err.into()]);
+                blame(&mut problems, names.geometry, vec![err.into()]);
             }
             Patch::Set(input)
         }
         Some(Err(err)) => {
-            blame(&mut problems, "geometry", vec![err]);
+            blame(&mut problems, names.geometry, vec![err]);
             Patch::Keep
         }
     };
@@ -124,10 +140,10 @@ pub(crate) fn validate(
             }
         },
     };
-    let out_fields = match query.get("outFields") {
+    let out_fields = match query.get(names.out_fields) {
         Some(text) => {
             if let Err(errors) = OutFields::parse_list(schema, text) {
-                blame(&mut problems, "outFields", errors);
+                blame(&mut problems, names.out_fields, errors);
             }
             Patch::Set(OutFieldsInput::List(text.to_owned()))
         }
@@ -232,7 +248,7 @@ fn accept_subscribe(
     let runtime = lookup(state, &path)?;
     state.check_token(&req, &runtime.service.name)?;
     let query = SubscribeQuery::parse(req.query_string())?;
-    let (out_sr, filter_state, permit) = validate(&query, &runtime, state)?;
+    let (out_sr, filter_state, permit) = validate(&query, &runtime, state, &ARCGIS)?;
     if let Some(err) = transport::upgrade_error(&req) {
         return Err(HttpError::NotWebSocket(err));
     }
@@ -241,14 +257,14 @@ fn accept_subscribe(
         payload,
         state,
         runtime,
-        Start::Server(out_sr, Box::new(filter_state), permit),
+        Start::Subscribed(Format::Esri, out_sr, Box::new(filter_state), permit),
     )
 }
 
 /// How a new WebSocket session begins.
-enum Start {
-    /// Server mode: URL parameters already validated.
-    Server(Wkid, Box<FilterState>, Option<WherePermit>),
+pub(crate) enum Start {
+    /// Server mode (Esri JSON) or a GeoJSON stream: URL parameters already validated.
+    Subscribed(Format, Wkid, Box<FilterState>, Option<WherePermit>),
     /// Custom mode: waits for the handshake.
     Custom,
     /// The broadcast endpoint: a publisher.
@@ -260,7 +276,7 @@ enum Start {
 
 /// Takes a connection slot, starts the session actor on the request's frames and answers 101
 /// (setting the browser session cookie when it is new).
-fn start_session(
+pub(crate) fn start_session(
     req: HttpRequest,
     payload: web::Payload,
     state: &AppState,
@@ -284,8 +300,12 @@ fn start_session(
     let frames = transport::inbound_frames(payload, parts.settings.max_frame_bytes, deflate);
     let queue = parts.queue.clone();
     let session = match start {
-        Start::Server(out_sr, filter_state, permit) => {
-            SessionActor::server(parts, out_sr, *filter_state, permit)
+        Start::Subscribed(format, out_sr, filter_state, permit) => {
+            let mode = match format {
+                Format::Esri => WireMode::Server(parts.deflate),
+                Format::GeoJson => WireMode::GeoJson(parts.deflate),
+            };
+            SessionActor::subscribed(parts, mode, out_sr, *filter_state, permit)
         }
         Start::Custom => SessionActor::custom(parts),
         Start::Publish { acknowledge } => {

@@ -1,5 +1,6 @@
 //! Feature encoding, once per batch and view: each feature becomes one Esri JSON fragment
-//! (`{"attributes":{..},"geometry":{..}}`) in a shared arena. A frame for any subset of the
+//! (`{"attributes":{..},"geometry":{..}}`), or a GeoJSON one (`{"type":"Feature","id":..}`,
+//! RFC 7946) for the views of GeoJSON streams and OGC API - Features, in a shared arena. A frame for any subset of the
 //! batch is then prefix + selected fragments + suffix, copied once, framed once, and shared as
 //! `Bytes` by every session of a group: no serde and no allocation per session.
 
@@ -14,19 +15,40 @@ use crate::geometry::{Geometry, Wkid};
 
 const CUSTOM_PREFIX: &[u8] = br#"{"type":"featureResult","features":["#;
 const CUSTOM_SUFFIX: &[u8] = b"]}";
+const COLLECTION_PREFIX: &[u8] = br#"{"type":"FeatureCollection","features":["#;
 
-/// What a client receives of each feature: coordinates in `wkid`, attributes in `out_fields`.
+/// How features are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Esri JSON: `{"attributes":{..},"geometry":{"x":..,"y":..}}`, dates as epoch
+    /// milliseconds, booleans as 0 and 1.
+    #[default]
+    Esri,
+    /// GeoJSON (RFC 7946): `{"type":"Feature","id":<track id>,"geometry":..,"properties":..}`,
+    /// dates as RFC 3339 text, booleans as booleans.
+    GeoJson,
+}
+
+/// What a client receives of each feature: coordinates in `wkid`, attributes in `out_fields`,
+/// written in `format`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct View {
     /// The output spatial reference's projection (102100 and 3857 share one view).
     pub projection: Wkid,
     /// The attribute selection.
     pub out_fields: OutFields,
+    /// Esri JSON or GeoJSON.
+    pub format: Format,
 }
 
 impl View {
-    /// A view, normalising Web Mercator aliases so that they share encodings.
+    /// An Esri JSON view, normalising Web Mercator aliases so that they share encodings.
     pub fn new(out_sr: Wkid, out_fields: OutFields) -> View {
+        View::in_format(Format::Esri, out_sr, out_fields)
+    }
+
+    /// A view in `format`.
+    pub fn in_format(format: Format, out_sr: Wkid, out_fields: OutFields) -> View {
         let projection = match out_sr {
             Wkid::Wgs84 => Wkid::Wgs84,
             Wkid::WebMercator(_) => Wkid::WebMercator(3857),
@@ -34,6 +56,7 @@ impl View {
         View {
             projection,
             out_fields,
+            format,
         }
     }
 }
@@ -43,6 +66,7 @@ impl View {
 pub struct EncodedBatch {
     arena: Vec<u8>,
     spans: Vec<Range<usize>>,
+    format: Format,
 }
 
 /// Which features of a batch go into a frame.
@@ -63,6 +87,9 @@ pub struct FeatureEncoder {
     target: Wkid,
     /// Decimal places kept in coordinates: about 1 cm in either reference.
     scale: f64,
+    format: Format,
+    /// The track id field (a GeoJSON feature's `id`).
+    track_id: (usize, FieldType),
 }
 
 impl FeatureEncoder {
@@ -83,11 +110,14 @@ impl FeatureEncoder {
             Wkid::Wgs84 => 1e7,
             Wkid::WebMercator(_) => 1e2,
         };
+        let track_id = schema.track_id_field();
         FeatureEncoder {
             keys,
             source: schema.wkid,
             target: view.projection,
             scale,
+            format: view.format,
+            track_id: (track_id, schema.fields()[track_id].field_type),
         }
     }
 
@@ -100,11 +130,18 @@ impl FeatureEncoder {
             self.encode_feature(feature, &mut arena);
             spans.push(start..arena.len());
         }
-        EncodedBatch { arena, spans }
+        EncodedBatch {
+            arena,
+            spans,
+            format: self.format,
+        }
     }
 
     /// Appends one feature's JSON.
     pub fn encode_feature(&self, feature: &Feature, out: &mut Vec<u8>) {
+        if self.format == Format::GeoJson {
+            return self.write_geojson_feature(feature, out);
+        }
         self.write_attributes(feature, out);
         out.extend_from_slice(br#","geometry":"#);
         self.write_geometry(out, &feature.geometry);
@@ -132,6 +169,114 @@ impl FeatureEncoder {
             );
         }
         out.push(b'}');
+    }
+
+    /// `{"type":"Feature","id":..,"geometry":..,"properties":..}`.
+    fn write_geojson_feature(&self, feature: &Feature, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"type":"Feature","#);
+        let (track_index, track_type) = self.track_id;
+        match feature.attributes.get(track_index) {
+            None | Some(FieldValue::Null) => {}
+            Some(id) => {
+                out.extend_from_slice(br#""id":"#);
+                write_value(out, id, track_type);
+                out.push(b',');
+            }
+        }
+        out.extend_from_slice(br#""geometry":"#);
+        self.write_geojson_geometry(out, &feature.geometry);
+        out.extend_from_slice(br#","properties":{"#);
+        for (position, (index, key, field_type)) in self.keys.iter().enumerate() {
+            if position > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(key);
+            let value = feature.attributes.get(*index).unwrap_or(&FieldValue::Null);
+            write_geojson_value(out, value, *field_type);
+        }
+        out.extend_from_slice(b"}}");
+    }
+
+    fn write_geojson_geometry(&self, out: &mut Vec<u8>, geometry: &Geometry) {
+        match geometry {
+            Geometry::Point { x, y } => {
+                out.extend_from_slice(br#"{"type":"Point","coordinates":"#);
+                self.write_position(out, [*x, *y]);
+                out.push(b'}');
+            }
+            Geometry::Polyline { paths } if paths.len() == 1 => {
+                out.extend_from_slice(br#"{"type":"LineString","coordinates":"#);
+                self.write_positions(out, &paths[0], false);
+                out.push(b'}');
+            }
+            Geometry::Polyline { paths } => {
+                out.extend_from_slice(br#"{"type":"MultiLineString","coordinates":["#);
+                for (index, path) in paths.iter().enumerate() {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    self.write_positions(out, path, false);
+                }
+                out.extend_from_slice(b"]}");
+            }
+            Geometry::Polygon { rings } => {
+                let polygons = crate::geometry::polygons_of_rings(rings);
+                let write_polygon = |out: &mut Vec<u8>, polygon: &[&Vec<[f64; 2]>]| {
+                    out.push(b'[');
+                    for (index, ring) in polygon.iter().enumerate() {
+                        if index > 0 {
+                            out.push(b',');
+                        }
+                        // Esri rings are clockwise outside; RFC 7946's, counterclockwise.
+                        self.write_positions(out, ring, true);
+                    }
+                    out.push(b']');
+                };
+                if polygons.len() == 1 {
+                    out.extend_from_slice(br#"{"type":"Polygon","coordinates":"#);
+                    write_polygon(out, &polygons[0]);
+                } else {
+                    out.extend_from_slice(br#"{"type":"MultiPolygon","coordinates":["#);
+                    for (index, polygon) in polygons.iter().enumerate() {
+                        if index > 0 {
+                            out.push(b',');
+                        }
+                        write_polygon(out, polygon);
+                    }
+                    out.push(b']');
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
+    fn write_positions(&self, out: &mut Vec<u8>, vertices: &[[f64; 2]], reversed: bool) {
+        out.push(b'[');
+        let mut write = |index: usize, vertex: &[f64; 2]| {
+            if index > 0 {
+                out.push(b',');
+            }
+            self.write_position(out, *vertex);
+        };
+        if reversed {
+            vertices
+                .iter()
+                .rev()
+                .enumerate()
+                .for_each(|(i, v)| write(i, v));
+        } else {
+            vertices.iter().enumerate().for_each(|(i, v)| write(i, v));
+        }
+        out.push(b']');
+    }
+
+    fn write_position(&self, out: &mut Vec<u8>, [x, y]: [f64; 2]) {
+        let (x, y) = self.source.project(self.target, x, y);
+        out.push(b'[');
+        self.write_coordinate(out, x);
+        out.push(b',');
+        self.write_coordinate(out, y);
+        out.push(b']');
     }
 
     fn write_geometry(&self, out: &mut Vec<u8>, geometry: &Geometry) {
@@ -196,6 +341,26 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &FieldValue, field_type: Fie
     }
 }
 
+/// A GeoJSON property: dates as RFC 3339 text (UTC, milliseconds), booleans as booleans.
+fn write_geojson_value(out: &mut Vec<u8>, value: &FieldValue, field_type: FieldType) {
+    let epoch_ms = match (value, field_type) {
+        (FieldValue::Date(ms) | FieldValue::Integer(ms), FieldType::Date) => Some(*ms),
+        (FieldValue::Double(ms), FieldType::Date) if ms.is_finite() => Some(*ms as i64),
+        _ => None,
+    };
+    match (epoch_ms, value) {
+        (Some(ms), _) => {
+            out.push(b'"');
+            out.extend_from_slice(crate::filter::format_rfc3339(ms).as_bytes());
+            out.push(b'"');
+        }
+        (None, FieldValue::Boolean(flag)) => {
+            out.extend_from_slice(if *flag { b"true" } else { b"false" })
+        }
+        (None, value) => write_value(out, value, field_type),
+    }
+}
+
 /// `{"type":"delete","trackIds":[..]}`: the message the ArcGIS SDK's stream store takes to
 /// remove tracks (docs/protocol.md §3.2), sent when tracks expire.
 pub fn delete_message(track_ids: &[&FieldValue]) -> Vec<u8> {
@@ -245,9 +410,11 @@ impl EncodedBatch {
         indexes.map(|index| self.fragment(index))
     }
 
-    /// Custom mode: one `featureResult` text frame holding the selected features.
+    /// Custom mode: one `featureResult` text frame holding the selected features (a GeoJSON
+    /// batch: one `FeatureCollection`).
     pub fn custom_frame(&self, selection: Selection<'_>) -> Bytes {
-        let (mut count, mut payload_len) = (0, CUSTOM_PREFIX.len() + CUSTOM_SUFFIX.len());
+        let prefix = self.collection_prefix();
+        let (mut count, mut payload_len) = (0, prefix.len() + CUSTOM_SUFFIX.len());
         for fragment in self.selected(selection) {
             payload_len += fragment.len();
             count += 1;
@@ -255,7 +422,7 @@ impl EncodedBatch {
         payload_len += count.max(1) - 1;
         let mut buffer = BytesMut::with_capacity(ws_frame::header_len(payload_len) + payload_len);
         ws_frame::put_text_header(&mut buffer, payload_len);
-        buffer.put_slice(CUSTOM_PREFIX);
+        buffer.put_slice(prefix);
         for (position, fragment) in self.selected(selection).enumerate() {
             if position > 0 {
                 buffer.put_u8(b',');
@@ -280,10 +447,22 @@ impl EncodedBatch {
         buffer.freeze()
     }
 
-    /// The selected features as one JSON array payload (no frame header), for SSE.
+    fn collection_prefix(&self) -> &'static [u8] {
+        match self.format {
+            Format::Esri => CUSTOM_PREFIX,
+            Format::GeoJson => COLLECTION_PREFIX,
+        }
+    }
+
+    /// The selected features as one JSON array payload (no frame header), for SSE; a GeoJSON
+    /// batch's as one `FeatureCollection`.
     pub fn json_array(&self, selection: Selection<'_>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.arena.len() + 2);
-        out.push(b'[');
+        let mut out = Vec::with_capacity(self.arena.len() + COLLECTION_PREFIX.len() + 2);
+        if self.format == Format::GeoJson {
+            out.extend_from_slice(COLLECTION_PREFIX);
+        } else {
+            out.push(b'[');
+        }
         for (position, fragment) in self.selected(selection).enumerate() {
             if position > 0 {
                 out.push(b',');
@@ -291,6 +470,9 @@ impl EncodedBatch {
             out.extend_from_slice(fragment);
         }
         out.push(b']');
+        if self.format == Format::GeoJson {
+            out.push(b'}');
+        }
         out
     }
 }
@@ -349,6 +531,97 @@ mod tests {
                                "active": 1, "observed": 1_795_420_842_492_i64},
                 "geometry": {"x": -117.1956123, "y": 34.0564}
             })
+        );
+    }
+
+    #[test]
+    fn geojson_views_write_rfc7946_features_keyed_by_track_id() {
+        let view = View::in_format(Format::GeoJson, Wkid::Wgs84, OutFields::All);
+        let encoder = FeatureEncoder::new(&schema(), &view);
+        let batch = encoder.encode_batch(&[feature(17, 13.25)]);
+        let value: serde_json::Value = serde_json::from_slice(batch.fragment(0)).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "type": "Feature", "id": 3,
+                "geometry": {"type": "Point", "coordinates": [-117.1956123, 34.0564]},
+                "properties": {"OBJECTID": 17, "TRACKID": 3, "name": "a \"quoted\" é",
+                               "speed": 13.25, "active": true,
+                               "observed": "2026-11-23T08:00:42.492Z"}
+            })
+        );
+        let frame = batch.custom_frame(Selection::All);
+        let payload: serde_json::Value = serde_json::from_slice(&frame[4..]).unwrap();
+        assert_eq!(payload["type"], "FeatureCollection");
+        let sse: serde_json::Value =
+            serde_json::from_slice(&batch.json_array(Selection::Only(&[]))).unwrap();
+        assert_eq!(
+            sse,
+            serde_json::json!({"type": "FeatureCollection", "features": []})
+        );
+    }
+
+    #[test]
+    fn geojson_lines_and_polygons_follow_rfc7946() {
+        let shape = |geometry: Geometry| {
+            let mut feature = feature(1, 1.0);
+            feature.geometry = geometry;
+            let view = View::in_format(Format::GeoJson, Wkid::Wgs84, OutFields::All);
+            let batch = FeatureEncoder::new(&schema(), &view).encode_batch(&[feature]);
+            serde_json::from_slice::<serde_json::Value>(batch.fragment(0)).unwrap()["geometry"]
+                .clone()
+        };
+        assert_eq!(
+            shape(Geometry::Polyline {
+                paths: vec![vec![[0.0, 0.0], [1.0, 1.0]]]
+            }),
+            serde_json::json!({"type": "LineString", "coordinates": [[0, 0], [1, 1]]})
+        );
+        assert_eq!(
+            shape(Geometry::Polyline {
+                paths: vec![vec![[0.0, 0.0], [1.0, 1.0]], vec![[2.0, 2.0], [3.0, 3.0]]]
+            })["type"],
+            "MultiLineString"
+        );
+        // Esri: outer rings clockwise, holes counterclockwise. GeoJSON: the reverse, and a
+        // polygon per outer ring.
+        let outer = vec![
+            [0.0, 0.0],
+            [0.0, 10.0],
+            [10.0, 10.0],
+            [10.0, 0.0],
+            [0.0, 0.0],
+        ];
+        let hole = vec![[2.0, 2.0], [4.0, 2.0], [4.0, 4.0], [2.0, 4.0], [2.0, 2.0]];
+        let other = vec![
+            [20.0, 0.0],
+            [20.0, 5.0],
+            [25.0, 5.0],
+            [25.0, 0.0],
+            [20.0, 0.0],
+        ];
+        let reversed = |ring: &Vec<[f64; 2]>| {
+            serde_json::json!(
+                ring.iter()
+                    .rev()
+                    .map(|[x, y]| [*x as i64, *y as i64])
+                    .collect::<Vec<_>>()
+            )
+        };
+        assert_eq!(
+            shape(Geometry::Polygon {
+                rings: vec![outer.clone(), hole.clone()]
+            }),
+            serde_json::json!({"type": "Polygon",
+                               "coordinates": [reversed(&outer), reversed(&hole)]})
+        );
+        assert_eq!(
+            shape(Geometry::Polygon {
+                rings: vec![outer.clone(), hole.clone(), other.clone()]
+            }),
+            serde_json::json!({"type": "MultiPolygon", "coordinates": [
+                [reversed(&outer), reversed(&hole)], [reversed(&other)]
+            ]})
         );
     }
 

@@ -115,15 +115,15 @@ impl SessionActor {
         )
     }
 
-    /// A server-mode session whose URL parameters were validated (and its where clause
-    /// admitted) before the upgrade.
-    pub fn server(
+    /// A session whose URL parameters were validated (and its where clause admitted) before
+    /// the upgrade, streaming at once in `mode`: ArcGIS server mode or a GeoJSON stream.
+    pub fn subscribed(
         parts: SessionParts,
+        mode: WireMode,
         out_sr: Wkid,
         state: FilterState,
         where_permit: Option<WherePermit>,
     ) -> SessionActor {
-        let mode = WireMode::Server(parts.deflate);
         let mut session = SessionActor::new(parts, mode, Phase::Streaming(out_sr), state);
         session.where_permit = where_permit;
         session

@@ -60,6 +60,8 @@ pub type OnStop = Box<dyn FnOnce(&SseHandle)>;
 /// One SSE session.
 pub struct SseSessionActor {
     parts: SessionParts,
+    /// `Sse` (Esri JSON) or `GeoJsonSse`.
+    mode: WireMode,
     handle: SseHandle,
     out_sr: Wkid,
     state: FilterState,
@@ -71,9 +73,11 @@ pub struct SseSessionActor {
 }
 
 impl SseSessionActor {
-    /// A session whose query parameters were validated; `on_stop` unregisters its handle.
+    /// A session whose query parameters were validated, in `mode` (`Sse` or `GeoJsonSse`);
+    /// `on_stop` unregisters its handle.
     pub fn new(
         parts: SessionParts,
+        mode: WireMode,
         handle: SseHandle,
         out_sr: Wkid,
         state: FilterState,
@@ -82,8 +86,10 @@ impl SseSessionActor {
     ) -> SseSessionActor {
         let filter_budget = FilterBudget::new(parts.settings.filter_rate);
         let message_budget = MessageBudget::new(parts.settings.message_rate);
+        debug_assert!(mode.is_sse(), "an SSE session frames events");
         SseSessionActor {
             parts,
+            mode,
             handle,
             out_sr,
             state,
@@ -97,7 +103,7 @@ impl SseSessionActor {
 
     fn subscription(&self) -> Subscription {
         Subscription::new(
-            WireMode::Sse,
+            self.mode,
             self.out_sr,
             &self.state,
             &self.parts.service.service.schema,
@@ -144,9 +150,13 @@ impl Actor for SseSessionActor {
             self.parts.id.0,
             self.parts.peer
         );
+        let endpoint = match self.mode {
+            WireMode::GeoJsonSse => "geojson",
+            _ => "events",
+        };
         let hello = serde_json::json!({
             "session": self.handle.as_str(),
-            "filterUrl": format!("/api/services/{service}/events/{}/filter", self.handle.as_str()),
+            "filterUrl": format!("/api/services/{service}/{endpoint}/{}/filter", self.handle.as_str()),
             "filter": filter_message::state_json(&self.state),
         });
         self.parts

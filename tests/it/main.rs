@@ -13,6 +13,7 @@ mod durability;
 mod feature_layer;
 mod filter_differential;
 mod filter_properties;
+mod geojson;
 mod hardening;
 mod ingest;
 mod lifecycle;
