@@ -68,6 +68,34 @@ pub enum Answer {
     Ids,
     /// The bounding box of every live feature (the layer's extent).
     Extent,
+    /// A page of the matching tracks in track id order, next to a track id: OGC API -
+    /// Features' items, paged by key, so that a page follows from the one before it whatever
+    /// changed in between (no order is kept).
+    Keyset(Keyset),
+}
+
+/// Where a page of tracks in track id order starts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Keyset {
+    /// The first `limit` tracks whose id is greater than the one given (all, with none).
+    After(Option<FieldValue>, usize),
+    /// The last `limit` tracks whose id is less than this.
+    Before(FieldValue, usize),
+}
+
+impl Eq for Keyset {}
+
+/// A page of tracks in track id order.
+#[derive(Debug)]
+pub struct KeysetPage {
+    /// The page, in track id order.
+    pub features: Vec<Feature>,
+    /// How many tracks match in all.
+    pub matched: usize,
+    /// Tracks that match come before the page.
+    pub more_before: bool,
+    /// Tracks that match come after the page.
+    pub more_after: bool,
 }
 
 /// A query's result.
@@ -86,6 +114,8 @@ pub enum ArchiveResult {
     Ids(Vec<i64>),
     /// The extent, if any feature is live.
     Extent(Option<Envelope>),
+    /// A page in track id order.
+    Keyset(KeysetPage),
 }
 
 /// The later page of a query whose order was dropped (it expired, or the paging budget
@@ -185,6 +215,7 @@ impl PagingOrders {
 pub struct Archive {
     cell: Arc<StateCell>,
     object_id_field: usize,
+    track_id_field: usize,
     paging: Mutex<PagingOrders>,
 }
 
@@ -216,11 +247,13 @@ fn compare(a: &FieldValue, b: &FieldValue) -> Ordering {
 }
 
 impl Archive {
-    /// The archive of the state `cell` holds (the broker's `LatestState::cell`).
-    pub fn new(cell: Arc<StateCell>, object_id_field: usize) -> Archive {
+    /// The archive of the state `cell` holds (the broker's `LatestState::cell`), of a schema
+    /// with these object id and track id fields.
+    pub fn new(cell: Arc<StateCell>, object_id_field: usize, track_id_field: usize) -> Archive {
         Archive {
             cell,
             object_id_field,
+            track_id_field,
             paging: Mutex::default(),
         }
     }
@@ -270,6 +303,10 @@ impl Archive {
                 Ok(ArchiveResult::Ids(ids))
             }
             Answer::Extent => unreachable!("answered above"),
+            Answer::Keyset(keyset) => Ok(ArchiveResult::Keyset(self.keyset_page(
+                latest.features().filter(|feature| selected(feature)),
+                keyset,
+            ))),
             Answer::Page { offset, count, key } => {
                 let key = (client, key.clone());
                 let kept = {
@@ -323,6 +360,65 @@ impl Archive {
                     exceeded: offset.saturating_add(*count) < order.len(),
                 })
             }
+        }
+    }
+
+    /// A page of `matching` in track id order: one pass, and a partial sort of what lies on
+    /// the asked side of the key.
+    fn keyset_page<'a>(
+        &self,
+        matching: impl Iterator<Item = &'a Feature>,
+        keyset: &Keyset,
+    ) -> KeysetPage {
+        let field = self.track_id_field;
+        let (limit, ascending) = match keyset {
+            Keyset::After(_, limit) => (*limit, true),
+            Keyset::Before(_, limit) => (*limit, false),
+        };
+        let mut matched = 0;
+        let mut side: Vec<&Feature> = Vec::new();
+        for feature in matching {
+            matched += 1;
+            let id = &feature.attributes[field];
+            let on_side = match keyset {
+                Keyset::After(None, _) => true,
+                Keyset::After(Some(after), _) => compare(id, after) == Ordering::Greater,
+                Keyset::Before(before, _) => compare(id, before) == Ordering::Less,
+            };
+            if on_side {
+                side.push(feature);
+            }
+        }
+        let beyond_key = matched - side.len();
+        // Nearest the key first: ascending after it, descending before it.
+        let nearest = |a: &&Feature, b: &&Feature| {
+            let ordering = compare(&a.attributes[field], &b.attributes[field]);
+            if ascending {
+                ordering
+            } else {
+                ordering.reverse()
+            }
+        };
+        let more_beyond_page = side.len() > limit;
+        if more_beyond_page {
+            side.select_nth_unstable_by(limit, nearest);
+            side.truncate(limit);
+        }
+        side.sort_unstable_by(nearest);
+        if !ascending {
+            side.reverse();
+        }
+        let features = side.into_iter().cloned().collect();
+        let (more_before, more_after) = if ascending {
+            (beyond_key > 0, more_beyond_page)
+        } else {
+            (more_beyond_page, beyond_key > 0)
+        };
+        KeysetPage {
+            features,
+            matched,
+            more_before,
+            more_after,
         }
     }
 

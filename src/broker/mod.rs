@@ -291,6 +291,7 @@ impl BrokerActor {
         ));
         let broker_inbox = inbox.clone();
         let object_id_field = schema.object_id_field();
+        let track_id_field = schema.track_id_field();
         let mut fanout = Fanout::new(schema, settings.slow_consumer_after, settings.max_tracks);
         if let Some(first) = settings.first_resend_id {
             fanout.latest_mut().resend_from(first);
@@ -324,6 +325,7 @@ impl BrokerActor {
         let archive = Arc::new(archive::Archive::new(
             fanout.latest().cell(),
             object_id_field,
+            track_id_field,
         ));
         let broker = BrokerActor::start_in_arbiter(arbiter, move |_| BrokerActor {
             fanout,

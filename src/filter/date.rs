@@ -179,7 +179,7 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         return None;
     }
     let local = parse(&format!("{date} {clock}"), true)?;
-    Some(local - offset_minutes * 60_000)
+    Some(local - offset_minutes * 60_000).filter(|ms| (MIN_EPOCH_MS..=MAX_EPOCH_MS).contains(ms))
 }
 
 #[cfg(test)]
@@ -210,6 +210,9 @@ mod tests {
             Some(1_795_523_696_789)
         );
         assert_eq!(parse_rfc3339("1970-01-02"), Some(86_400_000));
+        // Outside what prints (years 0000 to 9999 in UTC): refused.
+        assert_eq!(parse_rfc3339("0000-01-01T00:30:00+01:00"), None);
+        assert_eq!(parse_rfc3339("9999-12-31T23:30:00-01:00"), None);
         for bad in [
             "",
             "2026-11-24T12:34Z",

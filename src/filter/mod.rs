@@ -12,6 +12,7 @@
 
 mod ast;
 mod compile;
+pub mod cql2;
 pub(crate) mod date;
 mod error;
 mod eval;

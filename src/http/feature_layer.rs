@@ -108,7 +108,7 @@ fn check_layer(layer: &str) -> Result<(), LayerError> {
 }
 
 /// The service, if the request may read it (unknown service, token).
-fn admit(
+pub(crate) fn admit(
     req: &HttpRequest,
     state: &AppState,
     name: &str,
@@ -134,7 +134,7 @@ fn admit(
     }
 }
 
-async fn extent(
+pub(crate) async fn extent(
     state: &AppState,
     runtime: &Arc<ServiceRuntime>,
 ) -> Result<Option<crate::geometry::Envelope>, LayerError> {
@@ -152,7 +152,7 @@ async fn extent(
 
 /// Runs a query of the latest state in the query pool (`AppState::query_slots`), never on
 /// the broker's thread, and turns its result into what `answer` makes of it there too.
-async fn run<T: Send + 'static>(
+pub(crate) async fn run<T: Send + 'static>(
     state: &AppState,
     runtime: &Arc<ServiceRuntime>,
     query: ArchiveQuery,
@@ -294,7 +294,9 @@ pub async fn query(
                     "application/geo+json",
                 ),
             },
-            ArchiveResult::Extent(_) => unreachable!("a query never asks for the extent"),
+            ArchiveResult::Extent(_) | ArchiveResult::Keyset(_) => {
+                unreachable!("a layer query asks for neither the extent nor a keyset page")
+            }
         }
     })
     .await?;

@@ -14,6 +14,7 @@ pub mod geojson;
 pub mod ingest;
 pub mod metadata;
 pub mod metrics;
+pub mod ogc;
 pub mod sse;
 pub mod subscribe;
 
@@ -401,6 +402,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/api/services/{name}/routes",
             web::get().to(debug_page::routes),
         )
+        .service(ogc::scope())
         .route("/api/services/{name}/events", web::get().to(sse::events))
         .route(
             "/api/services/{name}/events/{handle}/filter",
