@@ -12,17 +12,27 @@ use crate::session::transport;
 const INDEX_HTML: &str = include_str!("../../static/index.html");
 const EXAMPLE_HTML: &str = include_str!("../../static/examples/streamlayer.html");
 const EXAMPLE_JS: &str = include_str!("../../static/examples/streamlayer.js");
+const MAPLIBRE_HTML: &str = include_str!("../../static/examples/maplibre.html");
+const MAPLIBRE_JS: &str = include_str!("../../static/examples/maplibre.js");
 
-/// `GET /examples/{file}`: the StreamLayer example page (SDK from Esri's CDN) and its logic.
+/// `GET /examples/{file}`: the StreamLayer example page (SDK from Esri's CDN), the MapLibre
+/// GL JS example page (from unpkg), and their logic.
 pub async fn example(path: web::Path<String>) -> HttpResponse {
+    let script = |body: &'static str| {
+        HttpResponse::Ok()
+            .content_type("text/javascript; charset=utf-8")
+            .insert_header(("Access-Control-Allow-Origin", "*"))
+            .body(body)
+    };
     match path.as_str() {
         "streamlayer.html" => HttpResponse::Ok()
             .content_type(ContentType::html())
             .body(EXAMPLE_HTML),
-        "streamlayer.js" => HttpResponse::Ok()
-            .content_type("text/javascript; charset=utf-8")
-            .insert_header(("Access-Control-Allow-Origin", "*"))
-            .body(EXAMPLE_JS),
+        "streamlayer.js" => script(EXAMPLE_JS),
+        "maplibre.html" => HttpResponse::Ok()
+            .content_type(ContentType::html())
+            .body(MAPLIBRE_HTML),
+        "maplibre.js" => script(MAPLIBRE_JS),
         _ => HttpResponse::NotFound().json(crate::protocol::metadata::error_body(
             404,
             "Not found",

@@ -10,7 +10,7 @@ use super::metadata::{
 };
 use crate::feature::{Feature, FieldValue, Schema};
 use crate::filter::OutFields;
-use crate::geometry::{Envelope, Geometry, Wkid};
+use crate::geometry::{Envelope, Wkid};
 use crate::service::Service;
 
 /// The one layer's id.
@@ -218,6 +218,15 @@ pub fn query_geojson(
             (index, key)
         })
         .collect();
+    // Geometry as the GeoJSON streams write it (RFC 7946, WGS84).
+    let geometry = crate::protocol::feature_result::FeatureEncoder::new(
+        schema,
+        &crate::protocol::feature_result::View::in_format(
+            crate::protocol::feature_result::Format::GeoJson,
+            Wkid::Wgs84,
+            OutFields::All,
+        ),
+    );
     let mut out = Vec::with_capacity(features.len() * 220 + 64);
     out.extend_from_slice(br#"{"type":"FeatureCollection","features":["#);
     for (position, feature) in features.iter().enumerate() {
@@ -232,7 +241,7 @@ pub fn query_geojson(
         );
         out.extend_from_slice(br#","geometry":"#);
         if return_geometry {
-            write_geojson_geometry(&mut out, &feature.geometry, schema.wkid);
+            geometry.write_geojson_geometry(&mut out, &feature.geometry);
         } else {
             out.extend_from_slice(b"null");
         }
@@ -253,44 +262,4 @@ pub fn query_geojson(
     }
     out.push(b'}');
     out
-}
-
-fn write_position(out: &mut Vec<u8>, from: Wkid, [x, y]: [f64; 2]) {
-    let (x, y) = from.project(Wkid::Wgs84, x, y);
-    let round = |value: f64| (value * 1e7).round() / 1e7;
-    out.push(b'[');
-    out.extend_from_slice(ryu::Buffer::new().format(round(x)).as_bytes());
-    out.push(b',');
-    out.extend_from_slice(ryu::Buffer::new().format(round(y)).as_bytes());
-    out.push(b']');
-}
-
-fn write_geojson_geometry(out: &mut Vec<u8>, geometry: &Geometry, from: Wkid) {
-    let (kind, parts) = match geometry {
-        Geometry::Point { x, y } => {
-            out.extend_from_slice(br#"{"type":"Point","coordinates":"#);
-            write_position(out, from, [*x, *y]);
-            out.push(b'}');
-            return;
-        }
-        Geometry::Polyline { paths } => ("MultiLineString", paths),
-        Geometry::Polygon { rings } => ("Polygon", rings),
-    };
-    out.extend_from_slice(br#"{"type":""#);
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(br#"","coordinates":["#);
-    for (index, part) in parts.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        for (vertex, position) in part.iter().enumerate() {
-            if vertex > 0 {
-                out.push(b',');
-            }
-            write_position(out, from, *position);
-        }
-        out.push(b']');
-    }
-    out.extend_from_slice(b"]}");
 }

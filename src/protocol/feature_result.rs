@@ -197,7 +197,8 @@ impl FeatureEncoder {
         out.extend_from_slice(b"}}");
     }
 
-    fn write_geojson_geometry(&self, out: &mut Vec<u8>, geometry: &Geometry) {
+    /// Appends a geometry as RFC 7946 GeoJSON in this encoder's projection.
+    pub fn write_geojson_geometry(&self, out: &mut Vec<u8>, geometry: &Geometry) {
         match geometry {
             Geometry::Point { x, y } => {
                 out.extend_from_slice(br#"{"type":"Point","coordinates":"#);

@@ -1,9 +1,10 @@
 // Real ArcGIS SDK (5.x and 4.34) in Debian's Chromium against the real featurestream release
-// binary, in server mode and custom mode. Exits non-zero when any check fails.
+// binary, in server mode and custom mode, and the MapLibre GL JS example on the GeoJSON
+// stream. Exits non-zero when any check fails.
 //
 //   node build.mjs && node run.mjs            (scripts/test does both)
 //   FEATURESTREAM_BIN=path SDKS=sdk4 MODES=server node run.mjs
-//   ONLY=debug node run.mjs                  (the debug page's scenario alone)
+//   ONLY=debug node run.mjs                  (the debug page's scenario alone; ONLY=maplibre likewise)
 import { chromium } from "playwright-core";
 import http from "node:http";
 import net from "node:net";
@@ -90,6 +91,14 @@ function startPageServer() {
       response.end(`<!doctype html><html><head><meta charset="utf-8"><script>window.ASSETS_PATH="/assets/${sdk}";</script>
         <script type="module" src="/${sdk}/app.js"></script></head><body style="margin:0"></body></html>`);
       return;
+    } else if (url.pathname === "/maplibre/") {
+      // MapLibre GL JS from npm, like the SDK: the example's logic comes from the server.
+      response.writeHead(200, { "content-type": "text/html" });
+      response.end(`<!doctype html><html><head><meta charset="utf-8"><link rel="stylesheet" href="/maplibre-gl/maplibre-gl.css">
+        <script src="/maplibre-gl/maplibre-gl.js"></script></head><body style="margin:0"><div id="map" style="width:800px;height:600px"></div></body></html>`);
+      return;
+    } else if (url.pathname.startsWith("/maplibre-gl/")) {
+      file = path.join(here, "node_modules/maplibre-gl/dist", url.pathname.slice("/maplibre-gl/".length));
     } else if (url.pathname.startsWith("/assets/")) {
       const [, , sdk, ...rest] = url.pathname.split("/");
       file = path.join(here, ASSETS[sdk] || "missing", ...rest);
@@ -476,6 +485,85 @@ async function runExample(browser, pageOrigin, server, sdk) {
   });
 }
 
+// The MapLibre GL JS example (/examples/maplibre.js, the logic /examples/maplibre.html runs)
+// with the npm maplibre-gl in Chromium, on the GeoJSON stream: published tracks draw, a where
+// typed in changes what is drawn (its reply says so; a bad one says why and changes nothing),
+// and a track that stops reporting leaves the map when it expires.
+async function runMapLibre(browser, pageOrigin) {
+  const version = JSON.parse(fs.readFileSync(path.join(here, "node_modules/maplibre-gl/package.json"))).version;
+  const tag = `maplibre-gl ${version}`;
+  const server = await startServer(0, 1, ["--simulator", "off", "--max-feature-age-secs", "6"]);
+  const page = await browser.newPage({ viewport: { width: 800, height: 600 } });
+  const consoleLines = [];
+  page.on("console", (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
+  page.on("pageerror", (error) => consoleLines.push(`pageerror: ${error.message}`));
+  // Chromium's console names no URL for a failed load: record them here (but the favicon).
+  page.on("response", (response) => {
+    if (response.status() >= 400 && !response.url().endsWith("/favicon.ico")) consoleLines.push(`http: ${response.status()} ${response.url()}`);
+  });
+  const speeds = { 901: 5, 902: 20, 903: 30, 904: 40, 905: 50 };
+  const publish = async (tracks) => {
+    const features = tracks.map((track) => ({
+      attributes: { TRACKID: track, name: `bus ${track}`, route: "R1", status: "moving", speed: speeds[track], heading: 90, active: true, observed: Date.now() },
+      geometry: { x: -117.24 + (track - 900) * 0.02, y: 34.06 },
+    }));
+    const response = await fetch(`${server.origin}/api/services/vehicles/features`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ features }),
+    });
+    return response.json();
+  };
+  // The track ids drawn on the map now (rendered by WebGL, not only held).
+  const drawn = () => page.evaluate(() => {
+    const rendered = window.example.map.queryRenderedFeatures({ layers: ["tracks"] });
+    return [...new Set(rendered.map((feature) => feature.properties.TRACKID))].sort();
+  });
+  const drawnBecomes = async (expected, keepAlive) => {
+    let last = [];
+    for (let attempt = 0; attempt < 120; attempt++) {
+      if (keepAlive) await publish(keepAlive);
+      last = await drawn();
+      if (JSON.stringify(last) === JSON.stringify(expected)) return { ok: true, last };
+      await sleep(250);
+    }
+    return { ok: false, last };
+  };
+  await scenario(`${tag}: the example draws the GeoJSON stream, follows a where typed in, and drops expired tracks`, async () => {
+    await page.goto(`${pageOrigin}/maplibre/`);
+    await page.addScriptTag({ url: `${server.origin}/examples/maplibre.js` });
+    const all = [901, 902, 903, 904, 905];
+    const answer = await publish(all);
+    check(answer.accepted === 5, `${tag}: five tracks accepted (${JSON.stringify(answer)})`);
+    await page.evaluate((origin) => {
+      window.replies = [];
+      window.example = window.startMapLibreExample(window.maplibregl, {
+        origin, container: "map", where: "speed > 10", onReply: (reply) => window.replies.push(reply),
+      });
+    }, server.origin);
+    const first = await drawnBecomes([902, 903, 904, 905], all);
+    check(first.ok, `${tag}: the tracks with speed > 10 are drawn (drawn ${JSON.stringify(first.last)})`);
+    await page.evaluate(() => window.example.setWhere("TRACKID >= 903"));
+    const filtered = await drawnBecomes([903, 904, 905], all);
+    check(filtered.ok, `${tag}: a new where applies (drawn ${JSON.stringify(filtered.last)})`);
+    const replies = await page.evaluate(() => window.replies);
+    check(replies.length === 1 && !replies[0].error && replies[0].filter.where === "TRACKID >= 903", `${tag}: the filter reply (${JSON.stringify(replies)})`);
+    await page.evaluate(() => window.example.setWhere("TRACKID >="));
+    const refused = await waitFor(page, () => window.replies.length === 2, null, 20000);
+    const bad = await page.evaluate(() => window.replies[1]);
+    check(refused && bad.error && bad.error.length > 0 && bad.filter.where === "TRACKID >= 903", `${tag}: a bad where is refused and the filter kept (${JSON.stringify(bad)})`);
+    check(JSON.stringify(await drawn()) === JSON.stringify([903, 904, 905]), `${tag}: what is drawn did not change`);
+    // 905 stops reporting; the others go on: 905 expires (6 s) and leaves the map.
+    const expired = await drawnBecomes([903, 904], [901, 902, 903, 904]);
+    check(expired.ok, `${tag}: the expired track left the map (drawn ${JSON.stringify(expired.last)})`);
+    const errors = consoleLines.filter((line) => /^(http|pageerror)/.test(line) || (line.startsWith("error") && !line.includes("Failed to load resource")));
+    check(errors.length === 0, `${tag}: no errors in the console (${errors.slice(0, 3).join(" | ")})`);
+    await page.evaluate(() => window.example.close());
+  });
+  await page.close();
+  await server.stop();
+}
+
 // A protected service: the token in customParameters is accepted in both modes; without it
 // server mode fails to load (ArcGIS 499) and custom mode backs off (401), no storm.
 async function runProtected(browser, pageOrigin, sdk) {
@@ -615,9 +703,11 @@ async function main() {
   const started = Date.now();
   try {
     console.log(`Chromium ${browser.version()}, featurestream at ${server.origin}, page at ${pageOrigin}`);
-    await runDebugPage(browser);
-    // ONLY=debug: the debug page alone (while working on it).
-    for (const sdk of process.env.ONLY === "debug" ? [] : SDKS) {
+    // ONLY=debug or ONLY=maplibre: that scenario alone (while working on it).
+    const only = process.env.ONLY;
+    if (!only || only === "debug") await runDebugPage(browser);
+    if (!only || only === "maplibre") await runMapLibre(browser, pageOrigin);
+    for (const sdk of only ? [] : SDKS) {
       const { page } = await runSdk(browser, pageOrigin, server, sdk);
       await page.close();
       await runExample(browser, pageOrigin, server, sdk);

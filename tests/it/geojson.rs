@@ -241,3 +241,23 @@ async fn geojson_parameters_are_checked_before_anything_streams() {
     // Nothing was left behind.
     sessions(&server, 0).await;
 }
+
+#[actix_web::test]
+async fn the_maplibre_example_is_served() {
+    let server = TestServer::start(ingest_config());
+    let (status, headers, page) =
+        crate::support::http(server.addr, "GET", "/examples/maplibre.html", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        crate::support::header(&headers, "content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    assert!(page.contains("maplibre.js") && page.contains("startMapLibreExample"));
+    let (status, _, script) =
+        crate::support::http(server.addr, "GET", "/examples/maplibre.js", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        script.contains("/geojson?"),
+        "the example reads the GeoJSON stream"
+    );
+}
