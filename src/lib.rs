@@ -25,15 +25,17 @@
 //! - [`session`]: the transports: a WebSocket session (server and custom mode, compressed
 //!   when the client offers permessage-deflate) or an SSE session per client, its budgets, and
 //!   the upgraded socket; each says "session ended, because X" in its own bytes.
-//! - [`http`]: the only code that knows URLs: endpoints (streams, ingest, the feature layer of
-//!   the latest state, readiness), admission (connection gate, origins, hosts, trusted proxies), auth
-//!   checks, metrics.
+//! - [`http`]: the only code that knows URLs: endpoints (the ArcGIS streams and the GeoJSON
+//!   stream, ingest, the latest state as an ArcGIS feature layer and as OGC API - Features,
+//!   readiness), admission (connection gate, origins, hosts, trusted proxies), auth checks,
+//!   metrics.
 //! - [`server`]: wires services, brokers, simulators and the HTTP server together.
 //!
 //! Plain Rust underneath, no actix: [`feature`] (schema, values, features), [`geometry`]
 //! (spatial references, envelopes, routes), [`filter`] (where clauses, envelopes, outFields,
-//! the filter-update state machine, the per-service filter budget), [`protocol`] (the only code
-//! that knows JSON field names and close codes), [`config`] and [`auth`].
+//! the filter-update state machine, the per-service filter budget, CQL2 text mapped onto where
+//! clauses), [`protocol`] (the only code that knows JSON field names and close codes: Esri JSON
+//! and GeoJSON frames, OGC API documents), [`config`] and [`auth`].
 //!
 //! Dependency rules: `feature`, `geometry`, `filter`, `protocol`, `ingest`, `latest` and
 //! `source` never import actix; only `cluster` imports NATS (`async_nats`), and nothing it
