@@ -48,6 +48,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod feature;
+pub mod feeds;
 pub mod filter;
 pub mod geometry;
 pub mod http;

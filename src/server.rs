@@ -206,6 +206,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
     }
     let mut runtimes = BTreeMap::new();
     let mut arbiters: Vec<ArbiterHandle> = Vec::new();
+    let mut feeds_arbiter: Option<ArbiterHandle> = None;
     let mut links = Vec::new();
     if config.cluster.is_some() && config.state.dir.is_some() {
         log::warn!(
@@ -290,6 +291,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             let interval = Duration::from_secs_f64(1.0 / settings.hz);
             SimulatorActor::new(fleet, interval, sink.clone(), lease.clone()).start();
         }
+        let feed_health = service.feed.as_ref().map(crate::feeds::health_of);
         let runtime = Arc::new(ServiceRuntime {
             service: service.clone(),
             broker,
@@ -299,9 +301,23 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
             simulator_lease: service.simulator.as_ref().map(|_| lease.clone()),
             archive,
             store: started.store,
+            feed: feed_health.clone(),
         });
+        if let (Some(feed), Some(health)) = (&service.feed, feed_health) {
+            // Feeds run on a thread of their own (parsing a large GTFS feed delays no broker).
+            let arbiter = feeds_arbiter.get_or_insert_with(|| Arbiter::new().handle());
+            crate::feeds::start(
+                arbiter,
+                feed.clone(),
+                runtime.clone(),
+                lease.clone(),
+                health,
+                config.ingest.max_features,
+            );
+        }
         if let Some(link) = links.last_mut().filter(|link| link.name == service.name) {
-            link.lease = service.simulator.as_ref().map(|_| lease);
+            // One lease per service for what runs once per cluster: the simulator, the feed.
+            link.lease = (service.simulator.is_some() || service.feed.is_some()).then_some(lease);
             link.ingest_subject = service
                 .ingest_subject
                 .clone()
@@ -309,6 +325,7 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
         }
         runtimes.insert(service.name.clone(), runtime);
     }
+    arbiters.extend(feeds_arbiter);
     let control = config
         .cluster
         .as_ref()

@@ -30,6 +30,102 @@ pub struct Receipt {
     pub unstored: Vec<usize>,
 }
 
+/// How an outside feed of a service fares (MQTT, GTFS-Realtime): whether it is connected (or
+/// its last poll succeeded), whether this node runs it (a cluster runs each feed on one node,
+/// under the service's source lease), and what happened, counted by outcome. `/metrics`,
+/// `/readyz` and `/api/stats` show it.
+#[derive(Debug)]
+pub struct FeedHealth {
+    /// `mqtt` or `gtfsRealtime`.
+    pub kind: &'static str,
+    /// Where it comes from, without credentials.
+    pub origin: String,
+    connected: std::sync::atomic::AtomicBool,
+    running_here: std::sync::atomic::AtomicBool,
+    outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl FeedHealth {
+    /// A feed not yet connected.
+    pub fn new(kind: &'static str, origin: String) -> Arc<FeedHealth> {
+        Arc::new(FeedHealth {
+            kind,
+            origin,
+            connected: Default::default(),
+            running_here: Default::default(),
+            outcomes: Mutex::default(),
+            last_error: Mutex::default(),
+        })
+    }
+
+    /// Counts `count` of `outcome` (`message`, `notJson`, `reconnect`, `notModified`, ...).
+    pub fn count(&self, outcome: &'static str, count: u64) {
+        *self
+            .outcomes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(outcome)
+            .or_default() += count;
+    }
+
+    /// Every outcome counted so far.
+    pub fn outcomes(&self) -> Vec<(&'static str, u64)> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(outcome, count)| (*outcome, *count))
+            .collect()
+    }
+
+    /// How many of `outcome` so far.
+    pub fn counted(&self, outcome: &str) -> u64 {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(outcome)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Connected (or polled) now; `error` says why not.
+    pub fn set_connected(&self, connected: bool, error: Option<String>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connected.store(connected, Relaxed);
+        if connected || error.is_some() {
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+        }
+    }
+
+    /// Whether it is connected (its last poll succeeded).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this node runs it now.
+    pub fn set_running_here(&self, here: bool) {
+        self.running_here
+            .store(here, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this node runs it now.
+    pub fn is_running_here(&self) -> bool {
+        self.running_here.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last failure, while it lasts.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
 /// Whether a source may publish now: a node alone always may; in a cluster a source that must
 /// run once (the simulator) publishes only while this node holds its lease, kept by
 /// `cluster` (renewed within `ttl`, used only within half of it).

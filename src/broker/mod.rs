@@ -47,6 +47,8 @@ pub struct ServiceRuntime {
     pub archive: Arc<archive::Archive>,
     /// How making its latest state durable fares (`None`: memory only).
     pub store: Option<Arc<crate::latest::StoreHealth>>,
+    /// How its outside feed fares (`None`: it has none).
+    pub feed: Option<Arc<crate::source::FeedHealth>>,
 }
 
 /// How a broker treats what its sources publish.
@@ -132,6 +134,35 @@ impl ServiceRuntime {
             features,
             observed_ms: received_ms,
         }))
+    }
+
+    /// Takes one message from a source (a NATS subject, an MQTT topic, a feed): parses it as
+    /// `parse` says, publishes what is valid and waits until it is recorded. Its report, and
+    /// why it was refused whole (counted in the ingest metrics).
+    pub async fn take_message(
+        &self,
+        parse: impl FnOnce(
+            &crate::feature::Schema,
+            i64,
+        ) -> Result<crate::ingest::Ingested, crate::ingest::IngestError>,
+    ) -> (crate::ingest::Report, Option<crate::ingest::IngestError>) {
+        let mut report = crate::ingest::Report::default();
+        let received_ms = now_ms();
+        let mut ingested = match parse(&self.service.schema, received_ms) {
+            Ok(ingested) => ingested,
+            Err(err) => {
+                self.ingest
+                    .refused_requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return (report, Some(err));
+            }
+        };
+        let receipt = self.publish(&mut ingested, received_ms);
+        // A broker gone (shutting down) leaves the report as it stands: nothing recorded.
+        let _ = self
+            .settle(&mut report, ingested, receipt, usize::MAX)
+            .await;
+        (report, None)
     }
 
     /// Adds a published document's outcome to `report` once the broker has recorded it.

@@ -15,7 +15,7 @@
 //! reason.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
@@ -25,11 +25,8 @@ use futures_util::StreamExt;
 use super::naming;
 use super::start::Shared;
 use crate::broker::ServiceRuntime;
-use crate::ingest::{IngestError, NdjsonPosition, Reason, Report};
+use crate::ingest::{Complaints, Reason};
 use crate::service::{Delivery, IngestSubject};
-
-/// At most this many log lines about refused messages per minute and service.
-const LOG_PER_MINUTE: u32 = 20;
 
 /// Messages of a JetStream ingest stream a node works on at once.
 const DURABLE_IN_FLIGHT: usize = 64;
@@ -40,47 +37,6 @@ const INGEST_STREAM_BYTES: i64 = 1 << 30;
 /// How long a node may hold a message of a JetStream ingest stream before it goes to another.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// Logs why a message was refused, at most [`LOG_PER_MINUTE`] lines a minute.
-struct Complaints {
-    service: String,
-    window: std::sync::Mutex<(Instant, u32)>,
-}
-
-impl Complaints {
-    fn note(
-        &self,
-        subject: &str,
-        report: &Report,
-        refused: Option<&IngestError>,
-    ) -> Option<String> {
-        let problem = refused.map(|err| err.to_string()).or_else(|| {
-            report.errors.first().map(|first| {
-                format!(
-                    "{} of {} features rejected, the first (index {}): {}",
-                    report.errors.len(),
-                    report.received,
-                    first.index,
-                    first.reason
-                )
-            })
-        });
-        if let Some(problem) = &problem {
-            let mut window = self
-                .window
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if window.0.elapsed() > Duration::from_secs(60) {
-                *window = (Instant::now(), 0);
-            }
-            window.1 += 1;
-            if window.1 <= LOG_PER_MINUTE {
-                log::warn!("service {}: message on {subject}: {problem}", self.service);
-            }
-        }
-        problem
-    }
-}
-
 /// Takes `ingest`'s subject for `runtime`'s service while the node runs.
 pub(super) async fn serve(
     shared: Arc<Shared>,
@@ -88,10 +44,7 @@ pub(super) async fn serve(
     runtime: Arc<ServiceRuntime>,
     max_features: usize,
 ) {
-    let complaints = Arc::new(Complaints {
-        service: runtime.service.name.clone(),
-        window: std::sync::Mutex::new((Instant::now(), 0)),
-    });
+    let complaints = Arc::new(Complaints::new(&runtime.service.name));
     match ingest.delivery {
         Delivery::AtMostOnce => {
             serve_at_most_once(shared, ingest.subject, runtime, max_features, complaints).await
@@ -125,7 +78,16 @@ async fn serve_at_most_once(
         };
         log::info!("service {name}: taking observations from NATS subject {subject}");
         while let Some(message) = messages.next().await {
-            let (report, refused) = take(&runtime, &message.payload, max_features).await;
+            let (report, refused) = runtime
+                .take_message(|schema, received_ms| {
+                    crate::ingest::parse_message(
+                        &message.payload,
+                        schema,
+                        received_ms,
+                        max_features,
+                    )
+                })
+                .await;
             let problem = complaints.note(&message.subject, &report, refused.as_ref());
             if let Some(reply) = message.reply {
                 let body = match &problem {
@@ -217,7 +179,16 @@ async fn serve_at_least_once(
                 .expect("the semaphore is never closed");
             let (runtime, complaints) = (runtime.clone(), complaints.clone());
             actix::spawn(async move {
-                let (report, refused) = take(&runtime, &message.payload, max_features).await;
+                let (report, refused) = runtime
+                    .take_message(|schema, received_ms| {
+                        crate::ingest::parse_message(
+                            &message.payload,
+                            schema,
+                            received_ms,
+                            max_features,
+                        )
+                    })
+                    .await;
                 complaints.note(&message.subject, &report, refused.as_ref());
                 let unstored = report
                     .errors
@@ -245,60 +216,4 @@ async fn serve_at_least_once(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// Parses, publishes and settles one message: its report, and why it was refused whole.
-async fn take(
-    runtime: &ServiceRuntime,
-    payload: &[u8],
-    max_features: usize,
-) -> (Report, Option<IngestError>) {
-    let mut report = Report::default();
-    let Ok(text) = std::str::from_utf8(payload) else {
-        runtime
-            .ingest
-            .refused_requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return (
-            report,
-            Some(crate::ingest::DocumentError::NotJson("the message is not UTF-8".into()).into()),
-        );
-    };
-    let received_ms = crate::broker::now_ms();
-    let schema = &runtime.service.schema;
-    let parsed = match crate::ingest::parse_document(text, schema, received_ms, 0, max_features) {
-        Err(IngestError::Document(_)) if text.trim().contains('\n') => {
-            let mut position = NdjsonPosition::default();
-            match crate::ingest::parse_ndjson(
-                text,
-                schema,
-                received_ms,
-                max_features,
-                &mut position,
-            ) {
-                (ingested, None) => Ok(ingested),
-                (_, Some((_, err))) => Err(err),
-            }
-        }
-        other => other,
-    };
-    let mut ingested = match parsed {
-        Ok(ingested) => ingested,
-        Err(err) => {
-            runtime
-                .ingest
-                .refused_requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return (report, Some(err));
-        }
-    };
-    let receipt = runtime.publish(&mut ingested, received_ms);
-    if runtime
-        .settle(&mut report, ingested, receipt, usize::MAX)
-        .await
-        .is_err()
-    {
-        return (report, None);
-    }
-    (report, None)
 }

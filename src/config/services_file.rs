@@ -6,8 +6,11 @@
 //! {"services": [{"name": "trails", "geometryType": "esriGeometryPolyline",
 //!                "simulator": {"features": 200, "hz": 2, "seed": 7, "trailVertices": 10}}]}
 //! ```
-//! `fields` may be omitted: the service then has the default vehicles schema. `simulator`
-//! omitted takes the global settings; `"simulator": null` declares a service without one.
+//! `fields` may be omitted: the service then has the default vehicles schema (a GTFS-Realtime
+//! service: the ready-made GTFS schema). `simulator` omitted takes the global settings (a
+//! service with `mqtt` or `gtfsRealtime`: none); `"simulator": null` declares a service
+//! without one. `mqtt` (`url`, `topics`, `qos`, `clientId`, `username`, `password`, `fields`)
+//! and `gtfsRealtime` (`url`, `intervalSecs`, `timeoutSecs`, `headers`) name an outside feed.
 
 use std::path::Path;
 
@@ -48,6 +51,128 @@ struct ServiceEntry {
     ingest_delivery: Option<String>,
     #[serde(default = "keep_default_simulator", deserialize_with = "nullable")]
     simulator: Option<Option<SimulatorEntry>>,
+    #[serde(default)]
+    mqtt: Option<MqttEntry>,
+    #[serde(default)]
+    gtfs_realtime: Option<GtfsRealtimeEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MqttEntry {
+    url: String,
+    topics: Vec<String>,
+    #[serde(default)]
+    qos: Option<u8>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
+    fields: Option<FlatEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatEntry {
+    id: Option<String>,
+    lat: Option<String>,
+    lon: Option<String>,
+    time: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GtfsRealtimeEntry {
+    url: String,
+    #[serde(default)]
+    interval_secs: Option<f64>,
+    #[serde(default)]
+    timeout_secs: Option<f64>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+fn mqtt_feed(
+    service: &str,
+    entry: MqttEntry,
+    base: &Path,
+) -> Result<crate::service::MqttFeed, String> {
+    let address = crate::service::MqttFeed::parse_url(&entry.url)
+        .map_err(|err| format!("mqtt url: {err}"))?;
+    if entry.topics.is_empty() {
+        return Err("mqtt topics: give at least one topic filter".into());
+    }
+    for topic in &entry.topics {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let bad_wildcard = levels.iter().enumerate().any(|(index, level)| {
+            (level.contains('#') && (*level != "#" || index + 1 != levels.len()))
+                || (level.contains('+') && *level != "+")
+        });
+        if topic.is_empty() || bad_wildcard || topic.contains('\0') {
+            return Err(format!(
+                "mqtt topic {topic:?}: not a topic filter ('+' is a whole level, '#' the whole last level)"
+            ));
+        }
+    }
+    let qos = match entry.qos.unwrap_or(1) {
+        qos @ (0 | 1) => qos,
+        other => return Err(format!("mqtt qos {other}: 0 or 1")),
+    };
+    let defaults = crate::ingest::FlatFields::default();
+    let flat = match entry.fields {
+        None => defaults,
+        Some(fields) => crate::ingest::FlatFields {
+            id: fields.id.unwrap_or(defaults.id),
+            lat: fields.lat.unwrap_or(defaults.lat),
+            lon: fields.lon.unwrap_or(defaults.lon),
+            time: fields.time,
+        },
+    };
+    Ok(crate::service::MqttFeed {
+        host: address.host,
+        port: address.port,
+        tls: address.tls,
+        // Relative to the services file.
+        ca_file: entry
+            .ca_file
+            .map(|file| base.join(file).display().to_string()),
+        username: entry.username.or(address.username),
+        password: entry.password.or(address.password),
+        topics: entry.topics,
+        qos,
+        client_id: entry
+            .client_id
+            .unwrap_or_else(|| format!("featurestream-{service}")),
+        flat,
+    })
+}
+
+fn gtfs_feed(entry: GtfsRealtimeEntry) -> Result<crate::service::GtfsRealtimeFeed, String> {
+    if !(entry.url.starts_with("http://") || entry.url.starts_with("https://")) {
+        return Err(format!(
+            "gtfsRealtime url {:?}: http:// or https://",
+            entry.url
+        ));
+    }
+    let seconds = |value: Option<f64>, default: f64, what: &str| {
+        let value = value.unwrap_or(default);
+        if value.is_finite() && (0.1..=86_400.0).contains(&value) {
+            Ok(std::time::Duration::from_secs_f64(value))
+        } else {
+            Err(format!("gtfsRealtime {what}: from 0.1 to 86400 seconds"))
+        }
+    };
+    Ok(crate::service::GtfsRealtimeFeed {
+        url: entry.url,
+        interval: seconds(entry.interval_secs, 15.0, "intervalSecs")?,
+        timeout: seconds(entry.timeout_secs, 10.0, "timeoutSecs")?,
+        headers: entry.headers.into_iter().collect(),
+    })
 }
 
 fn keep_default_simulator() -> Option<Option<SimulatorEntry>> {
@@ -151,7 +276,23 @@ fn entry_to_service(
             Wkid::from_number(reference.wkid).map_err(|err| format!("{name}: {err}"))?
         }
     };
+    let feed = match (entry.mqtt, entry.gtfs_realtime) {
+        (Some(_), Some(_)) => {
+            return Err(format!("{name}: give mqtt or gtfsRealtime, not both"));
+        }
+        (Some(mqtt), None) => Some(crate::service::Feed::Mqtt(
+            mqtt_feed(&name, mqtt, base).map_err(|err| format!("{name}: {err}"))?,
+        )),
+        (None, Some(gtfs)) => Some(crate::service::Feed::GtfsRealtime(
+            gtfs_feed(gtfs).map_err(|err| format!("{name}: {err}"))?,
+        )),
+        (None, None) => None,
+    };
     let schema = match entry.fields {
+        // A GTFS-Realtime service without fields of its own: the ready-made schema.
+        None if matches!(feed, Some(crate::service::Feed::GtfsRealtime(_))) => {
+            crate::service::gtfs_realtime_schema()
+        }
         None => vehicles_schema(geometry_type, wkid),
         Some(fields) => {
             let fields = fields
@@ -179,6 +320,8 @@ fn entry_to_service(
         }
     };
     let simulator = match entry.simulator {
+        // A service fed from outside is not simulated unless its entry says so.
+        None if feed.is_some() => None,
         None => Some(defaults.clone()),
         Some(None) => None,
         Some(Some(settings)) => {
@@ -218,6 +361,11 @@ fn entry_to_service(
         max_feature_age: match entry.max_feature_age_secs {
             Some(0) => None,
             Some(secs) => Some(std::time::Duration::from_secs(secs)),
+            // A vehicle that leaves a GTFS-Realtime feed expires after five minutes unless
+            // the service says otherwise.
+            None if matches!(feed, Some(crate::service::Feed::GtfsRealtime(_))) => {
+                max_feature_age.or(Some(std::time::Duration::from_secs(300)))
+            }
             None => max_feature_age,
         },
         ingest_subject: match (entry.ingest_subject, entry.ingest_delivery) {
@@ -235,5 +383,6 @@ fn entry_to_service(
             (None, Some(_)) => return Err("ingestDelivery needs an ingestSubject".into()),
             (None, None) => None,
         },
+        feed,
     })
 }

@@ -45,7 +45,23 @@ pub async fn metrics(
     let state_failures = Family::<Labels, Counter>::default();
     let state_checkpoints = Family::<Labels, Counter>::default();
     let state_unavailable = Family::<Labels, Gauge>::default();
+    let feed_connected = Family::<Labels, Gauge>::default();
+    let feed_events = Family::<Labels, Counter>::default();
     for (name, runtime) in &state.services {
+        if let Some(feed) = &runtime.feed {
+            let labels = vec![
+                ("service".to_owned(), name.clone()),
+                ("feed".to_owned(), feed.kind.to_owned()),
+            ];
+            feed_connected
+                .get_or_create(&labels)
+                .set(i64::from(feed.is_running_here() && feed.is_connected()));
+            for (outcome, count) in feed.outcomes() {
+                let mut labels = labels.clone();
+                labels.push(("outcome".to_owned(), outcome.to_owned()));
+                feed_events.get_or_create(&labels).inc_by(count);
+            }
+        }
         if let Some(health) = &runtime.store {
             let labels = vec![("service".to_owned(), name.clone())];
             let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -255,6 +271,16 @@ pub async fn metrics(
         "state_unavailable",
         "1 while the latest state cannot be made durable and ingest is refused, by service",
         state_unavailable,
+    );
+    registry.register(
+        "feed_connected",
+        "1 while this node runs the service's outside feed and it is connected (MQTT) or its last poll succeeded (GTFS-Realtime), by service and feed",
+        feed_connected,
+    );
+    registry.register(
+        "feed_events",
+        "What a service's outside feed did, by service, feed and outcome (message, reconnect, poll, notModified, vehicles, noPosition, httpError, timeout, badProtobuf, notJson, notFeatures, tooManyFeatures)",
+        feed_events,
     );
     registry.register(
         "connection_attempts",

@@ -316,6 +316,32 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "stateStoreErrors": failing,
         }));
     }
+    // Outside feeds are shown, not waited for: a node whose MQTT broker is away still serves
+    // its viewers and its other sources, so a balancer should keep it.
+    let feeds: serde_json::Map<String, serde_json::Value> = state
+        .services
+        .iter()
+        .filter_map(|(name, runtime)| {
+            let feed = runtime.feed.as_ref()?;
+            let status = match (feed.is_running_here(), feed.is_connected()) {
+                (false, _) => "another node runs it",
+                (true, true) => "connected",
+                (true, false) => "disconnected",
+            };
+            let mut entry =
+                serde_json::json!({ "kind": feed.kind, "origin": feed.origin, "status": status });
+            if let Some(error) = feed.last_error() {
+                entry["error"] = error.into();
+            }
+            Some((name.clone(), entry))
+        })
+        .collect();
+    let ready = |mut body: serde_json::Value| {
+        if !feeds.is_empty() {
+            body["feeds"] = feeds.clone().into();
+        }
+        HttpResponse::Ok().json(body)
+    };
     match &state.backbone {
         Some(health) if !health.is_connected() => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "waiting for NATS", "nats": "disconnected" })),
@@ -326,10 +352,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "catchingUp": health.lagging_services(),
             }))
         }
-        Some(_) => {
-            HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "nats": "connected" }))
-        }
-        None => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Some(_) => ready(serde_json::json!({ "status": "ready", "nats": "connected" })),
+        None => ready(serde_json::json!({ "status": "ready" })),
     }
 }
 
@@ -518,6 +542,14 @@ async fn stats(
                     "failures": health.failures.load(Ordering::Relaxed),
                     "checkpoints": health.checkpoints.load(Ordering::Relaxed),
                     "error": health.fault().map(|fault| fault.message),
+                })),
+                "feed": runtime.feed.as_ref().map(|feed| serde_json::json!({
+                    "kind": feed.kind,
+                    "origin": feed.origin,
+                    "here": feed.is_running_here(),
+                    "connected": feed.is_connected(),
+                    "error": feed.last_error(),
+                    "events": feed.outcomes().into_iter().collect::<BTreeMap<_, _>>(),
                 })),
             }),
         );

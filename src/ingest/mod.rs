@@ -4,12 +4,14 @@
 //! document per request or WebSocket message, or NDJSON (one document per line). A bad feature
 //! is reported by its index and reason and the rest go on. Plain Rust: no actors, no HTTP.
 
+mod complaints;
 mod document;
 mod validate;
 
 use crate::feature::{Feature, Schema};
 use crate::source::Receipt;
 
+pub use complaints::Complaints;
 pub use document::DocumentError;
 
 /// What a document held: accepted features (with their indexes) and rejected ones.
@@ -263,6 +265,17 @@ pub enum IngestError {
     },
 }
 
+impl IngestError {
+    /// A short code for metrics: `notJson`, `notFeatures` or `tooManyFeatures`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::Document(DocumentError::NotJson(_)) => "notJson",
+            IngestError::Document(DocumentError::NotFeatures(_)) => "notFeatures",
+            IngestError::TooManyFeatures { .. } => "tooManyFeatures",
+        }
+    }
+}
+
 /// Parses one JSON document of features for `schema`. `first_index` is the index of its first
 /// feature in the request; `received_ms` fills a missing start-time value; `max_features`
 /// bounds the features it may hold.
@@ -301,6 +314,144 @@ pub fn parse_document(
         }
     }
     Ok(ingested)
+}
+
+/// Parses a message from a source (a NATS subject, an MQTT topic): one document in any form
+/// the HTTP ingest takes, or NDJSON lines.
+pub fn parse_message(
+    payload: &[u8],
+    schema: &Schema,
+    received_ms: i64,
+    max_features: usize,
+) -> Result<Ingested, IngestError> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| DocumentError::NotJson("the message is not UTF-8".into()))?;
+    match parse_document(text, schema, received_ms, 0, max_features) {
+        Err(IngestError::Document(_)) if text.trim().contains('\n') => {
+            let mut position = NdjsonPosition::default();
+            match parse_ndjson(text, schema, received_ms, max_features, &mut position) {
+                (ingested, None) => Ok(ingested),
+                (_, Some((_, err))) => Err(err),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The keys of the flat form most devices send (`{"id": .., "lat": .., "lon": .., ...}`):
+/// which key holds the track id, the latitude, the longitude and (optionally) the start time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlatFields {
+    /// The track id's key (default `id`).
+    pub id: String,
+    /// The latitude's key, WGS84 degrees (default `lat`).
+    pub lat: String,
+    /// The longitude's key, WGS84 degrees (default `lon`).
+    pub lon: String,
+    /// The start time's key (epoch milliseconds or RFC 3339 text), if any; without it a key
+    /// named as the start-time field is taken, else the time of receipt.
+    pub time: Option<String>,
+}
+
+impl Default for FlatFields {
+    fn default() -> FlatFields {
+        FlatFields {
+            id: "id".into(),
+            lat: "lat".into(),
+            lon: "lon".into(),
+            time: None,
+        }
+    }
+}
+
+/// Parses a message as [`parse_message`] does, or, when it is a JSON object (or array of
+/// objects) that is not a feature document, as the flat form: the track id, latitude,
+/// longitude and time under the keys `flat` names, other keys taken as the service's fields
+/// of the same name (keys that name no field are ignored: devices send more than a map needs).
+pub fn parse_message_or_flat(
+    payload: &[u8],
+    schema: &Schema,
+    received_ms: i64,
+    max_features: usize,
+    flat: &FlatFields,
+) -> Result<Ingested, IngestError> {
+    match parse_message(payload, schema, received_ms, max_features) {
+        Err(IngestError::Document(DocumentError::NotFeatures(_))) => {
+            parse_flat(payload, schema, received_ms, max_features, flat)
+        }
+        other => other,
+    }
+}
+
+fn parse_flat(
+    payload: &[u8],
+    schema: &Schema,
+    received_ms: i64,
+    max_features: usize,
+    flat: &FlatFields,
+) -> Result<Ingested, IngestError> {
+    use serde_json::{Map, Value};
+    let not_flat = || {
+        IngestError::Document(DocumentError::NotFeatures(
+            "neither a feature document nor flat objects with the configured id, lat and lon keys",
+        ))
+    };
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|err| DocumentError::NotJson(err.to_string()))?;
+    let objects = match value {
+        Value::Object(object) => vec![object],
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(object) => Ok(object),
+                _ => Err(not_flat()),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(not_flat()),
+    };
+    if objects.len() > max_features {
+        return Err(IngestError::TooManyFeatures {
+            given: objects.len(),
+            max: max_features,
+        });
+    }
+    let track = &schema.fields()[schema.track_id_field()].name;
+    let start = schema
+        .start_time_field()
+        .map(|index| schema.fields()[index].name.clone());
+    let mut features = Vec::with_capacity(objects.len());
+    for object in objects {
+        if !object.contains_key(&flat.lat) || !object.contains_key(&flat.lon) {
+            return Err(not_flat());
+        }
+        let mut attributes = Map::new();
+        let (mut x, mut y) = (Value::Null, Value::Null);
+        for (key, value) in object {
+            if key == flat.lat {
+                y = value;
+            } else if key == flat.lon {
+                x = value;
+            } else if key == flat.id {
+                attributes.insert(track.clone(), value);
+            } else if Some(&key) == flat.time.as_ref() {
+                if let Some(start) = &start {
+                    let value = match &value {
+                        Value::String(text) => {
+                            crate::filter::parse_rfc3339(text).map_or(value, Value::from)
+                        }
+                        _ => value,
+                    };
+                    attributes.insert(start.clone(), value);
+                }
+            } else if let Some(index) = schema.field_index(&key) {
+                attributes.insert(schema.fields()[index].name.clone(), value);
+            }
+        }
+        features
+            .push(serde_json::json!({ "attributes": attributes, "geometry": { "x": x, "y": y } }));
+    }
+    let text = Value::Array(features).to_string();
+    parse_document(&text, schema, received_ms, 0, max_features)
 }
 
 /// Where an NDJSON body stands: features and lines read so far (a streamed body is parsed a

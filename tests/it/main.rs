@@ -18,6 +18,7 @@ mod hardening;
 mod ingest;
 mod lifecycle;
 mod load_tester;
+mod mqtt;
 mod ogc;
 mod rest;
 mod snapshot;
