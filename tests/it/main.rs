@@ -14,6 +14,7 @@ mod feature_layer;
 mod filter_differential;
 mod filter_properties;
 mod geojson;
+mod gtfs;
 mod hardening;
 mod ingest;
 mod lifecycle;
