@@ -266,8 +266,8 @@ pub fn observations(feed: &FeedMessage) -> (Vec<Value>, u64) {
 
 /// The observations of a feed for `schema`: the GTFS names matched to the schema's fields
 /// (case-insensitively; the track id and start time go to the schema's own fields), others
-/// left out.
-fn ingest(
+/// left out, validated as any ingest.
+pub fn ingest(
     features: Vec<Value>,
     schema: &crate::feature::Schema,
     received_ms: i64,

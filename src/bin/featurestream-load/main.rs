@@ -143,6 +143,9 @@ pub(crate) struct Args {
     /// (`?ack=true`) and measure send-to-acknowledgement latency.
     #[arg(long)]
     pub(crate) publish_ack: bool,
+    /// Ingest mode over MQTT (`--publish-via mqtt`): the QoS the publishers send with (0 or 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub(crate) mqtt_qos: u8,
     /// Offer WebSocket compression (permessage-deflate): compressed messages are inflated (and
     /// so checked) before they are read; the report counts wire and inflated bytes.
     #[arg(long)]

@@ -1,7 +1,8 @@
 //! Ingest mode: publishers sending observations of `--tracks` tracks at `--publish-rate`
 //! observations per second in all, through the broadcast WebSocket
 //! (`/arcgis/ws/services/{service}/StreamServer/broadcast`) or one long HTTP NDJSON body
-//! (`POST /api/services/{service}/features`, chunked), each observation's timestamp attribute
+//! (`POST /api/services/{service}/features`, chunked), or an MQTT broker the service's `mqtt`
+//! feed subscribes to, each observation's timestamp attribute
 //! set when its message is sent, so that sessions measure latency from send to arrival.
 
 use std::sync::Arc;
@@ -24,6 +25,10 @@ pub(crate) enum PublishVia {
     Ws,
     /// One chunked HTTP NDJSON body per publisher, one line per send.
     Http,
+    /// An MQTT broker (`--publish-url mqtt://host:port`, `--mqtt-qos`), one message per send
+    /// on the topic `featurestream-load/{service}/{publisher}`: the server reads it through
+    /// its service's `mqtt` feed.
+    Mqtt,
 }
 
 /// Sends per second per publisher.
@@ -144,6 +149,40 @@ async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Publish
                 }
             }
         }
+        PublishVia::Mqtt => {
+            let authority = base.strip_prefix("mqtt://").unwrap_or(base);
+            let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "1883"));
+            let mut options = rumqttc::MqttOptions::new(
+                format!("featurestream-load-{}-{publisher}", std::process::id()),
+                host,
+                port.parse().unwrap_or(1883),
+            );
+            options.set_keep_alive(Duration::from_secs(15));
+            options.set_max_packet_size(16 << 20, 16 << 20);
+            options.set_inflight(1000);
+            let (client, mut events) = rumqttc::AsyncClient::new(options, 1000);
+            let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let lost = failed.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    if let Err(err) = events.poll().await {
+                        eprintln!("featurestream-load: publisher {publisher}: MQTT: {err}");
+                        lost.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            });
+            Sink::Mqtt {
+                client,
+                topic: format!("featurestream-load/{}/{publisher}", args.service),
+                qos: if args.mqtt_qos == 0 {
+                    rumqttc::QoS::AtMostOnce
+                } else {
+                    rumqttc::QoS::AtLeastOnce
+                },
+                failed,
+            }
+        }
         PublishVia::Http => {
             let authority = base.split("://").nth(1).unwrap_or(base);
             let Ok(mut stream) = tokio::net::TcpStream::connect(authority).await else {
@@ -220,6 +259,13 @@ enum Sink {
         acknowledged: bool,
     },
     Http(tokio::net::TcpStream),
+    Mqtt {
+        client: rumqttc::AsyncClient,
+        topic: String,
+        qos: rumqttc::QoS,
+        /// The connection to the broker was lost.
+        failed: Arc<std::sync::atomic::AtomicBool>,
+    },
 }
 
 /// What a message from the server said.
@@ -254,6 +300,20 @@ impl Sink {
                 let chunk = format!("{:x}\r\n{message}\n\r\n", message.len() + 1);
                 stream.write_all(chunk.as_bytes()).await.map_err(|_| ())
             }
+            Sink::Mqtt {
+                client,
+                topic,
+                qos,
+                failed,
+            } => {
+                if failed.load(Ordering::Relaxed) {
+                    return Err(());
+                }
+                client
+                    .publish(topic.clone(), *qos, false, message)
+                    .await
+                    .map_err(|_| ())
+            }
         }
     }
 
@@ -287,7 +347,7 @@ impl Sink {
                 Some(Ok(_)) => Reply::Other,
                 _ => std::future::pending().await,
             },
-            Sink::Http(_) => std::future::pending().await,
+            Sink::Http(_) | Sink::Mqtt { .. } => std::future::pending().await,
         }
     }
 
@@ -295,6 +355,9 @@ impl Sink {
         match self {
             Sink::Ws { mut socket, .. } => {
                 let _ = SinkExt::close(&mut socket).await;
+            }
+            Sink::Mqtt { client, .. } => {
+                let _ = client.disconnect().await;
             }
             Sink::Http(mut stream) => {
                 let _ = stream.write_all(b"0\r\n\r\n").await;
