@@ -26,6 +26,21 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// A broker; with `user`, only that user and password may connect.
     pub fn start(user: Option<(&str, &str)>) -> Mosquitto {
+        Mosquitto::start_with(user, false)
+    }
+
+    /// A broker taking TLS only, with a certificate for `localhost` signed by a CA made here
+    /// (`ca.pem` in its directory, see [`Mosquitto::ca_file`]).
+    pub fn start_tls() -> Mosquitto {
+        Mosquitto::start_with(None, true)
+    }
+
+    /// The CA of a TLS broker.
+    pub fn ca_file(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+
+    fn start_with(user: Option<(&str, &str)>, tls: bool) -> Mosquitto {
         let dir = std::env::temp_dir().join(format!(
             "featurestream-mosquitto-{}-{}",
             std::process::id(),
@@ -41,6 +56,67 @@ impl Mosquitto {
             "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
             dir.display()
         );
+        if tls {
+            let openssl = |args: &[&str]| {
+                let status = Command::new("openssl")
+                    .current_dir(&dir)
+                    .args(args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .expect("openssl");
+                assert!(status.success(), "openssl {args:?}");
+            };
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=featurestream test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ]);
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ]);
+            std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                "server.pem",
+            ]);
+            conf.push_str(&format!(
+                "cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+                dir.display()
+            ));
+        }
         match user {
             None => conf.push_str("allow_anonymous true\n"),
             Some((name, password)) => {
@@ -220,6 +296,23 @@ async fn wait_for_tracks(addr: std::net::SocketAddr, expected: &BTreeSet<i64>) -
     held
 }
 
+/// `/readyz` once the feed failed to connect and says why.
+async fn wait_error(addr: std::net::SocketAddr) -> Value {
+    let mut body = Value::Null;
+    for _ in 0..600 {
+        body = get_json(addr, "/readyz").await.1;
+        if body["feeds"]["vehicles"]["error"].is_string() {
+            assert_eq!(
+                body["feeds"]["vehicles"]["status"], "disconnected",
+                "{body}"
+            );
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the feed never failed: {body}");
+}
+
 async fn wait_connected(addr: std::net::SocketAddr, connected: bool) -> Value {
     let mut body = Value::Null;
     let want = if connected {
@@ -356,13 +449,48 @@ async fn every_payload_form_is_taken_and_bad_messages_are_counted_by_reason() {
 }
 
 #[actix_web::test]
+async fn a_tls_broker_is_checked_against_the_feeds_ca() {
+    let broker = Mosquitto::start_tls();
+    let mut feed = mqtt_feed(&broker, &["fleet/#"], 1);
+    feed.tls = true;
+    feed.host = "localhost".into();
+    feed.ca_file = Some(broker.ca_file());
+    let server = TestServer::start(feed_config(feed.clone()));
+    wait_connected(server.addr, true).await;
+    // Against the system's roots the test CA is unknown: refused, and said so.
+    let mut untrusted = feed;
+    untrusted.ca_file = None;
+    let other = TestServer::start(feed_config(untrusted));
+    let mut body = Value::Null;
+    for _ in 0..600 {
+        body = get_json(other.addr, "/readyz").await.1;
+        if body["feeds"]["vehicles"]["error"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        body["feeds"]["vehicles"]["status"], "disconnected",
+        "{body}"
+    );
+    assert!(
+        body["feeds"]["vehicles"]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("TLS")
+                || error.contains("certificate")
+                || error.contains("root")),
+        "{body}"
+    );
+}
+
+#[actix_web::test]
 async fn a_wrong_password_is_shown_not_retried_in_a_storm() {
     let broker = Mosquitto::start(Some(("fleet", "s3cret-password")));
     let mut feed = mqtt_feed(&broker, &["fleet/#"], 0);
     feed.username = Some("fleet".into());
     feed.password = Some("wrong".into());
     let server = TestServer::start(feed_config(feed));
-    let body = wait_connected(server.addr, false).await;
+    let body = wait_error(server.addr).await;
     let error = body["feeds"]["vehicles"]["error"]
         .as_str()
         .unwrap_or_default();
