@@ -83,9 +83,21 @@ impl Feed {
     }
 }
 
-/// MQTT topics a service subscribes to (MQTT 3.1.1).
+/// The MQTT protocol version a feed connects with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1 (every broker).
+    #[default]
+    V311,
+    /// MQTT 5 (a QoS 1 session is kept a week while no node is connected).
+    V5,
+}
+
+/// MQTT topics a service subscribes to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MqttFeed {
+    /// The protocol version.
+    pub version: MqttVersion,
     /// Broker host.
     pub host: String,
     /// Broker port (1883, 8883 with TLS).

@@ -9,7 +9,8 @@
 //! `fields` may be omitted: the service then has the default vehicles schema (a GTFS-Realtime
 //! service: the ready-made GTFS schema). `simulator` omitted takes the global settings (a
 //! service with `mqtt` or `gtfsRealtime`: none); `"simulator": null` declares a service
-//! without one. `mqtt` (`url`, `topics`, `qos`, `clientId`, `username`, `password`, `fields`)
+//! without one. `mqtt` (`url`, `version`, `topics`, `qos`, `clientId`, `username`, `password`,
+//! `caFile`, `fields`)
 //! and `gtfsRealtime` (`url`, `intervalSecs`, `timeoutSecs`, `headers`) name an outside feed.
 
 use std::path::Path;
@@ -61,6 +62,8 @@ struct ServiceEntry {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct MqttEntry {
     url: String,
+    #[serde(default)]
+    version: Option<String>,
     topics: Vec<String>,
     #[serde(default)]
     qos: Option<u8>,
@@ -123,6 +126,11 @@ fn mqtt_feed(
         qos @ (0 | 1) => qos,
         other => return Err(format!("mqtt qos {other}: 0 or 1")),
     };
+    let version = match entry.version.as_deref() {
+        None | Some("3.1.1") => crate::service::MqttVersion::V311,
+        Some("5" | "5.0") => crate::service::MqttVersion::V5,
+        Some(other) => return Err(format!("mqtt version {other:?}: \"3.1.1\" or \"5\"")),
+    };
     let defaults = crate::ingest::FlatFields::default();
     let flat = match entry.fields {
         None => defaults,
@@ -134,6 +142,7 @@ fn mqtt_feed(
         },
     };
     Ok(crate::service::MqttFeed {
+        version,
         host: address.host,
         port: address.port,
         tls: address.tls,

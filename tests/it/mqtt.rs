@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use featurestream::config::Config;
 use featurestream::ingest::FlatFields;
-use featurestream::service::{Feed, MqttFeed};
+use featurestream::service::{Feed, MqttFeed, MqttVersion};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{Value, json};
 
@@ -196,6 +196,7 @@ impl Drop for Mosquitto {
 /// The feed of `broker` on `topics`.
 pub fn mqtt_feed(broker: &Mosquitto, topics: &[&str], qos: u8) -> MqttFeed {
     MqttFeed {
+        version: MqttVersion::V311,
         host: "127.0.0.1".into(),
         port: broker.port,
         tls: false,
@@ -675,4 +676,42 @@ async fn a_cluster_of_two_nodes_takes_each_message_once() {
         total
     };
     assert_eq!(taken, 50, "each message taken once across the cluster");
+}
+
+#[actix_web::test]
+async fn mqtt5_sessions_keep_what_is_published_while_no_node_is_connected() {
+    let broker = Mosquitto::start(None);
+    let mut feed = mqtt_feed(&broker, &["fleet/#"], 1);
+    feed.version = MqttVersion::V5;
+    let first = TestServer::start(feed_config(feed.clone()));
+    wait_connected(first.addr, true).await;
+    publish(
+        broker.port,
+        vec![("fleet/1".into(), esri(1, 1_000).to_string().into_bytes())],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    assert_eq!(
+        wait_for_tracks(first.addr, &BTreeSet::from([1])).await,
+        BTreeSet::from([1])
+    );
+    first.shutdown().await;
+    drop(first);
+    // No node is connected: the broker keeps the session's messages.
+    publish(
+        broker.port,
+        (2..=20)
+            .map(|track| {
+                (
+                    format!("fleet/{track}"),
+                    esri(track, 1_000).to_string().into_bytes(),
+                )
+            })
+            .collect(),
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let second = TestServer::start(feed_config(feed));
+    let expected: BTreeSet<i64> = (2..=20).collect();
+    assert_eq!(wait_for_tracks(second.addr, &expected).await, expected);
 }
