@@ -27,6 +27,8 @@ enum Answer {
     Vehicles(Vec<(&'static str, f32)>),
     /// Bytes that are not a feed.
     Corrupt,
+    /// These bytes, as a feed.
+    Raw(Vec<u8>),
     /// This HTTP status.
     Status(u16),
     /// No answer at all.
@@ -132,6 +134,11 @@ impl FeedServer {
                             "HTTP/1.1 {code} Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                         )
                         .into_bytes(),
+                        Answer::Raw(body) => {
+                            let mut out = format!("HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).into_bytes();
+                            out.extend_from_slice(&body);
+                            out
+                        }
                         Answer::Corrupt => {
                             let body = b"<html>not a feed</html>\xff\xff\xff";
                             let mut out = format!("HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).into_bytes();
@@ -316,4 +323,76 @@ async fn a_failing_feed_keeps_the_state_is_counted_and_recovers() {
         !body.to_string().contains("key=k"),
         "the feed's query stays private: {body}"
     );
+}
+
+#[actix_web::test]
+async fn a_feed_written_by_googles_official_bindings_reads_field_for_field() {
+    // Google's gtfs-realtime-bindings (Python, protobuf): an encoder nobody here wrote.
+    let script = r#"
+import sys
+from google.transit import gtfs_realtime_pb2 as g
+feed = g.FeedMessage()
+feed.header.gtfs_realtime_version = "2.0"
+feed.header.timestamp = int(sys.argv[1])
+entity = feed.entity.add()
+entity.id = "e1"
+v = entity.vehicle
+v.vehicle.id = "bus-9"
+v.vehicle.label = "9"
+v.vehicle.license_plate = "TX-99"
+v.position.latitude = 34.0625
+v.position.longitude = -117.1875
+v.position.bearing = 45
+v.position.speed = 7.5
+v.trip.trip_id = "t9"
+v.trip.route_id = "R9"
+v.trip.direction_id = 1
+v.trip.start_date = "20261207"
+v.current_status = g.VehiclePosition.STOPPED_AT
+v.occupancy_status = g.VehiclePosition.FULL
+v.timestamp = int(sys.argv[1]) - 5
+v.stop_id = "S4"
+v.current_stop_sequence = 5
+alert = feed.entity.add()
+alert.id = "alert-1"
+alert.alert.header_text.translation.add().text = "not a vehicle"
+sys.stdout.buffer.write(feed.SerializeToString())
+"#;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", script, &now_s.to_string()])
+            .output()
+            .expect("python3 with gtfs-realtime-bindings (scripts/test installs it)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let feed = FeedServer::start(Answer::Raw(output.stdout)).await;
+    let server = TestServer::start(gtfs_config(&feed.url, None));
+    wait_vehicles(&server, &[("bus-9", -117.1875)]).await;
+    let one = get_json(server.addr, "/ogc/collections/vehicles/items/bus-9")
+        .await
+        .1;
+    assert_eq!(
+        one["geometry"]["coordinates"],
+        serde_json::json!([-117.1875, 34.0625])
+    );
+    let expected = serde_json::json!({
+        "vehicle_id": "bus-9", "label": "9", "license_plate": "TX-99", "trip_id": "t9",
+        "route_id": "R9", "direction_id": 1, "start_date": "20261207", "stop_id": "S4",
+        "current_stop_sequence": 5, "current_status": "STOPPED_AT", "occupancy_status": "FULL",
+        "bearing": 45, "speed": 7.5,
+        "timestamp": featurestream::filter::format_rfc3339((now_s as i64 - 5) * 1000),
+    });
+    for (name, value) in expected.as_object().unwrap() {
+        assert_eq!(&one["properties"][name], value, "{name}: {one}");
+    }
 }
