@@ -8,6 +8,10 @@
 //!   source, publishing a batch per tick through the broker's `BatchSink` (its routes embedded
 //!   or from a file); [`ingest`] is the other: Esri JSON, GeoJSON and NDJSON documents parsed
 //!   and validated feature by feature, published by `http` (HTTP and the broadcast WebSocket).
+//! - [`feeds`]: outside feeds a service takes observations from, through the same message
+//!   path as NATS subjects (`ServiceRuntime::take_message`): MQTT topics (3.1.1 or 5; QoS 1
+//!   acknowledged once recorded) and GTFS-Realtime VehiclePositions polled over HTTP, each run
+//!   on one node at a time under the service's source lease.
 //! - [`latest`]: the latest observation of every track (numbered, ordered by the start-time
 //!   field, expired by age), saved to and restored from a file. Plain Rust.
 //! - [`cluster`]: with `FEATURESTREAM_NATS_URL`, the NATS backbone between sources and
@@ -38,8 +42,9 @@
 //! and GeoJSON frames, OGC API documents), [`config`] and [`auth`].
 //!
 //! Dependency rules: `feature`, `geometry`, `filter`, `protocol`, `ingest`, `latest` and
-//! `source` never import actix; only `cluster` imports NATS (`async_nats`), and nothing it
-//! feeds (`broker`, `latest`, `source`, `session`) imports `cluster`.
+//! `source` never import actix; only `cluster` imports NATS (`async_nats`), only `feeds`
+//! imports MQTT and HTTP clients (`rumqttc`, `reqwest`), and nothing they feed (`broker`,
+//! `latest`, `source`, `session`) imports `cluster` or `feeds`.
 
 #![recursion_limit = "256"] // serde_json::json! of the feature layer document (protocol::feature_layer)
 

@@ -1,5 +1,5 @@
 //! Outside feeds a service takes observations from, with the same validation, receipts,
-//! latest state and metrics as its other sources: MQTT topics ([`mqtt`]) and GTFS-Realtime
+//! latest state and metrics as its other sources: MQTT topics (`mqtt`) and GTFS-Realtime
 //! VehiclePositions feeds polled over HTTP ([`gtfs_realtime`]). Each runs on one node at a
 //! time (the service's source lease, as the simulator: a node alone always holds it) on an
 //! arbiter of its own. Only this module knows MQTT and HTTP clients.
