@@ -194,6 +194,11 @@ async fn collections(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OgcError> {
     check_format(&pairs_of(&req)?)?;
+    // Each collection's extent is a pass over its state: under the query rate, as a query.
+    state
+        .admission
+        .check_query_rate(&state.client(&req))
+        .map_err(|_| LayerError::RateLimited)?;
     let base = base(&req, &state);
     let mut documents = Vec::new();
     for runtime in readable(&req, &state) {
