@@ -9,8 +9,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use featurestream::feeds::gtfs_realtime::{
-    FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
-    VehiclePosition, ingest, observations,
+    FeedEntity, FeedHeader, FeedMessage, Mapping, Position, TripDescriptor, VehicleDescriptor,
+    VehiclePosition, document, ingest,
 };
 use prost::Message;
 
@@ -60,13 +60,23 @@ fn feed(count: usize) -> Vec<u8> {
 fn benches(criterion: &mut Criterion) {
     let schema = featurestream::service::gtfs_realtime_schema();
     let bytes = feed(10_000);
+    let mapping = Mapping::for_schema(&schema);
     let mut group = criterion.benchmark_group("gtfs_realtime");
     group.throughput(Throughput::Elements(10_000));
+    group.bench_function("decode_only", |bench| {
+        bench.iter(|| FeedMessage::decode(black_box(bytes.as_slice())).expect("a feed"))
+    });
+    group.bench_function("decode_and_map", |bench| {
+        bench.iter(|| {
+            let decoded = FeedMessage::decode(black_box(bytes.as_slice())).expect("a feed");
+            document(&decoded, &mapping)
+        })
+    });
     group.bench_function("poll_of_10000_vehicles", |bench| {
         bench.iter(|| {
             let decoded = FeedMessage::decode(black_box(bytes.as_slice())).expect("a feed");
-            let (features, _) = observations(&decoded);
-            let ingested = ingest(features, &schema, 1_800_000_040_000).expect("valid");
+            let (text, vehicles, _) = document(&decoded, &mapping);
+            let ingested = ingest(&text, vehicles, &schema, 1_800_000_040_000).expect("valid");
             assert_eq!(ingested.features.len(), 10_000);
             black_box(ingested)
         })

@@ -3,7 +3,7 @@
 #![no_main]
 
 use featurestream::feature::GeometryType;
-use featurestream::feeds::gtfs_realtime::{FeedMessage, ingest, observations};
+use featurestream::feeds::gtfs_realtime::{FeedMessage, Mapping, document, ingest};
 use featurestream::geometry::Wkid;
 use featurestream::ingest::{FlatFields, parse_message_or_flat};
 use featurestream::service::{gtfs_realtime_schema, vehicles_schema};
@@ -12,8 +12,9 @@ use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(feed) = FeedMessage::decode(data) {
-        let (features, _) = observations(&feed);
-        let _ = ingest(features, &gtfs_realtime_schema(), 1_800_000_000_000);
+        let schema = gtfs_realtime_schema();
+        let (text, vehicles, _) = document(&feed, &Mapping::for_schema(&schema));
+        let _ = ingest(&text, vehicles, &schema, 1_800_000_000_000);
     }
     let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
     let flat = FlatFields {

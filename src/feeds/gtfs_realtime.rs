@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
 use crate::broker::ServiceRuntime;
 use crate::ingest::{Complaints, IngestError, Ingested};
@@ -143,16 +143,16 @@ pub struct Position {
     pub speed: Option<f32>,
 }
 
-fn stop_status(value: i32) -> Value {
+fn stop_status(value: i32) -> Cow<'static, str> {
     match value {
-        0 => json!("INCOMING_AT"),
-        1 => json!("STOPPED_AT"),
-        2 => json!("IN_TRANSIT_TO"),
-        other => json!(other.to_string()),
+        0 => "INCOMING_AT".into(),
+        1 => "STOPPED_AT".into(),
+        2 => "IN_TRANSIT_TO".into(),
+        other => other.to_string().into(),
     }
 }
 
-fn occupancy(value: i32) -> Value {
+fn occupancy(value: i32) -> Cow<'static, str> {
     const NAMES: [&str; 9] = [
         "EMPTY",
         "MANY_SEATS_AVAILABLE",
@@ -168,17 +168,70 @@ fn occupancy(value: i32) -> Value {
         .ok()
         .and_then(|index| NAMES.get(index))
     {
-        Some(name) => json!(name),
-        None => json!(value.to_string()),
+        Some(name) => (*name).into(),
+        None => value.to_string().into(),
     }
 }
 
-/// A decoded feed as observations: Esri JSON features (attributes named as the GTFS schema
-/// names them), and how many entities had no position.
-pub fn observations(feed: &FeedMessage) -> (Vec<Value>, u64) {
+/// What a vehicle position says, named as the GTFS schema names it (`vehicle_id` and
+/// `timestamp` go to the service's track id and start-time fields, whatever their names).
+const ATTRIBUTES: [&str; 14] = [
+    "vehicle_id",
+    "label",
+    "license_plate",
+    "trip_id",
+    "route_id",
+    "direction_id",
+    "start_date",
+    "stop_id",
+    "current_stop_sequence",
+    "current_status",
+    "occupancy_status",
+    "bearing",
+    "speed",
+    "timestamp",
+];
+
+/// Where each of [`ATTRIBUTES`] goes in a service's schema: its JSON key, or nowhere.
+pub struct Mapping {
+    keys: [Option<Vec<u8>>; ATTRIBUTES.len()],
+}
+
+impl Mapping {
+    /// The mapping onto `schema`: names matched case-insensitively, the track id and start
+    /// time onto the schema's own fields.
+    pub fn for_schema(schema: &crate::feature::Schema) -> Mapping {
+        let key = |name: &str| {
+            let mut key = serde_json::to_vec(name).expect("a string serialises");
+            key.push(b':');
+            key
+        };
+        let keys = ATTRIBUTES.map(|attribute| {
+            let field = match attribute {
+                "vehicle_id" => Some(schema.track_id_field()),
+                "timestamp" => schema.start_time_field(),
+                other => schema.field_index(other),
+            };
+            field.map(|index| key(&schema.fields()[index].name))
+        });
+        Mapping { keys }
+    }
+}
+
+/// One value of a vehicle position.
+enum Attribute<'a> {
+    Text(Cow<'a, str>),
+    Unsigned(u64),
+    Float(f32),
+}
+
+/// A decoded feed as one Esri JSON document of observations for the service `mapping` was
+/// made for; how many vehicles it holds, and how many entities had no position.
+pub fn document(feed: &FeedMessage, mapping: &Mapping) -> (String, usize, u64) {
     let header_time = feed.header.as_ref().and_then(|header| header.timestamp);
-    let mut features = Vec::with_capacity(feed.entity.len());
-    let mut without_position = 0;
+    let mut out = Vec::with_capacity(feed.entity.len() * 256 + 2);
+    out.push(b'[');
+    let (mut vehicles, mut without_position) = (0, 0);
     for entity in &feed.entity {
         if entity.is_deleted == Some(true) {
             continue;
@@ -195,118 +248,105 @@ pub fn observations(feed: &FeedMessage) -> (Vec<Value>, u64) {
             continue;
         };
         let descriptor = vehicle.vehicle.as_ref();
-        let track = descriptor
-            .and_then(|descriptor| descriptor.id.clone())
-            .filter(|id| !id.is_empty())
-            .or_else(|| entity.id.clone());
-        let mut attributes = Map::new();
-        let mut put = |name: &str, value: Option<Value>| {
-            if let Some(value) = value {
-                attributes.insert(name.to_owned(), value);
-            }
-        };
-        put("vehicle_id", track.map(Value::from));
-        put(
-            "label",
-            descriptor.and_then(|d| d.label.clone()).map(Value::from),
-        );
-        put(
-            "license_plate",
-            descriptor
-                .and_then(|d| d.license_plate.clone())
-                .map(Value::from),
-        );
         let trip = vehicle.trip.as_ref();
-        put(
-            "trip_id",
-            trip.and_then(|t| t.trip_id.clone()).map(Value::from),
-        );
-        put(
-            "route_id",
-            trip.and_then(|t| t.route_id.clone()).map(Value::from),
-        );
-        put(
-            "direction_id",
-            trip.and_then(|t| t.direction_id).map(Value::from),
-        );
-        put(
-            "start_date",
-            trip.and_then(|t| t.start_date.clone()).map(Value::from),
-        );
-        put("stop_id", vehicle.stop_id.clone().map(Value::from));
-        put(
-            "current_stop_sequence",
-            vehicle.current_stop_sequence.map(Value::from),
-        );
-        put("current_status", vehicle.current_status.map(stop_status));
-        put("occupancy_status", vehicle.occupancy_status.map(occupancy));
         let position = vehicle.position.as_ref();
-        let finite = |value: Option<f32>| {
-            value
-                .filter(|value| value.is_finite())
-                .map(|value| json!(f64::from(value)))
-        };
-        put("bearing", finite(position.and_then(|p| p.bearing)));
-        put("speed", finite(position.and_then(|p| p.speed)));
-        put(
-            "timestamp",
+        fn text(value: Option<&String>) -> Option<Attribute<'_>> {
+            value.map(|text| Attribute::Text(Cow::Borrowed(text.as_str())))
+        }
+        let finite = |value: Option<f32>| value.filter(|v| v.is_finite()).map(Attribute::Float);
+        let values: [Option<Attribute<'_>>; ATTRIBUTES.len()] = [
+            text(
+                descriptor
+                    .and_then(|d| d.id.as_ref())
+                    .filter(|id| !id.is_empty())
+                    .or(entity.id.as_ref()),
+            ),
+            text(descriptor.and_then(|d| d.label.as_ref())),
+            text(descriptor.and_then(|d| d.license_plate.as_ref())),
+            text(trip.and_then(|t| t.trip_id.as_ref())),
+            text(trip.and_then(|t| t.route_id.as_ref())),
+            trip.and_then(|t| t.direction_id)
+                .map(|value| Attribute::Unsigned(value.into())),
+            text(trip.and_then(|t| t.start_date.as_ref())),
+            text(vehicle.stop_id.as_ref()),
+            vehicle
+                .current_stop_sequence
+                .map(|value| Attribute::Unsigned(value.into())),
+            vehicle
+                .current_status
+                .map(|value| Attribute::Text(stop_status(value))),
+            vehicle
+                .occupancy_status
+                .map(|value| Attribute::Text(occupancy(value))),
+            finite(position.and_then(|p| p.bearing)),
+            finite(position.and_then(|p| p.speed)),
             vehicle
                 .timestamp
                 .or(header_time)
                 .filter(|seconds| *seconds > 0 && *seconds < (i64::MAX / 1000) as u64)
-                .map(|seconds| json!(seconds * 1000)),
-        );
-        features.push(json!({
-            "attributes": attributes,
-            "geometry": { "x": f64::from(longitude), "y": f64::from(latitude) },
-        }));
+                .map(|seconds| Attribute::Unsigned(seconds * 1000)),
+        ];
+        if vehicles > 0 {
+            out.push(b',');
+        }
+        vehicles += 1;
+        out.extend_from_slice(br#"{"attributes":{"#);
+        let mut first = true;
+        for (key, value) in mapping.keys.iter().zip(values) {
+            let (Some(key), Some(value)) = (key, value) else {
+                continue;
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(key);
+            match value {
+                Attribute::Text(text) => {
+                    serde_json::to_writer(&mut out, text.as_ref()).expect("writing to a Vec")
+                }
+                Attribute::Unsigned(number) => {
+                    out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes())
+                }
+                Attribute::Float(number) => out.extend_from_slice(
+                    ryu::Buffer::new()
+                        .format_finite(f64::from(number))
+                        .as_bytes(),
+                ),
+            }
+        }
+        out.extend_from_slice(br#"},"geometry":{"x":"#);
+        write_coordinate(&mut out, longitude);
+        out.extend_from_slice(br#","y":"#);
+        write_coordinate(&mut out, latitude);
+        out.extend_from_slice(b"}}");
     }
-    (features, without_position)
+    out.push(b']');
+    let text = String::from_utf8(out).expect("written from UTF-8 text and numbers");
+    (text, vehicles, without_position)
 }
 
-/// The observations of a feed for `schema`: the GTFS names matched to the schema's fields
-/// (case-insensitively; the track id and start time go to the schema's own fields), others
-/// left out, validated as any ingest.
+/// A coordinate; one that is not finite is written `null` (and the observation refused).
+fn write_coordinate(out: &mut Vec<u8>, value: f32) {
+    if value.is_finite() {
+        out.extend_from_slice(
+            ryu::Buffer::new()
+                .format_finite(f64::from(value))
+                .as_bytes(),
+        );
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// The observations of a feed's document, validated as any ingest.
 pub fn ingest(
-    features: Vec<Value>,
+    document: &str,
+    vehicles: usize,
     schema: &crate::feature::Schema,
     received_ms: i64,
 ) -> Result<Ingested, IngestError> {
-    let track = &schema.fields()[schema.track_id_field()].name;
-    let start = schema
-        .start_time_field()
-        .map(|index| schema.fields()[index].name.clone());
-    let features: Vec<Value> = features
-        .into_iter()
-        .map(|mut feature| {
-            let attributes = feature["attributes"].take();
-            let mut mapped = Map::new();
-            if let Value::Object(attributes) = attributes {
-                for (name, value) in attributes {
-                    let target = match name.as_str() {
-                        "vehicle_id" => Some(track.clone()),
-                        "timestamp" => start.clone(),
-                        _ => schema
-                            .field_index(&name)
-                            .map(|index| schema.fields()[index].name.clone()),
-                    };
-                    if let Some(target) = target {
-                        mapped.insert(target, value);
-                    }
-                }
-            }
-            feature["attributes"] = Value::Object(mapped);
-            feature
-        })
-        .collect();
-    let count = features.len();
-    crate::ingest::parse_document(
-        &Value::Array(features).to_string(),
-        schema,
-        received_ms,
-        0,
-        count.max(1),
-    )
+    crate::ingest::parse_document(document, schema, received_ms, 0, vehicles.max(1))
 }
 
 /// What one poll found.
@@ -405,6 +445,7 @@ pub(super) async fn run(
             return;
         }
     };
+    let mapping = Mapping::for_schema(&runtime.service.schema);
     let mut validators = Validators::default();
     let mut failures = 0u32;
     loop {
@@ -428,13 +469,13 @@ pub(super) async fn run(
                 }
                 Ok(message) => {
                     health.count("poll", 1);
-                    let (features, without_position) = observations(&message);
+                    let (text, vehicles, without_position) = document(&message, &mapping);
                     health.count("noPosition", without_position);
-                    health.count("vehicles", features.len() as u64);
-                    if !features.is_empty() {
+                    health.count("vehicles", vehicles as u64);
+                    if vehicles > 0 {
                         let (report, refused) = runtime
                             .take_message(|schema, received_ms| {
-                                ingest(features, schema, received_ms)
+                                ingest(&text, vehicles, schema, received_ms)
                             })
                             .await;
                         complaints.note(&feed_origin(&feed), &report, refused.as_ref());
@@ -532,11 +573,13 @@ mod tests {
         };
         let decoded = FeedMessage::decode(feed.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded, feed);
-        let (features, without) = observations(&decoded);
-        assert_eq!(without, 1);
+        let schema = crate::service::gtfs_realtime_schema();
+        let (text, vehicles, without) = document(&decoded, &Mapping::for_schema(&schema));
+        assert_eq!((vehicles, without), (1, 1));
+        let features: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             features,
-            vec![json!({
+            serde_json::json!([{
                 "attributes": {
                     "vehicle_id": "bus-42", "label": "42", "trip_id": "t1", "route_id": "R5",
                     "direction_id": 1, "start_date": "20261207", "stop_id": "S9",
@@ -545,10 +588,9 @@ mod tests {
                     "timestamp": 1_800_000_005_000_u64
                 },
                 "geometry": { "x": -117.25, "y": 34.5 }
-            })]
+            }])
         );
-        let schema = crate::service::gtfs_realtime_schema();
-        let ingested = ingest(features, &schema, 1_800_000_010_000).unwrap();
+        let ingested = ingest(&text, vehicles, &schema, 1_800_000_010_000).unwrap();
         assert_eq!(ingested.features.len(), 1, "{:?}", ingested.rejected);
     }
 }
