@@ -516,6 +516,8 @@ async function runMapLibre(browser, pageOrigin) {
   };
   // The track ids drawn on the map now (rendered by WebGL, not only held).
   const drawn = () => page.evaluate(() => {
+    // Until the map's style has loaded, the example has no layer yet: nothing is drawn.
+    if (!window.example.map.getLayer("tracks")) return [];
     const rendered = window.example.map.queryRenderedFeatures({ layers: ["tracks"] });
     return [...new Set(rendered.map((feature) => feature.properties.TRACKID))].sort();
   });
