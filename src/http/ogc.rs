@@ -296,28 +296,26 @@ fn literal(field_type: FieldType, text: &str) -> Option<String> {
 
 /// `datetime`: an instant, or `start/end` with `..` (or nothing) for an open end.
 fn datetime_condition(field: &str, text: &str) -> Result<String, OgcError> {
-    let bound =
-        |part: &str| -> Result<Option<String>, OgcError> {
-            let part = part.trim();
-            if part.is_empty() || part == ".." {
-                return Ok(None);
-            }
-            crate::filter::parse_rfc3339(part)
-            .map(|ms| Some(format!("TIMESTAMP '{}'", crate::filter::date::format_timestamp(ms))))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "datetime: \"{}\" is not an RFC 3339 date-time (2026-12-07T10:00:00Z) or date.",
-                    shorten(part)
-                ))
-            })
-        };
+    let instant = |part: &str| -> Result<Option<i64>, OgcError> {
+        let part = part.trim();
+        if part.is_empty() || part == ".." {
+            return Ok(None);
+        }
+        crate::filter::parse_rfc3339(part).map(Some).ok_or_else(|| {
+            invalid(format!(
+                "datetime: \"{}\" is not an RFC 3339 date-time (2026-12-07T10:00:00Z) or date.",
+                shorten(part)
+            ))
+        })
+    };
+    let literal = |ms: i64| format!("TIMESTAMP '{}'", crate::filter::date::format_timestamp(ms));
     let field = format!("\"{field}\"");
     match text.split_once('/') {
-        None => match bound(text)? {
-            Some(instant) => Ok(format!("{field} = {instant}")),
+        None => match instant(text)? {
+            Some(at) => Ok(format!("{field} = {}", literal(at))),
             None => Err(invalid("datetime: an instant cannot be open (\"..\").")),
         },
-        Some((start, end)) => match (bound(start)?, bound(end)?) {
+        Some((start, end)) => match (instant(start)?, instant(end)?) {
             (None, None) => {
                 if start.trim().is_empty() && end.trim().is_empty() {
                     Err(invalid("datetime: \"/\" names no interval."))
@@ -325,9 +323,16 @@ fn datetime_condition(field: &str, text: &str) -> Result<String, OgcError> {
                     Ok(format!("{field} IS NOT NULL"))
                 }
             }
-            (Some(start), None) => Ok(format!("{field} >= {start}")),
-            (None, Some(end)) => Ok(format!("{field} <= {end}")),
-            (Some(start), Some(end)) => Ok(format!("{field} BETWEEN {start} AND {end}")),
+            (Some(start), None) => Ok(format!("{field} >= {}", literal(start))),
+            (None, Some(end)) => Ok(format!("{field} <= {}", literal(end))),
+            (Some(start), Some(end)) if start > end => {
+                Err(invalid("datetime: the interval ends before it starts."))
+            }
+            (Some(start), Some(end)) => Ok(format!(
+                "{field} BETWEEN {} AND {}",
+                literal(start),
+                literal(end)
+            )),
         },
     }
 }

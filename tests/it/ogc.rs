@@ -376,6 +376,10 @@ async fn every_items_parameter_filters_and_every_error_names_its_parameter() {
         ("datetime=yesterday", "datetime"),
         ("datetime=../..x", "datetime"),
         ("datetime=..", "datetime"),
+        (
+            "datetime=2026-12-07T00:00:00Z/2026-12-06T00:00:00Z",
+            "ends before it starts",
+        ),
         ("filter-lang=cql2-json&filter=%7B%7D", "filter-lang"),
         ("filter=speed%20%3E", "filter"),
         ("filter=nosuch%20%3D%201", "nosuch"),
