@@ -1672,19 +1672,22 @@ async fn at_least_once_ingest_keeps_what_no_node_took_yet() {
     // The first node makes the stream, then goes away.
     let first = TestServer::start(durable("first"));
     ready(&first).await;
+    // The stream and its durable consumer, both made by the first node.
     let mut made = false;
     for _ in 0..400 {
-        if jetstream
-            .get_stream("featurestream_vehicles_ingest")
-            .await
-            .is_ok()
-        {
+        let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> = jetstream
+            .get_consumer_from_stream(
+                "featurestream_vehicles_ingest",
+                "featurestream_vehicles_ingest",
+            )
+            .await;
+        if consumer.is_ok() {
             made = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(made, "the ingest stream was made");
+    assert!(made, "the ingest stream and its consumer were made");
     first.stopper().stop_now();
     drop(first);
     // Stopping is asynchronous: the node is gone once the consumer has no pull request of
