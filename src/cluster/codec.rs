@@ -53,17 +53,6 @@ pub struct Decoded {
     pub rejected: Vec<(usize, Reason)>,
 }
 
-impl Decoded {
-    /// What a log message holding `features` (rounded as the log writes them, each valid
-    /// when appended) decodes to.
-    pub fn from_features(features: Vec<Feature>) -> Decoded {
-        Decoded {
-            features: features.into_iter().enumerate().collect(),
-            rejected: Vec::new(),
-        }
-    }
-}
-
 /// Where a checkpoint message belongs and what its features are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
@@ -92,12 +81,6 @@ impl Codec {
             encoder: FeatureEncoder::new(schema, &view),
             prefix: prefix.into_bytes(),
         }
-    }
-
-    /// Rounds `feature`'s coordinates as the log writes them, so that the features a node
-    /// appended are exactly what every node reads back from the log.
-    pub fn round_in_place(&self, feature: &mut Feature) {
-        self.encoder.round_in_place(&mut feature.geometry);
     }
 
     /// Writes `features` as log messages: at most [`PER_MESSAGE`] observations each, closed
@@ -280,66 +263,6 @@ mod tests {
                     .collect::<Vec<_>>(),
                 "stable once written"
             );
-        }
-    }
-
-    /// The accepting node applies the features it appended instead of decoding its message:
-    /// rounded as the log writes them, they must equal what every other node decodes, value
-    /// for value (simulated and ingested observations, points and lines, both references).
-    #[test]
-    fn rounded_features_are_exactly_what_the_log_reads_back() {
-        for (geometry_type, wkid) in [
-            (GeometryType::Point, Wkid::Wgs84),
-            (GeometryType::Point, Wkid::WebMercator(102100)),
-            (GeometryType::Polyline, Wkid::Wgs84),
-            (GeometryType::Polygon, Wkid::WebMercator(3857)),
-        ] {
-            let schema = vehicles_schema(geometry_type, wkid);
-            let codec = Codec::new(&schema);
-            let mut fleet = crate::simulator::Fleet::new(schema.clone(), 300, 11, 8);
-            let mut features = fleet.step(0.37, 1_700_000_000_123).features;
-            let ingested = crate::ingest::parse_document(
-                r#"[{"attributes":{"TRACKID":9001,"name":"a \"b\" é","route":"R","status":null,"speed":10,"heading":359.99999999,"active":1,"observed":1700000000999},"geometry":{"x":-117.123456789123,"y":34.987654321987}},
-                    {"attributes":{"TRACKID":9002,"name":"c","route":"R","status":"s","speed":0.1,"heading":0,"active":false,"observed":1700000001000},"geometry":{"x":-117.5,"y":34.25}}]"#,
-                &vehicles_schema(GeometryType::Point, Wkid::Wgs84),
-                1_700_000_002_000,
-                0,
-                10,
-            )
-            .expect("a document");
-            if geometry_type == GeometryType::Point && wkid == Wkid::Wgs84 {
-                features.extend(ingested.features);
-            }
-            for feature in &mut features {
-                codec.round_in_place(feature);
-            }
-            for (message, range) in codec.encode_log(&features) {
-                let decoded = codec
-                    .decode_log(&message, 1_700_000_010_000)
-                    .expect("reads back");
-                assert!(
-                    decoded.rejected.is_empty(),
-                    "{:?}",
-                    decoded.rejected.first()
-                );
-                let read: Vec<Feature> = decoded.features.into_iter().map(|(_, f)| f).collect();
-                let id = schema.object_id_field();
-                let strip = |features: &[Feature]| {
-                    features
-                        .iter()
-                        .cloned()
-                        .map(|mut feature| {
-                            feature.attributes[id] = FieldValue::Null;
-                            feature
-                        })
-                        .collect::<Vec<_>>()
-                };
-                assert_eq!(
-                    strip(&read),
-                    strip(&features[range]),
-                    "{geometry_type:?} {wkid:?}"
-                );
-            }
         }
     }
 

@@ -36,42 +36,22 @@ const FATE_DEADLINE: Duration = Duration::from_secs(20);
 /// when the first acknowledgement was lost after the message was stored.
 const RESEND_WINDOW: Duration = Duration::from_secs(15);
 
-/// Publishers of this node's messages waiting to hear what became of them, by message id,
-/// with the observations each message holds: this node's replica applies those instead of
-/// decoding its own message again (they are rounded as the log writes them, so they are
-/// exactly what every other node decodes).
+/// Publishers of this node's messages waiting to hear what became of them, by message id.
 #[derive(Default)]
 pub(super) struct Fates {
-    waiting: Mutex<HashMap<String, Awaited>>,
-}
-
-/// A message appended and not read back yet.
-struct Awaited {
-    sender: oneshot::Sender<Recorded>,
-    /// What the message holds, until the replica takes it.
-    features: Option<Vec<crate::feature::Feature>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Recorded>>>,
 }
 
 impl Fates {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Awaited>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Recorded>>> {
         self.waiting
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn expect(
-        &self,
-        id: String,
-        features: Vec<crate::feature::Feature>,
-    ) -> oneshot::Receiver<Recorded> {
+    fn expect(&self, id: String) -> oneshot::Receiver<Recorded> {
         let (sender, receiver) = oneshot::channel();
-        self.lock().insert(
-            id,
-            Awaited {
-                sender,
-                features: Some(features),
-            },
-        );
+        self.lock().insert(id, sender);
         receiver
     }
 
@@ -79,15 +59,10 @@ impl Fates {
         self.lock().remove(id);
     }
 
-    /// The observations of this node's message `id`, in their order in it (once).
-    pub(super) fn take_features(&self, id: &str) -> Option<Vec<crate::feature::Feature>> {
-        self.lock().get_mut(id)?.features.take()
-    }
-
     /// Tells the publisher of message `id` (if it waits) what recording it did.
     pub(super) fn settle(&self, id: &str, recorded: Recorded) {
-        if let Some(awaited) = self.lock().remove(id) {
-            let _ = awaited.sender.send(recorded);
+        if let Some(sender) = self.lock().remove(id) {
+            let _ = sender.send(recorded);
         }
     }
 }
@@ -113,12 +88,9 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         link.outbox_ready.notified().await;
-        while let Some(mut taken) = link.outbox.take() {
+        while let Some(taken) = link.outbox.take() {
             if taken.stale > 0 {
                 link.broker.do_send(crate::broker::CountStale(taken.stale));
-            }
-            for feature in &mut taken.batch.features {
-                codec.round_in_place(feature);
             }
             let messages = codec.encode_log(&taken.batch.features);
             let permits = in_flight
@@ -130,7 +102,7 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
             for (payload, range) in messages {
                 sent += 1;
                 let id = format!("{run_id}-{sent}");
-                let fate = fates.expect(id.clone(), taken.batch.features[range.clone()].to_vec());
+                let fate = fates.expect(id.clone());
                 let publish = PublishMessage::build()
                     .payload(payload.clone())
                     .message_id(&id);

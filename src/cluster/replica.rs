@@ -318,14 +318,7 @@ async fn read(
                 .as_ref()
                 .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
                 .map(|id| id.as_str().to_owned());
-            // This node's own message: the observations it appended (rounded as the log
-            // writes them), not decoded again.
-            let own = id.as_deref().and_then(|id| fates.take_features(id));
-            let decoded = match own.map(codec::Decoded::from_features) {
-                Some(decoded) => Ok(decoded),
-                None => codec.decode_log(&message.payload, stored_ms),
-            };
-            let decoded = match decoded {
+            let decoded = match codec.decode_log(&message.payload, stored_ms) {
                 Ok(decoded) => decoded,
                 Err(err) => {
                     unreadable(

@@ -319,25 +319,6 @@ impl FeatureEncoder {
         out.extend_from_slice(b"]}");
     }
 
-    /// Rounds a geometry's coordinates as this encoder writes them (same projection assumed):
-    /// what reading its own output back gives, exactly (the shortest text of an f64 reads
-    /// back as that f64).
-    pub fn round_in_place(&self, geometry: &mut Geometry) {
-        let round = |value: &mut f64| *value = (*value * self.scale).round() / self.scale;
-        match geometry {
-            Geometry::Point { x, y } => {
-                round(x);
-                round(y);
-            }
-            Geometry::Polyline { paths: parts } | Geometry::Polygon { rings: parts } => {
-                for [x, y] in parts.iter_mut().flatten() {
-                    round(x);
-                    round(y);
-                }
-            }
-        }
-    }
-
     fn write_coordinate(&self, out: &mut Vec<u8>, value: f64) {
         write_f64(out, (value * self.scale).round() / self.scale);
     }
