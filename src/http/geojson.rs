@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::error::HttpError;
-use super::subscribe::{ParameterNames, Start, SubscribeQuery, lookup, start_session, validate};
+use super::subscribe::{ParameterNames, Start, admit_stream, start_session};
 use crate::broker::subscription::WireMode;
 use crate::geometry::Wkid;
 use crate::protocol::feature_result::Format;
@@ -42,12 +42,7 @@ fn accept(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
-    state.check_accepting()?;
-    state.admission.screen(&req, &state.client(&req))?;
-    let runtime = lookup(state, &path)?;
-    state.check_token(&req, &runtime.service.name)?;
-    let query = SubscribeQuery::parse(req.query_string())?;
-    let (out_sr, filter_state, permit) = validate(&query, &runtime, state, &GEOJSON)?;
+    let (runtime, out_sr, filter_state, permit) = admit_stream(&req, state, &path, &GEOJSON)?;
     if out_sr != Wkid::Wgs84 {
         return Err(HttpError::InvalidParameters(vec![
             "outSR: a GeoJSON stream is in WGS84 (RFC 7946): leave outSR out or give 4326."

@@ -13,7 +13,7 @@ use super::AppState;
 use super::admission::Admitted;
 use super::body;
 use super::error::HttpError;
-use super::subscribe::{ARCGIS, SubscribeQuery, lookup, session_parts, validate};
+use super::subscribe::{ARCGIS, admit_stream, lookup, session_parts};
 use crate::broker::subscription::WireMode;
 use crate::session::sse_stream::{ApplyFilter, SseHandle, SseSessionActor};
 use crate::session::transport;
@@ -55,12 +55,7 @@ pub async fn events(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    state.check_accepting()?;
-    state.admission.screen(&req, &state.client(&req))?;
-    let runtime = lookup(&state, &path)?;
-    state.check_token(&req, &runtime.service.name)?;
-    let query = SubscribeQuery::parse(req.query_string())?;
-    let (out_sr, filter_state, permit) = validate(&query, &runtime, &state, &ARCGIS)?;
+    let (runtime, out_sr, filter_state, permit) = admit_stream(&req, &state, &path, &ARCGIS)?;
     start(
         &req,
         &state,

@@ -169,6 +169,25 @@ pub(crate) fn validate(
     Ok((out_sr, filter_state, permit))
 }
 
+/// What every stream with URL filters checks before it starts, in order: the server takes
+/// sessions, the client is admitted, the service exists, the token may read it, and the
+/// parameters (named as `names` says) are valid; the service, output reference, filter state
+/// and the where clause's share of the service's budget.
+pub(crate) fn admit_stream(
+    req: &HttpRequest,
+    state: &AppState,
+    service: &str,
+    names: &ParameterNames,
+) -> Result<(Arc<ServiceRuntime>, Wkid, FilterState, Option<WherePermit>), HttpError> {
+    state.check_accepting()?;
+    state.admission.screen(req, &state.client(req))?;
+    let runtime = lookup(state, service)?;
+    state.check_token(req, &runtime.service.name)?;
+    let query = SubscribeQuery::parse(req.query_string())?;
+    let (out_sr, filter_state, permit) = validate(&query, &runtime, state, names)?;
+    Ok((runtime, out_sr, filter_state, permit))
+}
+
 fn only_where(text: &str) -> FilterUpdate {
     FilterUpdate::Parts {
         where_clause: Patch::Set(text.to_owned()),
@@ -243,12 +262,7 @@ fn accept_subscribe(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
-    state.check_accepting()?;
-    state.admission.screen(&req, &state.client(&req))?;
-    let runtime = lookup(state, &path)?;
-    state.check_token(&req, &runtime.service.name)?;
-    let query = SubscribeQuery::parse(req.query_string())?;
-    let (out_sr, filter_state, permit) = validate(&query, &runtime, state, &ARCGIS)?;
+    let (runtime, out_sr, filter_state, permit) = admit_stream(&req, state, &path, &ARCGIS)?;
     if let Some(err) = transport::upgrade_error(&req) {
         return Err(HttpError::NotWebSocket(err));
     }
