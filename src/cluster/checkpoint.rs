@@ -113,9 +113,6 @@ fn encode(
     let mut parts: Vec<(CheckpointMeta, Vec<u8>)> = vec![(CheckpointMeta::default(), Vec::new())];
     for (_, slot) in state.iter() {
         let (meta, features) = parts.last_mut().expect("one at least");
-        if !features.is_empty() {
-            features.push(b',');
-        }
         codec.write_feature(&slot.feature, features);
         meta.ids.push(match slot.feature.attributes.get(object_id) {
             Some(crate::feature::FieldValue::Integer(id)) => *id,

@@ -1,18 +1,35 @@
-//! The backbone's messages. A log message is the Esri JSON featureSet of a batch of
-//! observations (every attribute, coordinates in the service's own spatial reference), written
-//! by the stream's encoder and read back by ingest's parser; a checkpoint message is a line of
-//! metadata (the log position it is as of, its place in the checkpoint, each feature's object
-//! id and time of storage) followed by such a featureSet. What a node reads back is exactly
-//! what every node fans out (the accepting node included), so identical subscriptions get
-//! identical bytes on every node.
+//! The backbone's messages, in a binary form of their own: a log message is a set of
+//! observations (every attribute but the object id, the geometry in the service's own spatial
+//! reference, numbers as IEEE 754 bits: exact, no text to format or parse); a checkpoint message
+//! is a line of JSON metadata (the log position it is as of, its place in the checkpoint, each
+//! feature's object id and time of storage) followed by such a set. What a node reads back is
+//! exactly what every node fans out (the accepting node included), so identical subscriptions
+//! get identical bytes on every node.
+//!
+//! A set, little-endian throughout:
+//!
+//! ```text
+//! "FSB1"                                   magic and version
+//! u16 fields, each: u16 length, UTF-8 name the values' order (the object id is not written)
+//! u32 features, each:
+//!   per field one value: u8 tag  0 null | 1 false | 2 true | 3 i64 | 4 f64 | 5 u32 length, UTF-8
+//!   the geometry:        u8 tag  0 point: f64 x, f64 y
+//!                                1 paths | 2 rings: u32 parts, each u32 vertices, each f64 x, f64 y
+//! ```
+//!
+//! Reading trusts a message no more than a client's document: every value is checked by
+//! ingest's rules for the field it names (`ingest::indexed_feature`), a feature that fails is
+//! refused alone, and bytes that do not form a set refuse the whole message. Sets written as
+//! Esri JSON by versions before this form are still read (a stream outlives an upgrade).
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::feature::{Feature, FieldValue, Schema};
-use crate::filter::OutFields;
-use crate::ingest::{IngestError, Reason};
-use crate::protocol::feature_result::{FeatureEncoder, View};
+use crate::geometry::Geometry;
+use crate::ingest::{IngestError, Reason, Scalar};
 
 /// Most observations in one log message: an observation's object id is its message's stream
 /// sequence times this plus its position in the message, so ids grow with the log on every
@@ -22,22 +39,27 @@ pub const PER_MESSAGE: usize = 1024;
 /// A message is closed once it is this large (JetStream's default limit is 1 MiB).
 pub const MESSAGE_BYTES: usize = 512 * 1024;
 
+/// The first bytes of a set.
+const MAGIC: &[u8; 4] = b"FSB1";
+
 /// Writes and reads one service's messages.
 pub struct Codec {
     schema: Schema,
-    encoder: FeatureEncoder,
-    prefix: Vec<u8>,
+    /// The magic, the field names and a zero count: where every set starts.
+    header: Vec<u8>,
+    /// The schema's fields in the order values are written (all but the object id).
+    written: Vec<usize>,
 }
 
 /// A message that is not one of this service's (another version's, or corrupted).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// Not a featureSet.
+    /// A legacy JSON message that is not a featureSet.
     #[error("{0}")]
     Document(#[from] IngestError),
-    /// Not UTF-8.
-    #[error("the message is not UTF-8")]
-    Utf8,
+    /// Not a set of this codec's, or cut short.
+    #[error("the message is malformed: {0}")]
+    Malformed(&'static str),
     /// A checkpoint message without its metadata line, or with one that does not fit.
     #[error("not a checkpoint message: {0}")]
     Checkpoint(String),
@@ -71,15 +93,21 @@ pub struct CheckpointMeta {
 impl Codec {
     /// A codec for a service's schema.
     pub fn new(schema: &Schema) -> Codec {
-        let view = View::new(schema.wkid, OutFields::All);
-        let prefix = format!(
-            r#"{{"spatialReference":{{"wkid":{}}},"features":["#,
-            schema.wkid.number()
-        );
+        let written: Vec<usize> = (0..schema.fields().len())
+            .filter(|&index| index != schema.object_id_field())
+            .collect();
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&(written.len() as u16).to_le_bytes());
+        for &index in &written {
+            let name = schema.fields()[index].name.as_bytes();
+            header.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            header.extend_from_slice(name);
+        }
+        header.extend_from_slice(&0u32.to_le_bytes());
         Codec {
             schema: schema.clone(),
-            encoder: FeatureEncoder::new(schema, &view),
-            prefix: prefix.into_bytes(),
+            header,
+            written,
         }
     }
 
@@ -95,61 +123,97 @@ impl Codec {
         for feature in features {
             if count == 0 {
                 out.clear();
-                out.extend_from_slice(&self.prefix);
-            } else {
-                out.push(b',');
+                out.extend_from_slice(&self.header);
             }
-            self.encoder.encode_feature(feature, &mut out);
+            self.write_feature(feature, &mut out);
             count += 1;
             if count == PER_MESSAGE || out.len() >= MESSAGE_BYTES {
-                out.extend_from_slice(b"]}");
+                self.close(&mut out, 0, count);
                 messages.push((Bytes::copy_from_slice(&out), first..first + count));
                 first += count;
                 count = 0;
             }
         }
         if count > 0 {
-            out.extend_from_slice(b"]}");
+            self.close(&mut out, 0, count);
             messages.push((Bytes::from(out), first..first + count));
         }
         messages
+    }
+
+    /// Writes the count of the set starting at `start` of `out`.
+    fn close(&self, out: &mut [u8], start: usize, count: usize) {
+        let at = start + self.header.len() - 4;
+        out[at..at + 4].copy_from_slice(&(count as u32).to_le_bytes());
     }
 
     /// The observations of a log message stored at `stored_ms`, validated as ingest validates
     /// them at that time (a start time further ahead of it than any node would have accepted
     /// is a forgery, refused). Object ids are left to the caller.
     pub fn decode_log(&self, payload: &[u8], stored_ms: i64) -> Result<Decoded, DecodeError> {
-        let text = std::str::from_utf8(payload).map_err(|_| DecodeError::Utf8)?;
-        let ingested =
-            crate::ingest::parse_document(text, &self.schema, stored_ms, 0, PER_MESSAGE)?;
-        Ok(Decoded {
-            features: ingested
-                .indexes
-                .into_iter()
-                .zip(ingested.features)
-                .collect(),
-            rejected: ingested
-                .rejected
-                .into_iter()
-                .map(|rejection| (rejection.index, rejection.reason))
-                .collect(),
-        })
+        if !payload.starts_with(MAGIC) {
+            return self.decode_json(payload, stored_ms, PER_MESSAGE);
+        }
+        self.decode_set(payload, stored_ms, PER_MESSAGE)
     }
 
-    /// Appends one feature as the messages write it (a comma-separated run of these is the
-    /// `features` of [`Codec::checkpoint_message`]).
+    /// Appends one feature as the messages write it (a run of these is the features of
+    /// [`Codec::checkpoint_message`]).
     pub fn write_feature(&self, feature: &Feature, out: &mut Vec<u8>) {
-        self.encoder.encode_feature(feature, out);
+        for &index in &self.written {
+            match feature.attributes.get(index).unwrap_or(&FieldValue::Null) {
+                FieldValue::Null => out.push(0),
+                FieldValue::Boolean(flag) => out.push(1 + u8::from(*flag)),
+                FieldValue::Integer(number) | FieldValue::Date(number) => {
+                    out.push(3);
+                    out.extend_from_slice(&number.to_le_bytes());
+                }
+                FieldValue::Double(number) => {
+                    out.push(4);
+                    out.extend_from_slice(&number.to_le_bytes());
+                }
+                FieldValue::String(text) => {
+                    out.push(5);
+                    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+        }
+        let parts = match &feature.geometry {
+            Geometry::Point { x, y } => {
+                out.push(0);
+                out.extend_from_slice(&x.to_le_bytes());
+                out.extend_from_slice(&y.to_le_bytes());
+                return;
+            }
+            Geometry::Polyline { paths } => {
+                out.push(1);
+                paths
+            }
+            Geometry::Polygon { rings } => {
+                out.push(2);
+                rings
+            }
+        };
+        out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+        for part in parts {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            for [x, y] in part {
+                out.extend_from_slice(&x.to_le_bytes());
+                out.extend_from_slice(&y.to_le_bytes());
+            }
+        }
     }
 
     /// A checkpoint message: `meta` (its `ids` and `received` are those of the features, in
-    /// order) and `features`, features written by [`Codec::write_feature`] separated by commas.
+    /// order) and `features`, a run of features written by [`Codec::write_feature`].
     pub fn checkpoint_message(&self, meta: &CheckpointMeta, features: &[u8]) -> Bytes {
         let mut out = serde_json::to_vec(meta).expect("metadata serialises");
         out.push(b'\n');
-        out.extend_from_slice(&self.prefix);
+        let start = out.len();
+        out.extend_from_slice(&self.header);
+        self.close(&mut out, start, meta.ids.len());
         out.extend_from_slice(features);
-        out.extend_from_slice(b"]}");
         Bytes::from(out)
     }
 
@@ -159,12 +223,13 @@ impl Codec {
         &self,
         payload: &[u8],
     ) -> Result<(CheckpointMeta, Vec<Feature>), DecodeError> {
-        let text = std::str::from_utf8(payload).map_err(|_| DecodeError::Utf8)?;
-        let (meta, set) = text
-            .split_once('\n')
+        let split = payload
+            .iter()
+            .position(|&byte| byte == b'\n')
             .ok_or_else(|| DecodeError::Checkpoint("no metadata line".into()))?;
+        let (meta, set) = (&payload[..split], &payload[split + 1..]);
         let meta: CheckpointMeta =
-            serde_json::from_str(meta).map_err(|err| DecodeError::Checkpoint(err.to_string()))?;
+            serde_json::from_slice(meta).map_err(|err| DecodeError::Checkpoint(err.to_string()))?;
         if meta.part >= meta.parts || meta.ids.len() != meta.received.len() {
             return Err(DecodeError::Checkpoint(
                 "its metadata does not add up".into(),
@@ -173,22 +238,29 @@ impl Codec {
         // Stored times are checked against the newest of them: a checkpoint holds what the log
         // held, none of it further ahead of its storage than ingest takes.
         let newest = meta.received.iter().copied().max().unwrap_or(0);
-        let ingested = crate::ingest::parse_document(set, &self.schema, newest, 0, meta.ids.len())?;
-        if let Some(rejection) = ingested.rejected.first() {
+        let decoded = if set.starts_with(MAGIC) {
+            self.decode_set(set, newest, meta.ids.len())?
+        } else {
+            self.decode_json(set, newest, meta.ids.len())?
+        };
+        if let Some((position, reason)) = decoded.rejected.first() {
             return Err(DecodeError::Checkpoint(format!(
-                "feature {}: {}",
-                rejection.index, rejection.reason
+                "feature {position}: {reason}"
             )));
         }
-        if ingested.features.len() != meta.ids.len() {
+        if decoded.features.len() != meta.ids.len() {
             return Err(DecodeError::Checkpoint(format!(
                 "{} features for {} ids",
-                ingested.features.len(),
+                decoded.features.len(),
                 meta.ids.len()
             )));
         }
         let object_id = self.schema.object_id_field();
-        let mut features = ingested.features;
+        let mut features: Vec<Feature> = decoded
+            .features
+            .into_iter()
+            .map(|(_, feature)| feature)
+            .collect();
         for (feature, id) in features.iter_mut().zip(&meta.ids) {
             feature.attributes[object_id] = FieldValue::Integer(*id);
         }
@@ -211,6 +283,172 @@ impl Codec {
             Some(FieldValue::Date(ms)) => Some(*ms),
             _ => None,
         }
+    }
+
+    /// Reads a set of at most `max` features, each validated at `stored_ms`.
+    fn decode_set(&self, set: &[u8], stored_ms: i64, max: usize) -> Result<Decoded, DecodeError> {
+        let mut reader = Reader {
+            bytes: &set[MAGIC.len()..],
+        };
+        let fields = reader.u16()? as usize;
+        // Each field of the message: the schema's index for it, or its name when the schema
+        // has no such field (a value there refuses the feature, as an unknown JSON key does).
+        let mut columns: Vec<Result<usize, &str>> = Vec::with_capacity(fields.min(1024));
+        for _ in 0..fields {
+            let length = reader.u16()? as usize;
+            let name = std::str::from_utf8(reader.take(length)?)
+                .map_err(|_| DecodeError::Malformed("a field name is not UTF-8"))?;
+            let column = self.schema.field_index(name).ok_or(name);
+            if column.is_ok() && columns.contains(&column) {
+                return Err(DecodeError::Malformed("a field is named twice"));
+            }
+            columns.push(column);
+        }
+        let count = reader.u32()? as usize;
+        if count > max {
+            return Err(DecodeError::Document(IngestError::TooManyFeatures {
+                given: count,
+                max,
+            }));
+        }
+        let mut decoded = Decoded {
+            features: Vec::with_capacity(count),
+            rejected: Vec::new(),
+        };
+        let mut given = Vec::with_capacity(columns.len());
+        for position in 0..count {
+            given.clear();
+            let mut unknown = None;
+            for column in &columns {
+                let value = reader.value()?;
+                match column {
+                    Ok(index) => given.push((*index, value)),
+                    Err(name) => unknown = unknown.or(Some(*name)),
+                }
+            }
+            let geometry = reader.geometry()?;
+            let outcome = match unknown {
+                Some(name) => Err(Reason::UnknownField(name.to_owned())),
+                None => crate::ingest::indexed_feature(
+                    &self.schema,
+                    given.drain(..),
+                    geometry,
+                    stored_ms,
+                ),
+            };
+            match outcome {
+                Ok(feature) => decoded.features.push((position, feature)),
+                Err(reason) => decoded.rejected.push((position, reason)),
+            }
+        }
+        if !reader.bytes.is_empty() {
+            return Err(DecodeError::Malformed("bytes after the last feature"));
+        }
+        Ok(decoded)
+    }
+
+    /// Reads a set written as an Esri JSON featureSet (by versions before the binary form).
+    fn decode_json(&self, set: &[u8], stored_ms: i64, max: usize) -> Result<Decoded, DecodeError> {
+        let text = std::str::from_utf8(set)
+            .map_err(|_| DecodeError::Malformed("neither a set nor UTF-8 JSON"))?;
+        let ingested = crate::ingest::parse_document(text, &self.schema, stored_ms, 0, max)?;
+        Ok(Decoded {
+            features: ingested
+                .indexes
+                .into_iter()
+                .zip(ingested.features)
+                .collect(),
+            rejected: ingested
+                .rejected
+                .into_iter()
+                .map(|rejection| (rejection.index, rejection.reason))
+                .collect(),
+        })
+    }
+}
+
+/// The unread rest of a set.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
+        if self.bytes.len() < count {
+            return Err(DecodeError::Malformed("it ends within a feature"));
+        }
+        let (taken, rest) = self.bytes.split_at(count);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        Ok(self.take(N)?.try_into().expect("N bytes taken"))
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn f64(&mut self) -> Result<f64, DecodeError> {
+        Ok(f64::from_le_bytes(self.array()?))
+    }
+
+    fn value(&mut self) -> Result<Scalar<'a>, DecodeError> {
+        Ok(match self.array::<1>()?[0] {
+            0 => Scalar::Null,
+            1 => Scalar::Bool(false),
+            2 => Scalar::Bool(true),
+            3 => Scalar::Integer(i64::from_le_bytes(self.array()?)),
+            4 => Scalar::Float(self.f64()?),
+            5 => {
+                let length = self.u32()? as usize;
+                let text = std::str::from_utf8(self.take(length)?)
+                    .map_err(|_| DecodeError::Malformed("a string is not UTF-8"))?;
+                Scalar::Text(Cow::Borrowed(text))
+            }
+            _ => return Err(DecodeError::Malformed("a value of no known kind")),
+        })
+    }
+
+    fn geometry(&mut self) -> Result<Geometry, DecodeError> {
+        let tag = self.array::<1>()?[0];
+        if tag == 0 {
+            return Ok(Geometry::Point {
+                x: self.f64()?,
+                y: self.f64()?,
+            });
+        }
+        if tag > 2 {
+            return Err(DecodeError::Malformed("a geometry of no known kind"));
+        }
+        let count = self.u32()? as usize;
+        // Each part takes at least its count's four bytes: nothing is allocated beyond what
+        // the message can hold.
+        if count > self.bytes.len() / 4 {
+            return Err(DecodeError::Malformed("it ends within a feature"));
+        }
+        let mut parts = Vec::with_capacity(count);
+        for _ in 0..count {
+            let vertices = self.u32()? as usize;
+            if vertices > self.bytes.len() / 16 {
+                return Err(DecodeError::Malformed("it ends within a feature"));
+            }
+            let mut part = Vec::with_capacity(vertices);
+            for _ in 0..vertices {
+                part.push([self.f64()?, self.f64()?]);
+            }
+            parts.push(part);
+        }
+        Ok(if tag == 1 {
+            Geometry::Polyline { paths: parts }
+        } else {
+            Geometry::Polygon { rings: parts }
+        })
     }
 }
 
@@ -251,6 +489,7 @@ mod tests {
                     feature
                 }));
             }
+            assert_eq!(read, features, "every value exactly as written");
             assert_eq!(
                 codec
                     .encode_log(&read)
@@ -281,10 +520,7 @@ mod tests {
         };
         let written = |features: &[Feature]| {
             let mut out = Vec::new();
-            for (index, feature) in features.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
+            for feature in features {
                 codec.write_feature(feature, &mut out);
             }
             out
@@ -293,11 +529,12 @@ mod tests {
         let (read_meta, read) = codec.decode_checkpoint(&message).expect("reads back");
         assert_eq!(codec.checkpoint_position(&message), Some(41));
         assert_eq!(read_meta, meta);
-        for (feature, id) in read.iter().zip(&meta.ids) {
+        for ((feature, id), written) in read.iter().zip(&meta.ids).zip(&features) {
             assert_eq!(
                 feature.attributes[schema.object_id_field()],
                 FieldValue::Integer(*id)
             );
+            assert_eq!(feature.geometry, written.geometry, "exact, not rounded");
         }
         let mut wrong = meta.clone();
         wrong.ids.pop();
@@ -326,5 +563,119 @@ mod tests {
             );
             assert!(codec.decode_checkpoint(bad).is_err());
         }
+    }
+
+    #[test]
+    fn a_forged_value_refuses_its_feature_alone_by_ingest_rules() {
+        let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
+        let codec = Codec::new(&schema);
+        let mut fleet = crate::simulator::Fleet::new(schema.clone(), 6, 7, 8);
+        let mut features = fleet.step(1.0, 1_700_000_000_000).features;
+        let field = |name: &str| schema.field_index(name).expect("a vehicles field");
+        features[1].attributes[field("speed")] = FieldValue::String("fast".into());
+        features[2].geometry = Geometry::Point { x: 500.0, y: 0.0 };
+        features[3].attributes[schema.track_id_field()] = FieldValue::Null;
+        let start = schema
+            .start_time_field()
+            .expect("vehicles have a start time");
+        features[4].attributes[start] = FieldValue::Date(1_800_000_000_000);
+        features[5].geometry = Geometry::Polyline {
+            paths: vec![vec![[0.0, 0.0], [1.0, 1.0]]],
+        };
+        let (message, _) = codec.encode_log(&features).remove(0);
+        let decoded = codec
+            .decode_log(&message, 1_700_000_000_000)
+            .expect("a set");
+        assert_eq!(
+            decoded
+                .features
+                .iter()
+                .map(|(position, _)| *position)
+                .collect::<Vec<_>>(),
+            [0]
+        );
+        let reasons: Vec<String> = decoded
+            .rejected
+            .iter()
+            .map(|(position, reason)| format!("{position}: {reason}"))
+            .collect();
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("1: field \"speed\" expects a number"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].starts_with("2: "), "{reasons:?}");
+        assert!(reasons[2].contains("track id"), "{reasons:?}");
+        assert!(reasons[3].contains("ahead"), "{reasons:?}");
+        assert!(reasons[4].contains("polyline"), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_set_cut_short_or_overlong_is_refused_whole() {
+        let schema = vehicles_schema(GeometryType::Polygon, Wkid::Wgs84);
+        let codec = Codec::new(&schema);
+        let mut fleet = crate::simulator::Fleet::new(schema.clone(), 3, 7, 8);
+        let features = fleet.step(1.0, 1_700_000_000_000).features;
+        let (message, _) = codec.encode_log(&features).remove(0);
+        assert_eq!(
+            codec
+                .decode_log(&message, 1_700_000_000_000)
+                .expect("whole")
+                .features
+                .len(),
+            3
+        );
+        for cut in MAGIC.len()..message.len() {
+            assert!(
+                matches!(
+                    codec.decode_log(&message[..cut], 1_700_000_000_000),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = message.to_vec();
+        longer.push(0);
+        assert!(codec.decode_log(&longer, 1_700_000_000_000).is_err());
+        // A count of parts or vertices larger than the message can hold allocates nothing.
+        let mut huge = codec.header.clone();
+        codec.close(&mut huge, 0, 1);
+        huge.extend(std::iter::repeat_n(0, codec.written.len()));
+        huge.push(2);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(codec.decode_log(&huge, 0).is_err());
+    }
+
+    #[test]
+    fn a_message_written_as_json_by_an_earlier_version_still_reads() {
+        use crate::filter::OutFields;
+        use crate::protocol::feature_result::{FeatureEncoder, View};
+        let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
+        let codec = Codec::new(&schema);
+        let mut fleet = crate::simulator::Fleet::new(schema.clone(), 4, 7, 8);
+        let features = fleet.step(1.0, 1_700_000_000_000).features;
+        let encoder = FeatureEncoder::new(&schema, &View::new(schema.wkid, OutFields::All));
+        let mut set = br#"{"spatialReference":{"wkid":4326},"features":["#.to_vec();
+        for (index, feature) in features.iter().enumerate() {
+            if index > 0 {
+                set.push(b',');
+            }
+            encoder.encode_feature(feature, &mut set);
+        }
+        set.extend_from_slice(b"]}");
+        let decoded = codec.decode_log(&set, 1_700_000_000_000).expect("reads");
+        assert_eq!(decoded.features.len(), 4);
+        let meta = CheckpointMeta {
+            through: 9,
+            part: 0,
+            parts: 1,
+            ids: vec![1, 2, 3, 4],
+            received: vec![1_700_000_000_000; 4],
+        };
+        let mut checkpoint = serde_json::to_vec(&meta).expect("serialises");
+        checkpoint.push(b'\n');
+        checkpoint.extend_from_slice(&set);
+        let (_, read) = codec.decode_checkpoint(&checkpoint).expect("reads");
+        assert_eq!(read.len(), 4);
     }
 }

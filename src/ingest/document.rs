@@ -197,7 +197,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Attributes<'a> {
 
 /// One attribute value as written.
 #[derive(Debug, PartialEq)]
-pub(super) enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     Null,
     Bool(bool),
     Integer(i64),

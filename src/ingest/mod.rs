@@ -13,6 +13,7 @@ use crate::source::Receipt;
 
 pub use complaints::Complaints;
 pub use document::DocumentError;
+pub(crate) use document::Scalar;
 
 /// What a document held: accepted features (with their indexes) and rejected ones.
 #[derive(Debug, Default)]
@@ -314,6 +315,18 @@ pub fn parse_document(
         }
     }
     Ok(ingested)
+}
+
+/// Checks one feature given by field index (values not yet typed, the geometry in the schema's
+/// own spatial reference) by the rules of the JSON forms: a binary message of the backbone is
+/// trusted no more than a client's document.
+pub(crate) fn indexed_feature<'a>(
+    schema: &Schema,
+    given: impl IntoIterator<Item = (usize, Scalar<'a>)>,
+    geometry: crate::geometry::Geometry,
+    received_ms: i64,
+) -> Result<Feature, Reason> {
+    validate::feature_by_index(schema, given, geometry, received_ms)
 }
 
 /// Parses a message from a source (a NATS subject, an MQTT topic): one document in any form

@@ -33,6 +33,64 @@ pub(super) fn feature(
         }
         attributes[index] = Some(convert(schema, index, value)?);
     }
+    let values = complete(schema, attributes, received_ms)?;
+    let geometry = raw.geometry.ok_or(Reason::MissingGeometry)?;
+    let geometry = if geojson || geometry.coordinates.is_some() {
+        geojson_geometry(geometry, schema)?
+    } else {
+        esri_geometry(geometry, schema, default_reference)?
+    };
+    finish(schema, values, geometry)
+}
+
+/// Converts a feature given field by field (by index in the schema) with a geometry in the
+/// schema's own spatial reference, by the same rules as the JSON forms: the backbone's binary
+/// messages are read with it.
+pub(super) fn feature_by_index<'a>(
+    schema: &Schema,
+    given: impl IntoIterator<Item = (usize, Scalar<'a>)>,
+    geometry: Geometry,
+    received_ms: i64,
+) -> Result<Feature, Reason> {
+    let mut attributes = vec![None; schema.fields().len()];
+    for (index, value) in given {
+        attributes[index] = Some(convert(schema, index, value)?);
+    }
+    let values = complete(schema, attributes, received_ms)?;
+    let wkid = schema.wkid;
+    let geometry = match (schema.geometry_type, geometry) {
+        (GeometryType::Point, Geometry::Point { x, y }) => {
+            let [x, y] = project(wkid, wkid, [x, y])?;
+            Geometry::Point { x, y }
+        }
+        (GeometryType::Polyline, Geometry::Polyline { paths }) => Geometry::Polyline {
+            paths: parts(paths, wkid, wkid, 2, false)?,
+        },
+        (GeometryType::Polygon, Geometry::Polygon { rings }) => Geometry::Polygon {
+            rings: parts(rings, wkid, wkid, 4, true)?,
+        },
+        (expected, found) => {
+            return Err(Reason::WrongGeometry {
+                expected: expected.esri_name(),
+                found: match found {
+                    Geometry::Point { .. } => "point",
+                    Geometry::Polyline { .. } => "polyline",
+                    Geometry::Polygon { .. } => "polygon",
+                }
+                .to_owned(),
+            });
+        }
+    };
+    finish(schema, values, geometry)
+}
+
+/// Every field's value once the given ones are converted: defaults for the missing, then the
+/// track id, start time and nullability rules.
+fn complete(
+    schema: &Schema,
+    attributes: Vec<Option<FieldValue>>,
+    received_ms: i64,
+) -> Result<Vec<FieldValue>, Reason> {
     let mut values = Vec::with_capacity(attributes.len());
     for (index, (value, field)) in attributes.into_iter().zip(schema.fields()).enumerate() {
         let value = match value {
@@ -67,12 +125,11 @@ pub(super) fn feature(
         }
         values.push(value);
     }
-    let geometry = raw.geometry.ok_or(Reason::MissingGeometry)?;
-    let geometry = if geojson || geometry.coordinates.is_some() {
-        geojson_geometry(geometry, schema)?
-    } else {
-        esri_geometry(geometry, schema, default_reference)?
-    };
+    Ok(values)
+}
+
+/// The feature, once its geometry is within the vertex limit.
+fn finish(schema: &Schema, values: Vec<FieldValue>, geometry: Geometry) -> Result<Feature, Reason> {
     let vertices = match &geometry {
         Geometry::Point { .. } => 1,
         Geometry::Polyline { paths: parts } | Geometry::Polygon { rings: parts } => {
@@ -303,8 +360,8 @@ fn lists<T>(coordinates: &Coordinates, item: impl Fn(&Coordinates) -> Option<T>)
 
 /// Paths or rings: each vertex finite and projected; at least `min_vertices` each (rings are
 /// closed when their last vertex is not their first).
-fn parts(
-    parts: Vec<Vec<Vec<f64>>>,
+fn parts<V: AsRef<[f64]>>(
+    parts: Vec<Vec<V>>,
     from: Wkid,
     to: Wkid,
     min_vertices: usize,
@@ -317,6 +374,7 @@ fn parts(
     for part in parts {
         let mut vertices = Vec::with_capacity(part.len() + 1);
         for vertex in part {
+            let vertex = vertex.as_ref();
             if vertex.len() < 2 {
                 return Err(Reason::MalformedGeometry(
                     "every vertex needs an x and a y".into(),
