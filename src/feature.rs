@@ -184,6 +184,7 @@ pub struct Schema {
     fields: Vec<Field>,
     object_id_field: usize,
     track_id_field: usize,
+    start_time_field: Option<usize>,
     /// The geometry type of every feature.
     pub geometry_type: GeometryType,
     /// The spatial reference features are stored in.
@@ -268,10 +269,14 @@ impl Schema {
                 fields[object_id_field].name.clone(),
             ));
         }
+        let start_time_field = fields
+            .iter()
+            .position(|field| field.field_type == FieldType::Date);
         Ok(Schema {
             fields,
             object_id_field,
             track_id_field,
+            start_time_field,
             geometry_type,
             wkid,
             limits: FeatureLimits::default(),
@@ -298,9 +303,7 @@ impl Schema {
     /// Index of the start-time field (`timeInfo.startTimeField`): the first date field, if
     /// any. It orders a track's observations.
     pub fn start_time_field(&self) -> Option<usize> {
-        self.fields
-            .iter()
-            .position(|field| field.field_type == FieldType::Date)
+        self.start_time_field
     }
 
     /// Index of the track id field.
