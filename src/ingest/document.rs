@@ -48,6 +48,48 @@ struct Container<'a> {
     geometry: Option<IgnoredAny>,
 }
 
+/// A featureSet or FeatureCollection read in one pass, features and all.
+#[derive(Deserialize)]
+struct WholeSet<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    features: Option<Vec<RawFeature<'a>>>,
+    #[serde(rename = "spatialReference", default)]
+    spatial_reference: Option<SpatialReference>,
+    #[serde(default)]
+    attributes: Option<IgnoredAny>,
+    #[serde(default)]
+    properties: Option<IgnoredAny>,
+    #[serde(default)]
+    geometry: Option<IgnoredAny>,
+}
+
+/// The features of a well-formed array of features, featureSet or FeatureCollection, read in
+/// one pass (the common case); `None` for anything else, which [`split`] then reads feature by
+/// feature so that a malformed one is reported by its index. Whenever this reads a document,
+/// it reads it exactly as `split` and [`feature`] together would.
+pub(super) fn whole(text: &str) -> Option<(Vec<RawFeature<'_>>, Option<SpatialReference>)> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        return serde_json::from_str(text)
+            .ok()
+            .map(|features| (features, None));
+    }
+    if !trimmed.starts_with('{') {
+        return None;
+    }
+    let set: WholeSet<'_> = serde_json::from_str(text).ok()?;
+    let is_feature = set.attributes.is_some()
+        || set.properties.is_some()
+        || set.geometry.is_some()
+        || set.kind.as_deref() == Some("Feature");
+    match set.features {
+        Some(features) if !is_feature => Some((features, set.spatial_reference)),
+        _ => None,
+    }
+}
+
 /// Splits one JSON document into raw features.
 pub(super) fn split(text: &str) -> Result<Document<'_>, DocumentError> {
     let raw: &RawValue =

@@ -35,6 +35,17 @@ impl Ingested {
         self.rejected.extend(other.rejected);
     }
 
+    /// Keeps the outcome of the feature at `index`.
+    fn take(&mut self, index: usize, outcome: Result<Feature, Reason>) {
+        match outcome {
+            Ok(feature) => {
+                self.features.push(feature);
+                self.indexes.push(index);
+            }
+            Err(reason) => self.rejected.push(Rejection { index, reason }),
+        }
+    }
+
     /// Features read, valid or not.
     pub fn total(&self) -> usize {
         self.features.len() + self.rejected.len()
@@ -287,6 +298,37 @@ pub fn parse_document(
     first_index: usize,
     max_features: usize,
 ) -> Result<Ingested, IngestError> {
+    if let Some((features, spatial_reference)) = document::whole(text) {
+        if features.len() > max_features {
+            return Err(IngestError::TooManyFeatures {
+                given: features.len(),
+                max: max_features,
+            });
+        }
+        let mut ingested = Ingested {
+            features: Vec::with_capacity(features.len()),
+            indexes: Vec::with_capacity(features.len()),
+            rejected: Vec::new(),
+        };
+        for (offset, raw) in features.into_iter().enumerate() {
+            ingested.take(
+                first_index + offset,
+                validate::feature(raw, schema, spatial_reference, received_ms),
+            );
+        }
+        return Ok(ingested);
+    }
+    parse_each(text, schema, received_ms, first_index, max_features)
+}
+
+/// [`parse_document`] feature by feature: a malformed feature is reported by its index.
+fn parse_each(
+    text: &str,
+    schema: &Schema,
+    received_ms: i64,
+    first_index: usize,
+    max_features: usize,
+) -> Result<Ingested, IngestError> {
     let document = document::split(text)?;
     if document.features.len() > max_features {
         return Err(IngestError::TooManyFeatures {
@@ -306,13 +348,7 @@ pub fn parse_document(
             .and_then(|raw| {
                 validate::feature(raw, schema, document.spatial_reference, received_ms)
             });
-        match outcome {
-            Ok(feature) => {
-                ingested.features.push(feature);
-                ingested.indexes.push(index);
-            }
-            Err(reason) => ingested.rejected.push(Rejection { index, reason }),
-        }
+        ingested.take(index, outcome);
     }
     Ok(ingested)
 }

@@ -185,3 +185,38 @@ fn web_mercator_input_is_projected_to_a_wgs84_service_and_polygons_are_closed() 
     assert_eq!(rings[0][0], rings[0][3]);
     assert!((rings[0][1][1] - 9.9).abs() < 0.1, "{rings:?}");
 }
+
+#[test]
+fn a_document_read_in_one_pass_reads_as_feature_by_feature() {
+    let schema = points();
+    let bad_type = GOOD.replace("12.5", "\"fast\"");
+    let escaped = GOOD.replace("bus 7", "bus \\\"7\\\" \\u00e9");
+    let geojson = r#"{"type":"Feature","properties":{"TRACKID":8},"geometry":{"type":"Point","coordinates":[1,2]}}"#;
+    let mercator = GOOD.replace("\"x\":-117.2,\"y\":34.05", "\"x\":1000,\"y\":2000");
+    let documents = [
+        format!("[{GOOD},{escaped}]"),
+        format!("[{GOOD},{bad_type},{GOOD}]"),
+        format!("[{GOOD},1,{GOOD}]"),
+        format!("[{GOOD},{{\"attributes\":[]}}]"),
+        format!(r#"{{"spatialReference":{{"wkid":102100}},"features":[{mercator},{GOOD}]}}"#),
+        format!(r#"{{"type":"FeatureCollection","features":[{geojson},{geojson}]}}"#),
+        format!(r#"{{"features":[{GOOD}],"attributes":{{}}}}"#),
+        format!(r#"{{"features":[{GOOD}],"features":[]}}"#),
+        format!(" \n[{GOOD}] \n"),
+        "[]".to_owned(),
+        "{\"features\":[]}".to_owned(),
+        GOOD.to_owned(),
+    ];
+    for document in &documents {
+        for max in [1, 100] {
+            let fast = parse_document(document, &schema, NOW, 3, max);
+            let careful = parse_each(document, &schema, NOW, 3, max);
+            assert_eq!(format!("{fast:?}"), format!("{careful:?}"), "{document}");
+        }
+    }
+    // The one pass reads the well-formed containers; the rest went feature by feature.
+    let one_pass: Vec<usize> = (0..documents.len())
+        .filter(|&index| document::whole(&documents[index]).is_some())
+        .collect();
+    assert_eq!(one_pass, [0, 1, 4, 5, 8, 9, 10]);
+}
