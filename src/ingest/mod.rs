@@ -321,8 +321,10 @@ pub fn parse_document(
     parse_each(text, schema, received_ms, first_index, max_features)
 }
 
-/// [`parse_document`] feature by feature: a malformed feature is reported by its index.
-fn parse_each(
+/// [`parse_document`] feature by feature, never in one pass: a malformed feature is reported
+/// by its index. Public for the fuzz target that checks both ways read every document alike.
+#[doc(hidden)]
+pub fn parse_each(
     text: &str,
     schema: &Schema,
     received_ms: i64,
