@@ -265,19 +265,24 @@ pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> 
                     service.schema.start_time_field(),
                 ));
                 let ready = Arc::new(tokio::sync::Notify::new());
+                let (deletes, taken_deletes) = tokio::sync::mpsc::unbounded_channel();
                 links.push(ServiceLink {
                     name: service.name.clone(),
                     schema: service.schema.clone(),
                     broker: broker.clone(),
                     outbox: outbox.clone(),
                     outbox_ready: ready.clone(),
+                    deletes: std::sync::Mutex::new(Some(taken_deletes)),
                     max_features: config.ingest.max_features,
                     coalesce: config.ingest.coalesce,
                     checkpoint_every: cluster.checkpoint_every,
                     lease: None,
                     ingest_subject: None,
                 });
-                (BatchSink::to_backbone(outbox, ready), Lease::new(LEASE_TTL))
+                (
+                    BatchSink::to_backbone(outbox, ready, deletes),
+                    Lease::new(LEASE_TTL),
+                )
             }
         };
         if let Some(settings) = &service.simulator {

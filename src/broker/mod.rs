@@ -260,22 +260,68 @@ pub struct BatchSink {
 #[derive(Clone)]
 enum Taker {
     Broker(Addr<BrokerActor>),
-    Backbone(Arc<tokio::sync::Notify>),
+    Backbone {
+        ready: Arc<tokio::sync::Notify>,
+        deletes: tokio::sync::mpsc::UnboundedSender<TrackDelete>,
+    },
+}
+
+/// An operator's delete of a track, for the backbone to append to the log. The answer is
+/// whether the track was live where the log applied it; dropped unanswered, the log did not
+/// take it.
+pub struct TrackDelete {
+    /// The track.
+    pub key: crate::latest::TrackKey,
+    /// Where the answer goes.
+    pub answer: oneshot::Sender<bool>,
+}
+
+/// Why a track could not be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveError {
+    /// The service's broker is gone (shutting down).
+    Stopped,
+    /// In a cluster: the log did not take the delete (NATS unavailable).
+    NotStored,
 }
 
 impl BatchSink {
-    /// A sink whose batches the backbone's publisher takes from `inbox` when rung.
-    pub fn to_backbone(inbox: Arc<BatchInbox>, ready: Arc<tokio::sync::Notify>) -> BatchSink {
+    /// A sink whose batches the backbone's publisher takes from `inbox` when rung, and whose
+    /// deletes it appends from `deletes`.
+    pub fn to_backbone(
+        inbox: Arc<BatchInbox>,
+        ready: Arc<tokio::sync::Notify>,
+        deletes: tokio::sync::mpsc::UnboundedSender<TrackDelete>,
+    ) -> BatchSink {
         BatchSink {
             inbox,
-            taker: Taker::Backbone(ready),
+            taker: Taker::Backbone { ready, deletes },
         }
     }
 
     fn wake(&self) {
         match &self.taker {
             Taker::Broker(broker) => broker.do_send(BatchReady),
-            Taker::Backbone(ready) => ready.notify_one(),
+            Taker::Backbone { ready, .. } => ready.notify_one(),
+        }
+    }
+
+    /// Removes a track from the latest state now (an operator's delete): from this node's
+    /// broker, or in a cluster through the log, so that every node removes it at the same
+    /// place in the log's order. Whether the track was live.
+    pub async fn remove_track(&self, key: crate::latest::TrackKey) -> Result<bool, RemoveError> {
+        match &self.taker {
+            Taker::Broker(broker) => broker
+                .send(RemoveTrack(key))
+                .await
+                .map_err(|_| RemoveError::Stopped),
+            Taker::Backbone { deletes, .. } => {
+                let (answer, answered) = oneshot::channel();
+                deletes
+                    .send(TrackDelete { key, answer })
+                    .map_err(|_| RemoveError::Stopped)?;
+                answered.await.map_err(|_| RemoveError::NotStored)
+            }
         }
     }
 
@@ -742,7 +788,34 @@ impl Handler<RemoveTrack> for BrokerActor {
     type Result = bool;
 
     fn handle(&mut self, message: RemoveTrack, _: &mut Context<BrokerActor>) -> bool {
-        match self.fanout.remove_track(&message.0) {
+        self.remove_track(&message.0)
+    }
+}
+
+/// A track removed by a cluster's log (an operator's delete taken by any node) at log
+/// position `through`; answers whether it was live.
+#[derive(actix::Message)]
+#[rtype(result = "bool")]
+pub struct ReplicatedRemoval {
+    /// The track.
+    pub key: crate::latest::TrackKey,
+    /// The delete's position in the log.
+    pub through: u64,
+}
+
+impl Handler<ReplicatedRemoval> for BrokerActor {
+    type Result = bool;
+
+    fn handle(&mut self, message: ReplicatedRemoval, _: &mut Context<BrokerActor>) -> bool {
+        self.replicated_through = self.replicated_through.max(message.through);
+        self.remove_track(&message.key)
+    }
+}
+
+impl BrokerActor {
+    /// Removes a track now; whether it was live.
+    fn remove_track(&mut self, key: &crate::latest::TrackKey) -> bool {
+        match self.fanout.remove_track(key) {
             Some((ended, removed)) => {
                 self.journal_removed(&[removed]);
                 for (subscriber, cause) in ended {

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::feature::{Feature, FieldValue, Schema};
 use crate::geometry::Geometry;
 use crate::ingest::{IngestError, Reason, Scalar};
+use crate::latest::TrackKey;
 
 /// Most observations in one log message: an observation's object id is its message's stream
 /// sequence times this plus its position in the message, so ids grow with the log on every
@@ -41,6 +42,10 @@ pub const MESSAGE_BYTES: usize = 512 * 1024;
 
 /// The first bytes of a set.
 const MAGIC: &[u8; 4] = b"FSB1";
+
+/// The first bytes of an operator's delete of a track: then the track's key, a value as a set
+/// writes it (3: an integer id; 5: a text id; 6: any other id, by its text).
+const DELETE: &[u8; 4] = b"FSD1";
 
 /// Writes and reads one service's messages.
 pub struct Codec {
@@ -155,6 +160,53 @@ impl Codec {
             return self.decode_json(payload, stored_ms, PER_MESSAGE);
         }
         self.decode_set(payload, stored_ms, PER_MESSAGE)
+    }
+
+    /// A log message that removes a track from the state (an operator's delete), applied in
+    /// the log's order by every node.
+    pub fn encode_delete(&self, key: &TrackKey) -> Bytes {
+        let mut out = DELETE.to_vec();
+        let (tag, text) = match key {
+            TrackKey::Integer(id) => {
+                out.push(3);
+                out.extend_from_slice(&id.to_le_bytes());
+                return Bytes::from(out);
+            }
+            TrackKey::Text(text) => (5, text.as_ref()),
+            TrackKey::Other(text) => (6, text.as_str()),
+        };
+        out.push(tag);
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+        Bytes::from(out)
+    }
+
+    /// The track a delete message removes; `None` when the message is not a delete.
+    pub fn decode_delete(&self, payload: &[u8]) -> Option<Result<TrackKey, DecodeError>> {
+        let rest = payload.strip_prefix(DELETE)?;
+        let mut reader = Reader { bytes: rest };
+        let key = (|| {
+            let tag = reader.array::<1>()?[0];
+            let key = match tag {
+                3 => TrackKey::Integer(i64::from_le_bytes(reader.array()?)),
+                5 | 6 => {
+                    let length = reader.u32()? as usize;
+                    let text = std::str::from_utf8(reader.take(length)?)
+                        .map_err(|_| DecodeError::Malformed("a track id is not UTF-8"))?;
+                    if tag == 5 {
+                        TrackKey::Text(text.into())
+                    } else {
+                        TrackKey::Other(text.to_owned())
+                    }
+                }
+                _ => return Err(DecodeError::Malformed("a track id of no known kind")),
+            };
+            if !reader.bytes.is_empty() {
+                return Err(DecodeError::Malformed("bytes after the track id"));
+            }
+            Ok(key)
+        })();
+        Some(key)
     }
 
     /// Appends one feature as the messages write it (a run of these is the features of
@@ -677,5 +729,36 @@ mod tests {
         checkpoint.extend_from_slice(&set);
         let (_, read) = codec.decode_checkpoint(&checkpoint).expect("reads");
         assert_eq!(read.len(), 4);
+    }
+
+    #[test]
+    fn a_delete_names_its_track_exactly() {
+        let codec = Codec::new(&vehicles_schema(GeometryType::Point, Wkid::Wgs84));
+        for key in [
+            TrackKey::Integer(-7),
+            TrackKey::Text("bus \u{e9} 12".into()),
+            TrackKey::Other("1.5".into()),
+        ] {
+            let message = codec.encode_delete(&key);
+            assert_eq!(
+                codec.decode_delete(&message).expect("a delete").ok(),
+                Some(key)
+            );
+            assert!(
+                codec
+                    .decode_delete(&message[..message.len() - 1])
+                    .expect("a delete")
+                    .is_err()
+            );
+            assert!(codec.decode_log(&message, 0).is_err(), "not observations");
+        }
+        let (set, _) = codec
+            .encode_log(
+                &crate::simulator::Fleet::new(codec.schema.clone(), 1, 7, 8)
+                    .step(1.0, 0)
+                    .features,
+            )
+            .remove(0);
+        assert!(codec.decode_delete(&set).is_none());
     }
 }

@@ -36,20 +36,28 @@ const FATE_DEADLINE: Duration = Duration::from_secs(20);
 /// when the first acknowledgement was lost after the message was stored.
 const RESEND_WINDOW: Duration = Duration::from_secs(15);
 
+/// What applying one of this node's log messages did.
+pub(super) enum Fate {
+    /// A batch of observations: what recording them did, by position in the message.
+    Recorded(Recorded),
+    /// A delete: whether the track was live.
+    Deleted(bool),
+}
+
 /// Publishers of this node's messages waiting to hear what became of them, by message id.
 #[derive(Default)]
 pub(super) struct Fates {
-    waiting: Mutex<HashMap<String, oneshot::Sender<Recorded>>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Fate>>>,
 }
 
 impl Fates {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Recorded>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Fate>>> {
         self.waiting
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn expect(&self, id: String) -> oneshot::Receiver<Recorded> {
+    fn expect(&self, id: String) -> oneshot::Receiver<Fate> {
         let (sender, receiver) = oneshot::channel();
         self.lock().insert(id, sender);
         receiver
@@ -59,10 +67,10 @@ impl Fates {
         self.lock().remove(id);
     }
 
-    /// Tells the publisher of message `id` (if it waits) what recording it did.
-    pub(super) fn settle(&self, id: &str, recorded: Recorded) {
+    /// Tells the publisher of message `id` (if it waits) what applying it did.
+    pub(super) fn settle(&self, id: &str, fate: Fate) {
         if let Some(sender) = self.lock().remove(id) {
-            let _ = sender.send(recorded);
+            let _ = sender.send(fate);
         }
     }
 }
@@ -74,7 +82,7 @@ struct Appended {
     payload: bytes::Bytes,
     range: std::ops::Range<usize>,
     ack: Result<async_nats::jetstream::context::PublishAckFuture, String>,
-    fate: oneshot::Receiver<Recorded>,
+    fate: oneshot::Receiver<Fate>,
 }
 
 /// Takes a service's outbox and appends it to the log, forever.
@@ -86,8 +94,29 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
     let run_id = format!("{}-{:016x}", shared.node, rand::random::<u64>());
     let mut sent = 0u64;
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut deletes = link
+        .deletes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+        .expect("one publisher per service");
     loop {
-        link.outbox_ready.notified().await;
+        tokio::select! {
+            _ = link.outbox_ready.notified() => {}
+            Some(delete) = deletes.recv() => {
+                sent += 1;
+                let id = format!("{run_id}-{sent}");
+                let fate = fates.expect(id.clone());
+                let payload = codec.encode_delete(&delete.key);
+                let (shared, link, fates) = (shared.clone(), link.clone(), fates.clone());
+                actix::spawn(async move {
+                    if let Some(found) = append_delete(&shared, &link, &fates, id, payload, fate).await {
+                        let _ = delete.answer.send(found);
+                    }
+                });
+                continue;
+            }
+        }
         while let Some(taken) = link.outbox.take() {
             if taken.stale > 0 {
                 link.broker.do_send(crate::broker::CountStale(taken.stale));
@@ -175,7 +204,7 @@ async fn settle(
         }
         shared.health.stored.fetch_add(range.len() as u64, Relaxed);
         match tokio::time::timeout(FATE_DEADLINE, fate).await {
-            Ok(Ok(recorded)) => {
+            Ok(Ok(Fate::Recorded(recorded))) => {
                 let shift = |positions: Vec<usize>| positions.into_iter().map(|p| range.start + p);
                 outcome.stale.extend(shift(recorded.stale));
                 outcome.refused.extend(shift(recorded.refused));
@@ -195,6 +224,53 @@ async fn settle(
     outcome.refused.sort_unstable();
     outcome.unstored.sort_unstable();
     outcome
+}
+
+/// Appends an operator's delete to the log and waits for this node's replica to apply it:
+/// whether the track was live there; `None` when the log did not take it.
+async fn append_delete(
+    shared: &Shared,
+    link: &ServiceLink,
+    fates: &Fates,
+    id: String,
+    payload: bytes::Bytes,
+    fate: oneshot::Receiver<Fate>,
+) -> Option<bool> {
+    let publish = PublishMessage::build()
+        .payload(payload.clone())
+        .message_id(&id);
+    let acked = async {
+        shared
+            .jetstream
+            .send_publish(naming::log_subject(&link.name), publish)
+            .await
+            .map_err(|err| err.to_string())?
+            .await
+            .map_err(|err| err.to_string())
+    };
+    let acked = match acked.await {
+        Ok(_) => Ok(()),
+        Err(first) => resend(shared, link, &id, payload, first).await,
+    };
+    if let Err(err) = acked {
+        fates.forget(&id);
+        log::warn!(
+            "service {}: appending a track's delete to the log: {err}",
+            link.name
+        );
+        return None;
+    }
+    match tokio::time::timeout(FATE_DEADLINE, fate).await {
+        Ok(Ok(Fate::Deleted(found))) => Some(found),
+        _ => {
+            fates.forget(&id);
+            log::warn!(
+                "service {}: a track's delete stored in the log was not read back within {FATE_DEADLINE:?}",
+                link.name
+            );
+            None
+        }
+    }
 }
 
 /// Sends message `id` again until the log acknowledges it or [`RESEND_WINDOW`] passes; the

@@ -17,7 +17,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::codec::{self, Codec};
 use super::naming;
-use super::publisher::Fates;
+use super::publisher::{Fate, Fates};
 use super::start::{ServiceLink, Shared};
 use crate::broker::Replicated;
 use crate::feature::Feature;
@@ -302,11 +302,7 @@ async fn read(
             }
         }
         let mut caught_up = false;
-        let mut features = Vec::new();
-        let mut received_ms = Vec::new();
-        // Per message awaited by a publisher on this node: its id, where its observations are
-        // in `features` (by position in the message), and what decoding refused.
-        let mut awaited: Vec<(String, Vec<usize>, Vec<usize>)> = Vec::new();
+        let mut pending = Pending::default();
         for message in &batch {
             let info = message.info()?;
             caught_up = info.pending == 0;
@@ -318,6 +314,33 @@ async fn read(
                 .as_ref()
                 .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
                 .map(|id| id.as_str().to_owned());
+            if let Some(delete) = codec.decode_delete(&message.payload) {
+                // Everything before it in the log first, then the delete at its position.
+                if !pending.is_empty() {
+                    pending.flush(shared, link, fates, sequence - 1).await?;
+                }
+                match delete {
+                    Ok(key) => {
+                        let found = link
+                            .broker
+                            .send(crate::broker::ReplicatedRemoval {
+                                key,
+                                through: sequence,
+                            })
+                            .await?;
+                        if let Some(id) = id {
+                            fates.settle(&id, Fate::Deleted(found));
+                        }
+                    }
+                    Err(err) => unreadable(
+                        shared,
+                        link,
+                        1,
+                        format_args!("log message {sequence} is not a delete: {err}"),
+                    ),
+                }
+                continue;
+            }
             let decoded = match codec.decode_log(&message.payload, stored_ms) {
                 Ok(decoded) => decoded,
                 Err(err) => {
@@ -328,7 +351,7 @@ async fn read(
                         format_args!("log message {sequence} is not observations: {err}"),
                     );
                     if let Some(id) = id {
-                        fates.settle(&id, Recorded::default());
+                        fates.settle(&id, Fate::Recorded(Recorded::default()));
                     }
                     continue;
                 }
@@ -352,9 +375,9 @@ async fn read(
                 if places.len() <= position {
                     places.resize(position + 1, usize::MAX);
                 }
-                places[position] = features.len();
-                features.push(feature);
-                received_ms.push(stored_ms);
+                places[position] = pending.features.len();
+                pending.features.push(feature);
+                pending.received_ms.push(stored_ms);
             }
             if let Some(id) = id {
                 let refused = decoded
@@ -362,9 +385,49 @@ async fn read(
                     .into_iter()
                     .map(|(position, _)| position)
                     .collect();
-                awaited.push((id, places, refused));
+                pending.awaited.push((id, places, refused));
             }
         }
+        pending.flush(shared, link, fates, last_read).await?;
+        if caught_up && !verified {
+            still_there(&stream, started_from).await?;
+            verified = true;
+        }
+        if caught_up && verified {
+            shared.health.set_lagging(&link.name, false);
+        }
+    }
+}
+
+/// Observations read from the log and not yet handed to the broker.
+#[derive(Default)]
+struct Pending {
+    features: Vec<Feature>,
+    received_ms: Vec<i64>,
+    /// Per message awaited by a publisher on this node: its id, where its observations are
+    /// in `features` (by position in the message), and what decoding refused.
+    awaited: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.features.is_empty() && self.awaited.is_empty()
+    }
+
+    /// Hands what is pending to the broker as the state through log position `through`, and
+    /// tells this node's publishers what became of their messages.
+    async fn flush(
+        &mut self,
+        shared: &Shared,
+        link: &ServiceLink,
+        fates: &Fates,
+        through: u64,
+    ) -> Result<(), async_nats::Error> {
+        let Pending {
+            features,
+            received_ms,
+            awaited,
+        } = std::mem::take(self);
         shared
             .health
             .replicated
@@ -374,19 +437,16 @@ async fn read(
             .send(Replicated {
                 features,
                 received_ms,
-                through: last_read,
+                through,
             })
             .await?;
         for (id, places, unreadable) in awaited {
-            fates.settle(&id, by_message(&recorded, &places, unreadable));
+            fates.settle(
+                &id,
+                Fate::Recorded(by_message(&recorded, &places, unreadable)),
+            );
         }
-        if caught_up && !verified {
-            still_there(&stream, started_from).await?;
-            verified = true;
-        }
-        if caught_up && verified {
-            shared.health.set_lagging(&link.name, false);
-        }
+        Ok(())
     }
 }
 

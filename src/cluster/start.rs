@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use actix::{Addr, Arbiter, ArbiterHandle};
 use async_nats::connection::State;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Notify, watch};
 
 use super::Health;
-use crate::broker::{BatchInbox, BrokerActor, ServiceRuntime};
+use crate::broker::{BatchInbox, BrokerActor, ServiceRuntime, TrackDelete};
 use crate::feature::Schema;
 use crate::source::Lease;
 
@@ -24,6 +25,8 @@ pub struct ServiceLink {
     pub outbox: Arc<BatchInbox>,
     /// Rung when the outbox has a batch.
     pub outbox_ready: Arc<Notify>,
+    /// Operators' deletes of tracks, for the publisher (which takes the receiver once).
+    pub deletes: std::sync::Mutex<Option<UnboundedReceiver<TrackDelete>>>,
     /// Most features per ingest document (a subject's message).
     pub max_features: usize,
     /// Longest wait gathering what was published together into one batch (the coalescing

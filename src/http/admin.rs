@@ -53,9 +53,9 @@ pub enum AdminError {
     /// No live track has that id (or it cannot be one of this service's).
     #[error("No live track \"{0}\" in this service")]
     NoSuchTrack(String),
-    /// The operation is not available in a cluster (the state lives in JetStream).
-    #[error("{0}")]
-    NotInCluster(&'static str),
+    /// In a cluster: the log did not take the change (NATS unavailable).
+    #[error("The NATS backbone did not store the change; retry shortly")]
+    NotStored,
     /// The service's broker is gone (shutting down).
     #[error("The service is not running")]
     Unavailable,
@@ -73,8 +73,7 @@ impl ResponseError for AdminError {
             AdminError::UnknownService(_)
             | AdminError::NoSuchSession
             | AdminError::NoSuchTrack(_) => StatusCode::NOT_FOUND,
-            AdminError::NotInCluster(_) => StatusCode::NOT_IMPLEMENTED,
-            AdminError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Unavailable | AdminError::NotStored => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -216,18 +215,16 @@ pub async fn delete_track(
         .services
         .get(&name)
         .ok_or_else(|| AdminError::UnknownService(name.chars().take(64).collect()))?;
-    if state.backbone.is_some() {
-        return Err(AdminError::NotInCluster(
-            "Deleting a track is not available with FEATURESTREAM_NATS_URL yet: the state lives in JetStream",
-        ));
-    }
     let key = crate::latest::TrackKey::parse(&runtime.service.schema, &track)
         .ok_or_else(|| AdminError::NoSuchTrack(shown()))?;
     let removed = runtime
-        .broker
-        .send(crate::broker::RemoveTrack(key))
+        .sink
+        .remove_track(key)
         .await
-        .map_err(|_| AdminError::Unavailable)?;
+        .map_err(|err| match err {
+            crate::broker::RemoveError::Stopped => AdminError::Unavailable,
+            crate::broker::RemoveError::NotStored => AdminError::NotStored,
+        })?;
     if !removed {
         return Err(AdminError::NoSuchTrack(shown()));
     }

@@ -466,6 +466,61 @@ async fn tracks_expire_on_every_node_with_the_delete_message() {
     assert_eq!(stats(&c).await["services"]["vehicles"]["tracksLive"], 0);
 }
 
+/// An operator's delete taken by one node goes through the log: every node removes the track
+/// at the same place in the log's order and tells its viewers; a node started later does not
+/// bring it back; a second delete finds nothing.
+#[actix_web::test]
+async fn an_operators_delete_on_one_node_removes_the_track_on_every_node() {
+    let nats = Nats::start();
+    let (a, b, mut on_a, mut on_b) = two_watched_nodes(&nats, |_| {}, WGS84).await;
+    publish(
+        &a,
+        &json!([
+            observation(41, 1_000, -117.1),
+            observation(42, 1_000, -117.2)
+        ]),
+    )
+    .await;
+    for socket in [&mut on_a, &mut on_b] {
+        assert_eq!(tracks(&next_json(socket).await), [41, 42]);
+    }
+    let path = "/api/services/vehicles/tracks/41";
+    let (status, _, body) = crate::support::http(b.addr, "DELETE", path, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    for socket in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            next_json(socket).await,
+            json!({"type": "delete", "trackIds": [41]})
+        );
+    }
+    for node in [&a, &b] {
+        assert_eq!(stats(node).await["services"]["vehicles"]["tracksLive"], 1);
+    }
+    let (status, _, body) = crate::support::http(a.addr, "DELETE", path, &[]).await;
+    assert_eq!(status, 404, "gone on every node: {body}");
+    // Observations after the delete bring the track back, on every node alike.
+    publish(&a, &json!([observation(41, 2_000, -117.3)])).await;
+    for socket in [&mut on_a, &mut on_b] {
+        assert_eq!(tracks(&next_json(socket).await), [41]);
+    }
+    let (status, _, body) = crate::support::http(a.addr, "DELETE", path, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    for socket in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            next_json(socket).await,
+            json!({"type": "delete", "trackIds": [41]})
+        );
+    }
+    let c = TestServer::start(node_config(&nats, "c", false));
+    ready(&c).await;
+    let mut on_c = custom_session(&c, WGS84).await;
+    assert_eq!(
+        tracks(&next_json(&mut on_c).await),
+        [42],
+        "a node started later reads the delete from the log"
+    );
+}
+
 /// Test 7: NATS restarts (file store): both nodes say they are not ready while it is away,
 /// keep their sessions, then resume and resynchronise without a restart of their own.
 #[actix_web::test]
