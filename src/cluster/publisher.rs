@@ -110,11 +110,12 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
                 let payload = codec.encode_delete(&delete.key);
                 let (shared, link, fates) = (shared.clone(), link.clone(), fates.clone());
                 actix::spawn(async move {
-                    if let Some(found) = append_delete(&shared, &link, &fates, id, payload, fate).await {
+                    let found = append_delete(&shared, &link, &fates, id, payload, fate).await;
+                    if let Some(found) = found {
                         let _ = delete.answer.send(found);
                     }
                 });
-                continue;
+                // On to the outbox as well: a batch may have arrived meanwhile.
             }
         }
         while let Some(taken) = link.outbox.take() {
