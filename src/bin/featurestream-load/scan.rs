@@ -99,8 +99,8 @@ pub(crate) struct MessageScan {
     head: Vec<u8>,
     attributes: StreamCount,
     error_null: StreamCount,
-    /// A per-feature scanner's whole message, kept until it ends.
-    body: Vec<u8>,
+    /// A per-feature scanner's features and timestamps so far.
+    per_feature: FeatureRuns,
 }
 
 impl MessageScan {
@@ -110,13 +110,9 @@ impl MessageScan {
             return reply_summary(scanner.error_null.find(message).is_some());
         }
         if scanner.per_feature {
-            let (features, runs) = features_and_runs(scanner, message);
-            return Summary {
-                features,
-                first_timestamp: runs.first().map(|(time, _)| *time),
-                reply: None,
-                runs,
-            };
+            let mut read = FeatureRuns::default();
+            read.read(scanner, message, true);
+            return read.summary();
         }
         Summary {
             features: scanner.attributes.find_iter(message).count() as u32,
@@ -131,36 +127,33 @@ impl MessageScan {
 
     /// Whether a message is in progress.
     pub(crate) fn is_idle(&self) -> bool {
-        self.head.is_empty() && self.body.is_empty()
+        self.head.is_empty() && self.per_feature.carry.is_empty()
     }
 
     /// Feeds the next bytes of the current message.
     pub(crate) fn feed(&mut self, scanner: &Scanner, chunk: &[u8]) {
-        if scanner.per_feature {
-            self.body.extend_from_slice(chunk);
-            return;
-        }
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
         }
-        self.attributes.feed(&scanner.attributes, chunk);
         if is_reply(&self.head) {
             self.error_null.feed(&scanner.error_null, chunk);
+        } else if scanner.per_feature {
+            self.per_feature.feed(scanner, chunk);
+        } else {
+            self.attributes.feed(&scanner.attributes, chunk);
         }
     }
 
     /// Ends the current message and summarises it.
     pub(crate) fn finish(&mut self, scanner: &Scanner) -> Summary {
-        if scanner.per_feature {
-            let summary = MessageScan::whole(scanner, &self.body);
-            self.body.clear();
-            return summary;
-        }
         let features = self.attributes.finish();
         let error_null = self.error_null.finish() > 0;
+        let per_feature = std::mem::take(&mut self.per_feature);
         let summary = if is_reply(&self.head) {
             reply_summary(error_null)
+        } else if scanner.per_feature {
+            per_feature.finish(scanner)
         } else {
             Summary {
                 features,
@@ -189,48 +182,104 @@ fn reply_summary(error_null: bool) -> Summary {
     }
 }
 
-/// Counts the features and reads each one's timestamp, as runs of equal ones in order, in about
-/// one pass: the timestamp is looked for only inside its feature's attributes object (up to
-/// its first `}`: values are scalars), and the next feature from there on. A timestamp not
-/// found there (a `}` inside a string before it) costs that feature's latency sample, never
-/// its count.
-fn features_and_runs(scanner: &Scanner, message: &[u8]) -> (u32, Vec<(f64, u32)>) {
-    let mut runs: Vec<(f64, u32)> = Vec::new();
-    let mut features = 0;
-    let attributes = scanner.attributes.needle().len();
-    let needle = scanner.timestamp.needle().len();
-    // The text of the last run's timestamp: the features of a batch mostly share one, and
-    // comparing its bytes costs less than parsing it again (the load tester reads millions a
-    // second on the machine it measures).
-    let mut last_text: &[u8] = &[];
-    let mut at = 0;
-    while let Some(found) = scanner.attributes.find(&message[at..]) {
-        features += 1;
-        let start = at + found + attributes;
-        let end = memchr::memchr(b'}', &message[start..]).map_or(message.len(), |end| start + end);
-        at = end;
-        let Some(found) = scanner.timestamp.find(&message[start..end]) else {
-            continue;
-        };
-        let Some(text) = number_text(&message[start + found + needle..]) else {
-            continue;
-        };
-        if let Some((_, count)) = runs.last_mut()
-            && text == last_text
-        {
-            *count += 1;
-            continue;
-        }
-        let Some(value) = parse_decimal(text) else {
-            continue;
-        };
-        last_text = text;
-        match runs.last_mut() {
-            Some((last, count)) if *last == value => *count += 1,
-            _ => runs.push((value, 1)),
+/// A message's features and each one's timestamp, as runs of equal ones in order, read in
+/// about one pass and in pieces as the message arrives (nothing but a cut feature is copied):
+/// the timestamp is looked for only inside its feature's attributes object (up to its first
+/// `}`: values are scalars), and the next feature from there on. A timestamp not found there
+/// (a `}` inside a string before it) costs that feature's latency sample, never its count.
+#[derive(Default)]
+struct FeatureRuns {
+    features: u32,
+    runs: Vec<(f64, u32)>,
+    /// The text of the last run's timestamp: the features of a batch mostly share one, and
+    /// comparing its bytes costs less than parsing it again (the load tester reads millions a
+    /// second on the machine it measures).
+    last_text: Vec<u8>,
+    /// What a piece left unread: an attributes object cut by its end, or its last bytes (the
+    /// start of the next `"attributes":`, maybe).
+    carry: Vec<u8>,
+}
+
+impl FeatureRuns {
+    /// Reads the next piece of the message.
+    fn feed(&mut self, scanner: &Scanner, mut piece: &[u8]) {
+        while !piece.is_empty() {
+            if self.carry.is_empty() {
+                let kept = self.read(scanner, piece, false);
+                self.carry.extend_from_slice(&piece[kept..]);
+                return;
+            }
+            // Complete what was cut with as little of the piece as it takes: up to its first
+            // `}`, then read the rest of the piece in place.
+            let need = memchr::memchr(b'}', piece).map_or(piece.len(), |end| end + 1);
+            let mut carry = std::mem::take(&mut self.carry);
+            carry.extend_from_slice(&piece[..need]);
+            let kept = self.read(scanner, &carry, false);
+            carry.drain(..kept);
+            self.carry = carry;
+            piece = &piece[need..];
         }
     }
-    (features, runs)
+
+    /// Reads what is left once the message ended.
+    fn finish(mut self, scanner: &Scanner) -> Summary {
+        let carry = std::mem::take(&mut self.carry);
+        self.read(scanner, &carry, true);
+        self.summary()
+    }
+
+    fn summary(self) -> Summary {
+        Summary {
+            features: self.features,
+            first_timestamp: self.runs.first().map(|(time, _)| *time),
+            reply: None,
+            runs: self.runs,
+        }
+    }
+
+    /// Reads the features whose attributes object ends inside `data` (with `last`, every one);
+    /// returns where the unread rest starts.
+    fn read(&mut self, scanner: &Scanner, data: &[u8], last: bool) -> usize {
+        let attributes = scanner.attributes.needle().len();
+        let needle = scanner.timestamp.needle().len();
+        let mut at = 0;
+        while let Some(found) = scanner.attributes.find(&data[at..]) {
+            let start = at + found + attributes;
+            let end = match memchr::memchr(b'}', &data[start..]) {
+                Some(end) => start + end,
+                None if last => data.len(),
+                None => return at + found,
+            };
+            self.features += 1;
+            at = end;
+            let Some(found) = scanner.timestamp.find(&data[start..end]) else {
+                continue;
+            };
+            let Some(text) = number_text(&data[start + found + needle..]) else {
+                continue;
+            };
+            if let Some((_, count)) = self.runs.last_mut()
+                && text == self.last_text.as_slice()
+            {
+                *count += 1;
+                continue;
+            }
+            let Some(value) = parse_decimal(text) else {
+                continue;
+            };
+            self.last_text.clear();
+            self.last_text.extend_from_slice(text);
+            match self.runs.last_mut() {
+                Some((last, count)) if *last == value => *count += 1,
+                _ => self.runs.push((value, 1)),
+            }
+        }
+        if last {
+            data.len()
+        } else {
+            data.len().saturating_sub(attributes - 1).max(at)
+        }
+    }
 }
 
 /// The number right after the needle's first occurrence, if it ends inside `head`.
@@ -393,5 +442,44 @@ mod tests {
         let whole = MessageScan::whole(&scanner, message);
         assert_eq!(whole.features, 4);
         assert_eq!(whole.runs, vec![(10.0, 1), (12.0, 1)]);
+    }
+
+    #[test]
+    fn a_per_feature_scan_in_any_pieces_reads_as_whole() {
+        let scanner = Scanner::per_feature("observed");
+        let mut message = br#"{"type":"featureResult","features":["#.to_vec();
+        for feature in 0..60 {
+            if feature > 0 {
+                message.push(b',');
+            }
+            let observed = 1_795_420_842_000u64 + (feature / 7) as u64;
+            let name = if feature % 11 == 0 { "a}b" } else { "bus" };
+            message.extend_from_slice(
+                format!(r#"{{"attributes":{{"OBJECTID":{feature},"name":"{name}","observed":{observed}}},"geometry":{{"x":1.5,"y":2.5}}}}"#)
+                    .as_bytes(),
+            );
+        }
+        message.extend_from_slice(b"]}");
+        let whole = MessageScan::whole(&scanner, &message);
+        assert_eq!(whole.features, 60);
+        assert_eq!(
+            whole.runs.iter().map(|(_, count)| count).sum::<u32>(),
+            54,
+            "six samples lost to a }} in a name"
+        );
+        for size in [1, 2, 3, 5, 7, 13, 14, 15, 64, 200, 1000] {
+            let mut scan = MessageScan::default();
+            for piece in message.chunks(size) {
+                scan.feed(&scanner, piece);
+            }
+            assert_eq!(scan.finish(&scanner), whole, "pieces of {size}");
+            assert!(scan.is_idle());
+        }
+        let reply = br#"{"filter":{"where":"1=1"},"error":null}"#;
+        let mut scan = MessageScan::default();
+        for piece in reply.chunks(5) {
+            scan.feed(&scanner, piece);
+        }
+        assert_eq!(scan.finish(&scanner).reply, Some(ReplyKind::Ok));
     }
 }
