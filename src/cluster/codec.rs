@@ -10,11 +10,12 @@
 //!
 //! ```text
 //! "FSB1"                                   magic and version
-//! u16 fields, each: u16 length, UTF-8 name the values' order (the object id is not written)
+//! u32 fields, each: u32 length, UTF-8 name the values' order (the object id is not written)
 //! u32 features, each:
-//!   per field one value: u8 tag  0 null | 1 false | 2 true | 3 i64 | 4 f64 | 5 u32 length, UTF-8
-//!   the geometry:        u8 tag  0 point: f64 x, f64 y
-//!                                1 paths | 2 rings: u32 parts, each u32 vertices, each f64 x, f64 y
+//!   per field one value and then the geometry, tagged as the state journal writes them
+//!   (`latest::codec::{value, geometry}`): values 0 null | 1 i64 | 2 date i64 | 3 f64 |
+//!   4 u32 length, UTF-8 | 5 false | 6 true; geometries 0 point: f64 x, f64 y |
+//!   1 paths | 2 rings: u32 parts, each u32 vertices, each f64 x, f64 y
 //! ```
 //!
 //! Reading trusts a message no more than a client's document: every value is checked by
@@ -28,9 +29,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::feature::{Feature, FieldValue, Schema};
-use crate::geometry::Geometry;
 use crate::ingest::{IngestError, Reason, Scalar};
 use crate::latest::TrackKey;
+use crate::latest::codec as binary;
 
 /// Most observations in one log message: an observation's object id is its message's stream
 /// sequence times this plus its position in the message, so ids grow with the log on every
@@ -43,8 +44,8 @@ pub const MESSAGE_BYTES: usize = 512 * 1024;
 /// The first bytes of a set.
 const MAGIC: &[u8; 4] = b"FSB1";
 
-/// The first bytes of an operator's delete of a track: then the track's key, a value as a set
-/// writes it (3: an integer id; 5: a text id; 6: any other id, by its text).
+/// The first bytes of an operator's delete of a track: then the track's key (u8 0 and an i64
+/// integer id; 1 and a text id; 2 and any other id, by its text).
 const DELETE: &[u8; 4] = b"FSD1";
 
 /// Writes and reads one service's messages.
@@ -64,7 +65,7 @@ pub enum DecodeError {
     Document(#[from] IngestError),
     /// Not a set of this codec's, or cut short.
     #[error("the message is malformed: {0}")]
-    Malformed(&'static str),
+    Malformed(String),
     /// A checkpoint message without its metadata line, or with one that does not fit.
     #[error("not a checkpoint message: {0}")]
     Checkpoint(String),
@@ -102,13 +103,11 @@ impl Codec {
             .filter(|&index| index != schema.object_id_field())
             .collect();
         let mut header = MAGIC.to_vec();
-        header.extend_from_slice(&(written.len() as u16).to_le_bytes());
+        binary::count(&mut header, written.len());
         for &index in &written {
-            let name = schema.fields()[index].name.as_bytes();
-            header.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            header.extend_from_slice(name);
+            binary::string(&mut header, &schema.fields()[index].name);
         }
-        header.extend_from_slice(&0u32.to_le_bytes());
+        binary::count(&mut header, 0);
         Codec {
             schema: schema.clone(),
             header,
@@ -166,95 +165,51 @@ impl Codec {
     /// the log's order by every node.
     pub fn encode_delete(&self, key: &TrackKey) -> Bytes {
         let mut out = DELETE.to_vec();
-        let (tag, text) = match key {
+        match key {
             TrackKey::Integer(id) => {
-                out.push(3);
+                out.push(0);
                 out.extend_from_slice(&id.to_le_bytes());
-                return Bytes::from(out);
             }
-            TrackKey::Text(text) => (5, text.as_ref()),
-            TrackKey::Other(text) => (6, text.as_str()),
-        };
-        out.push(tag);
-        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-        out.extend_from_slice(text.as_bytes());
+            TrackKey::Text(text) => {
+                out.push(1);
+                binary::string(&mut out, text);
+            }
+            TrackKey::Other(text) => {
+                out.push(2);
+                binary::string(&mut out, text);
+            }
+        }
         Bytes::from(out)
     }
 
     /// The track a delete message removes; `None` when the message is not a delete.
     pub fn decode_delete(&self, payload: &[u8]) -> Option<Result<TrackKey, DecodeError>> {
-        let rest = payload.strip_prefix(DELETE)?;
-        let mut reader = Reader { bytes: rest };
+        let mut reader = binary::Reader::new(payload.strip_prefix(DELETE)?);
         let key = (|| {
-            let tag = reader.array::<1>()?[0];
-            let key = match tag {
-                3 => TrackKey::Integer(i64::from_le_bytes(reader.array()?)),
-                5 | 6 => {
-                    let length = reader.u32()? as usize;
-                    let text = std::str::from_utf8(reader.take(length)?)
-                        .map_err(|_| DecodeError::Malformed("a track id is not UTF-8"))?;
-                    if tag == 5 {
-                        TrackKey::Text(text.into())
-                    } else {
-                        TrackKey::Other(text.to_owned())
-                    }
-                }
-                _ => return Err(DecodeError::Malformed("a track id of no known kind")),
+            let key = match reader.u8()? {
+                0 => TrackKey::Integer(reader.i64()?),
+                1 => TrackKey::Text(reader.string()?.into()),
+                2 => TrackKey::Other(reader.string()?.to_owned()),
+                _ => return Err(malformed("a track id of no known kind")),
             };
             if !reader.bytes.is_empty() {
-                return Err(DecodeError::Malformed("bytes after the track id"));
+                return Err(malformed("bytes after the track id"));
             }
             Ok(key)
         })();
-        Some(key)
+        Some(key.map_err(DecodeError::from))
     }
 
     /// Appends one feature as the messages write it (a run of these is the features of
     /// [`Codec::checkpoint_message`]).
     pub fn write_feature(&self, feature: &Feature, out: &mut Vec<u8>) {
         for &index in &self.written {
-            match feature.attributes.get(index).unwrap_or(&FieldValue::Null) {
-                FieldValue::Null => out.push(0),
-                FieldValue::Boolean(flag) => out.push(1 + u8::from(*flag)),
-                FieldValue::Integer(number) | FieldValue::Date(number) => {
-                    out.push(3);
-                    out.extend_from_slice(&number.to_le_bytes());
-                }
-                FieldValue::Double(number) => {
-                    out.push(4);
-                    out.extend_from_slice(&number.to_le_bytes());
-                }
-                FieldValue::String(text) => {
-                    out.push(5);
-                    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                    out.extend_from_slice(text.as_bytes());
-                }
-            }
+            binary::value(
+                out,
+                feature.attributes.get(index).unwrap_or(&FieldValue::Null),
+            );
         }
-        let parts = match &feature.geometry {
-            Geometry::Point { x, y } => {
-                out.push(0);
-                out.extend_from_slice(&x.to_le_bytes());
-                out.extend_from_slice(&y.to_le_bytes());
-                return;
-            }
-            Geometry::Polyline { paths } => {
-                out.push(1);
-                paths
-            }
-            Geometry::Polygon { rings } => {
-                out.push(2);
-                rings
-            }
-        };
-        out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
-        for part in parts {
-            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            for [x, y] in part {
-                out.extend_from_slice(&x.to_le_bytes());
-                out.extend_from_slice(&y.to_le_bytes());
-            }
-        }
+        binary::geometry(out, &feature.geometry);
     }
 
     /// A checkpoint message: `meta` (its `ids` and `received` are those of the features, in
@@ -339,24 +294,20 @@ impl Codec {
 
     /// Reads a set of at most `max` features, each validated at `stored_ms`.
     fn decode_set(&self, set: &[u8], stored_ms: i64, max: usize) -> Result<Decoded, DecodeError> {
-        let mut reader = Reader {
-            bytes: &set[MAGIC.len()..],
-        };
-        let fields = reader.u16()? as usize;
+        let mut reader = binary::Reader::new(&set[MAGIC.len()..]);
+        let fields = reader.count(4)?;
         // Each field of the message: the schema's index for it, or its name when the schema
         // has no such field (a value there refuses the feature, as an unknown JSON key does).
-        let mut columns: Vec<Result<usize, &str>> = Vec::with_capacity(fields.min(1024));
+        let mut columns: Vec<Result<usize, &str>> = Vec::with_capacity(fields);
         for _ in 0..fields {
-            let length = reader.u16()? as usize;
-            let name = std::str::from_utf8(reader.take(length)?)
-                .map_err(|_| DecodeError::Malformed("a field name is not UTF-8"))?;
+            let name = reader.string()?;
             let column = self.schema.field_index(name).ok_or(name);
             if column.is_ok() && columns.contains(&column) {
-                return Err(DecodeError::Malformed("a field is named twice"));
+                return Err(malformed("a field is named twice").into());
             }
             columns.push(column);
         }
-        let count = reader.u32()? as usize;
+        let count = reader.u32()?;
         if count > max {
             return Err(DecodeError::Document(IngestError::TooManyFeatures {
                 given: count,
@@ -372,7 +323,7 @@ impl Codec {
             given.clear();
             let mut unknown = None;
             for column in &columns {
-                let value = reader.value()?;
+                let value = scalar(reader.tagged()?);
                 match column {
                     Ok(index) => given.push((*index, value)),
                     Err(name) => unknown = unknown.or(Some(*name)),
@@ -394,7 +345,7 @@ impl Codec {
             }
         }
         if !reader.bytes.is_empty() {
-            return Err(DecodeError::Malformed("bytes after the last feature"));
+            return Err(malformed("bytes after the last feature").into());
         }
         Ok(decoded)
     }
@@ -402,7 +353,7 @@ impl Codec {
     /// Reads a set written as an Esri JSON featureSet (by versions before the binary form).
     fn decode_json(&self, set: &[u8], stored_ms: i64, max: usize) -> Result<Decoded, DecodeError> {
         let text = std::str::from_utf8(set)
-            .map_err(|_| DecodeError::Malformed("neither a set nor UTF-8 JSON"))?;
+            .map_err(|_| DecodeError::Malformed("neither a set nor UTF-8 JSON".into()))?;
         let ingested = crate::ingest::parse_document(text, &self.schema, stored_ms, 0, max)?;
         Ok(Decoded {
             features: ingested
@@ -419,88 +370,24 @@ impl Codec {
     }
 }
 
-/// The unread rest of a set.
-struct Reader<'a> {
-    bytes: &'a [u8],
+/// A value of a set as ingest's rules read it (a date is epoch milliseconds).
+fn scalar(value: binary::Tagged<'_>) -> Scalar<'_> {
+    match value {
+        binary::Tagged::Null => Scalar::Null,
+        binary::Tagged::Integer(number) | binary::Tagged::Date(number) => Scalar::Integer(number),
+        binary::Tagged::Double(number) => Scalar::Float(number),
+        binary::Tagged::Text(text) => Scalar::Text(Cow::Borrowed(text)),
+        binary::Tagged::Boolean(flag) => Scalar::Bool(flag),
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
-        if self.bytes.len() < count {
-            return Err(DecodeError::Malformed("it ends within a feature"));
-        }
-        let (taken, rest) = self.bytes.split_at(count);
-        self.bytes = rest;
-        Ok(taken)
-    }
+fn malformed(what: &str) -> binary::DecodeError {
+    binary::DecodeError(what.to_owned())
+}
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        Ok(self.take(N)?.try_into().expect("N bytes taken"))
-    }
-
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn f64(&mut self) -> Result<f64, DecodeError> {
-        Ok(f64::from_le_bytes(self.array()?))
-    }
-
-    fn value(&mut self) -> Result<Scalar<'a>, DecodeError> {
-        Ok(match self.array::<1>()?[0] {
-            0 => Scalar::Null,
-            1 => Scalar::Bool(false),
-            2 => Scalar::Bool(true),
-            3 => Scalar::Integer(i64::from_le_bytes(self.array()?)),
-            4 => Scalar::Float(self.f64()?),
-            5 => {
-                let length = self.u32()? as usize;
-                let text = std::str::from_utf8(self.take(length)?)
-                    .map_err(|_| DecodeError::Malformed("a string is not UTF-8"))?;
-                Scalar::Text(Cow::Borrowed(text))
-            }
-            _ => return Err(DecodeError::Malformed("a value of no known kind")),
-        })
-    }
-
-    fn geometry(&mut self) -> Result<Geometry, DecodeError> {
-        let tag = self.array::<1>()?[0];
-        if tag == 0 {
-            return Ok(Geometry::Point {
-                x: self.f64()?,
-                y: self.f64()?,
-            });
-        }
-        if tag > 2 {
-            return Err(DecodeError::Malformed("a geometry of no known kind"));
-        }
-        let count = self.u32()? as usize;
-        // Each part takes at least its count's four bytes: nothing is allocated beyond what
-        // the message can hold.
-        if count > self.bytes.len() / 4 {
-            return Err(DecodeError::Malformed("it ends within a feature"));
-        }
-        let mut parts = Vec::with_capacity(count);
-        for _ in 0..count {
-            let vertices = self.u32()? as usize;
-            if vertices > self.bytes.len() / 16 {
-                return Err(DecodeError::Malformed("it ends within a feature"));
-            }
-            let mut part = Vec::with_capacity(vertices);
-            for _ in 0..vertices {
-                part.push([self.f64()?, self.f64()?]);
-            }
-            parts.push(part);
-        }
-        Ok(if tag == 1 {
-            Geometry::Polyline { paths: parts }
-        } else {
-            Geometry::Polygon { rings: parts }
-        })
+impl From<binary::DecodeError> for DecodeError {
+    fn from(err: binary::DecodeError) -> DecodeError {
+        DecodeError::Malformed(err.0)
     }
 }
 
@@ -513,6 +400,7 @@ pub fn object_id(sequence: u64, position: usize) -> i64 {
 mod tests {
     use super::*;
     use crate::feature::GeometryType;
+    use crate::geometry::Geometry;
     use crate::geometry::Wkid;
     use crate::service::vehicles_schema;
 

@@ -181,15 +181,7 @@ async fn settle(
         fate,
     } in appended
     {
-        let acked = match ack {
-            Ok(ack) => ack.await.map_err(|err| err.to_string()),
-            Err(err) => Err(err),
-        };
-        let acked = match acked {
-            Ok(_) => Ok(()),
-            Err(first) => resend(shared, link, &id, payload, first).await,
-        };
-        if let Err(err) = acked {
+        if let Err(err) = acknowledged(shared, link, &id, payload, ack).await {
             fates.forget(&id);
             log::warn!(
                 "service {}: appending {} observations to the log: {err}",
@@ -240,20 +232,12 @@ async fn append_delete(
     let publish = PublishMessage::build()
         .payload(payload.clone())
         .message_id(&id);
-    let acked = async {
-        shared
-            .jetstream
-            .send_publish(naming::log_subject(&link.name), publish)
-            .await
-            .map_err(|err| err.to_string())?
-            .await
-            .map_err(|err| err.to_string())
-    };
-    let acked = match acked.await {
-        Ok(_) => Ok(()),
-        Err(first) => resend(shared, link, &id, payload, first).await,
-    };
-    if let Err(err) = acked {
+    let ack = shared
+        .jetstream
+        .send_publish(naming::log_subject(&link.name), publish)
+        .await
+        .map_err(|err| err.to_string());
+    if let Err(err) = acknowledged(shared, link, &id, payload, ack).await {
         fates.forget(&id);
         log::warn!(
             "service {}: appending a track's delete to the log: {err}",
@@ -271,6 +255,25 @@ async fn append_delete(
             );
             None
         }
+    }
+}
+
+/// Waits for the log's acknowledgement of message `id` (sent as `ack`); when it fails, sends the
+/// message again under its id (see [`resend`]). The last error if the log never takes it.
+async fn acknowledged(
+    shared: &Shared,
+    link: &ServiceLink,
+    id: &str,
+    payload: bytes::Bytes,
+    ack: Result<async_nats::jetstream::context::PublishAckFuture, String>,
+) -> Result<(), String> {
+    let acked = match ack {
+        Ok(ack) => ack.await.map_err(|err| err.to_string()),
+        Err(err) => Err(err),
+    };
+    match acked {
+        Ok(_) => Ok(()),
+        Err(first) => resend(shared, link, id, payload, first).await,
     }
 }
 

@@ -31,13 +31,15 @@ pub enum DocumentError {
     NotFeatures(&'static str),
 }
 
-/// The keys that tell a container from a single feature.
+/// The keys that tell a container from a single feature, with its features still raw
+/// (`&RawValue`, read one by one) or read at once (`RawFeature`).
 #[derive(Deserialize)]
-struct Container<'a> {
+#[serde(bound(deserialize = "F: Deserialize<'de>"))]
+struct Container<'a, F> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    features: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    features: Option<Vec<F>>,
     #[serde(rename = "spatialReference", default)]
     spatial_reference: Option<SpatialReference>,
     #[serde(default)]
@@ -48,21 +50,14 @@ struct Container<'a> {
     geometry: Option<IgnoredAny>,
 }
 
-/// A featureSet or FeatureCollection read in one pass, features and all.
-#[derive(Deserialize)]
-struct WholeSet<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    features: Option<Vec<RawFeature<'a>>>,
-    #[serde(rename = "spatialReference", default)]
-    spatial_reference: Option<SpatialReference>,
-    #[serde(default)]
-    attributes: Option<IgnoredAny>,
-    #[serde(default)]
-    properties: Option<IgnoredAny>,
-    #[serde(default)]
-    geometry: Option<IgnoredAny>,
+impl<F> Container<'_, F> {
+    /// A single feature (which may name a `features` key of its own), not a container.
+    fn is_feature(&self) -> bool {
+        self.attributes.is_some()
+            || self.properties.is_some()
+            || self.geometry.is_some()
+            || self.kind.as_deref() == Some("Feature")
+    }
 }
 
 /// The features of a well-formed array of features, featureSet or FeatureCollection, read in
@@ -79,13 +74,9 @@ pub(super) fn whole(text: &str) -> Option<(Vec<RawFeature<'_>>, Option<SpatialRe
     if !trimmed.starts_with('{') {
         return None;
     }
-    let set: WholeSet<'_> = serde_json::from_str(text).ok()?;
-    let is_feature = set.attributes.is_some()
-        || set.properties.is_some()
-        || set.geometry.is_some()
-        || set.kind.as_deref() == Some("Feature");
+    let set: Container<'_, RawFeature<'_>> = serde_json::from_str(text).ok()?;
     match set.features {
-        Some(features) if !is_feature => Some((features, set.spatial_reference)),
+        Some(features) if !set.is_feature() => Some((features, set.spatial_reference)),
         _ => None,
     }
 }
@@ -106,12 +97,9 @@ pub(super) fn split(text: &str) -> Result<Document<'_>, DocumentError> {
     if !trimmed.starts_with('{') {
         return Err(DocumentError::NotFeatures(json_kind(trimmed)));
     }
-    let container: Container<'_> = serde_json::from_str(raw.get())
+    let container: Container<'_, &RawValue> = serde_json::from_str(raw.get())
         .map_err(|_| DocumentError::NotFeatures("an object of another shape"))?;
-    let is_feature = container.attributes.is_some()
-        || container.properties.is_some()
-        || container.geometry.is_some()
-        || container.kind.as_deref() == Some("Feature");
+    let is_feature = container.is_feature();
     match container.features {
         Some(features) if !is_feature => Ok(Document {
             features,

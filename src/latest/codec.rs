@@ -161,16 +161,19 @@ pub fn encode_observations<'a>(
     out[start + 4..start + FRAME_HEADER].copy_from_slice(&checksum);
 }
 
-fn count(out: &mut Vec<u8>, count: usize) {
+/// Writes a count (or a length) as [`Reader::count`] reads it.
+pub(crate) fn count(out: &mut Vec<u8>, count: usize) {
     out.extend_from_slice(&(count as u32).to_le_bytes());
 }
 
-fn string(out: &mut Vec<u8>, text: &str) {
+/// Writes a text as [`Reader::string`] reads it.
+pub(crate) fn string(out: &mut Vec<u8>, text: &str) {
     count(out, text.len());
     out.extend_from_slice(text.as_bytes());
 }
 
-fn value(out: &mut Vec<u8>, value: &FieldValue) {
+/// Writes one attribute value, tagged (the backbone's log messages write values this way too).
+pub(crate) fn value(out: &mut Vec<u8>, value: &FieldValue) {
     match value {
         FieldValue::Null => out.push(0),
         FieldValue::Integer(number) => {
@@ -198,6 +201,12 @@ fn encode_feature(feature: &Feature, out: &mut Vec<u8>) {
     for attribute in &feature.attributes {
         value(out, attribute);
     }
+    geometry(out, &feature.geometry);
+}
+
+/// Writes a geometry, tagged by its type (the backbone's log messages write geometries this
+/// way too).
+pub(crate) fn geometry(out: &mut Vec<u8>, geometry: &Geometry) {
     let parts = |out: &mut Vec<u8>, parts: &[Vec<[f64; 2]>]| {
         count(out, parts.len());
         for part in parts {
@@ -208,7 +217,7 @@ fn encode_feature(feature: &Feature, out: &mut Vec<u8>) {
             }
         }
     };
-    match &feature.geometry {
+    match geometry {
         Geometry::Point { x, y } => {
             out.push(0);
             out.extend_from_slice(&x.to_le_bytes());
@@ -270,12 +279,29 @@ pub fn is_torn_tail(rest: &[u8]) -> bool {
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+/// A value as written, its text borrowed from the bytes read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Tagged<'a> {
+    Null,
+    Integer(i64),
+    Date(i64),
+    Double(f64),
+    Text(&'a str),
+    Boolean(bool),
+}
+
+/// Reads what [`value`], [`geometry`] and the records write; a count the rest cannot hold is
+/// an error, never an allocation.
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.bytes.len() < n {
             return Err(DecodeError("the record ends early".into()));
         }
@@ -284,21 +310,21 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<usize, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<usize, DecodeError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize)
     }
 
-    fn i64(&mut self) -> Result<i64, DecodeError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
 
-    fn f64(&mut self) -> Result<f64, DecodeError> {
+    pub(crate) fn f64(&mut self) -> Result<f64, DecodeError> {
         Ok(f64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
@@ -306,7 +332,7 @@ impl<'a> Reader<'a> {
 
     /// A count of items of at least `item_bytes` each: one the rest cannot hold is damage
     /// (and never allocated for).
-    fn count(&mut self, item_bytes: usize) -> Result<usize, DecodeError> {
+    pub(crate) fn count(&mut self, item_bytes: usize) -> Result<usize, DecodeError> {
         let count = self.u32()?;
         if count.saturating_mul(item_bytes) > self.bytes.len() {
             return Err(DecodeError(format!(
@@ -316,21 +342,50 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    fn string(&mut self) -> Result<&'a str, DecodeError> {
+    pub(crate) fn string(&mut self) -> Result<&'a str, DecodeError> {
         let length = self.count(1)?;
         std::str::from_utf8(self.take(length)?).map_err(|_| DecodeError("text not UTF-8".into()))
     }
 
-    fn value(&mut self) -> Result<FieldValue, DecodeError> {
+    /// One value as [`value`] writes it.
+    pub(crate) fn tagged(&mut self) -> Result<Tagged<'a>, DecodeError> {
         Ok(match self.u8()? {
-            0 => FieldValue::Null,
-            1 => FieldValue::Integer(self.i64()?),
-            2 => FieldValue::Date(self.i64()?),
-            3 => FieldValue::Double(self.f64()?),
-            4 => FieldValue::String(Arc::from(self.string()?)),
-            5 => FieldValue::Boolean(false),
-            6 => FieldValue::Boolean(true),
+            0 => Tagged::Null,
+            1 => Tagged::Integer(self.i64()?),
+            2 => Tagged::Date(self.i64()?),
+            3 => Tagged::Double(self.f64()?),
+            4 => Tagged::Text(self.string()?),
+            5 => Tagged::Boolean(false),
+            6 => Tagged::Boolean(true),
             tag => return Err(DecodeError(format!("value tag {tag}"))),
+        })
+    }
+
+    fn value(&mut self) -> Result<FieldValue, DecodeError> {
+        Ok(match self.tagged()? {
+            Tagged::Null => FieldValue::Null,
+            Tagged::Integer(number) => FieldValue::Integer(number),
+            Tagged::Date(ms) => FieldValue::Date(ms),
+            Tagged::Double(number) => FieldValue::Double(number),
+            Tagged::Text(text) => FieldValue::String(Arc::from(text)),
+            Tagged::Boolean(flag) => FieldValue::Boolean(flag),
+        })
+    }
+
+    /// One geometry as [`geometry`] writes it, of whatever type.
+    pub(crate) fn geometry(&mut self) -> Result<Geometry, DecodeError> {
+        Ok(match self.u8()? {
+            0 => Geometry::Point {
+                x: self.f64()?,
+                y: self.f64()?,
+            },
+            1 => Geometry::Polyline {
+                paths: self.parts()?,
+            },
+            2 => Geometry::Polygon {
+                rings: self.parts()?,
+            },
+            tag => return Err(DecodeError(format!("geometry tag {tag}"))),
         })
     }
 
@@ -364,17 +419,10 @@ impl<'a> Reader<'a> {
             }
             attributes.push(value);
         }
-        let geometry = match (self.u8()?, schema.geometry_type) {
-            (0, GeometryType::Point) => Geometry::Point {
-                x: self.f64()?,
-                y: self.f64()?,
-            },
-            (1, GeometryType::Polyline) => Geometry::Polyline {
-                paths: self.parts()?,
-            },
-            (2, GeometryType::Polygon) => Geometry::Polygon {
-                rings: self.parts()?,
-            },
+        let geometry = match (self.geometry()?, schema.geometry_type) {
+            (geometry @ Geometry::Point { .. }, GeometryType::Point)
+            | (geometry @ Geometry::Polyline { .. }, GeometryType::Polyline)
+            | (geometry @ Geometry::Polygon { .. }, GeometryType::Polygon) => geometry,
             _ => return Err(DecodeError("a geometry of another type".into())),
         };
         Ok(Feature {
