@@ -350,6 +350,23 @@ impl Codec {
         Ok(decoded)
     }
 
+    /// What [`Codec::decode_log`] reads of a message this node encoded from `features` and the
+    /// log stored at `stored_ms`, without reading it: the same values (the set is exact, a unit
+    /// test checks it), refused by the one ingest rule that depends on the time of receipt.
+    pub fn appended(&self, features: Vec<Feature>, stored_ms: i64) -> Decoded {
+        let mut decoded = Decoded {
+            features: Vec::with_capacity(features.len()),
+            rejected: Vec::new(),
+        };
+        for (position, feature) in features.into_iter().enumerate() {
+            match crate::ingest::still_valid_at(&self.schema, &feature, stored_ms) {
+                Ok(()) => decoded.features.push((position, feature)),
+                Err(reason) => decoded.rejected.push((position, reason)),
+            }
+        }
+        decoded
+    }
+
     /// Reads a set written as an Esri JSON featureSet (by versions before the binary form).
     fn decode_json(&self, set: &[u8], stored_ms: i64, max: usize) -> Result<Decoded, DecodeError> {
         let text = std::str::from_utf8(set)
@@ -548,6 +565,45 @@ mod tests {
         assert!(reasons[2].contains("track id"), "{reasons:?}");
         assert!(reasons[3].contains("ahead"), "{reasons:?}");
         assert!(reasons[4].contains("polyline"), "{reasons:?}");
+    }
+
+    #[test]
+    fn what_a_node_appended_applies_as_every_other_node_reads_it() {
+        let schema = vehicles_schema(GeometryType::Point, Wkid::Wgs84);
+        let codec = Codec::new(&schema);
+        let received = 1_700_000_000_000;
+        let ahead = received + schema.limits.max_future_ms;
+        let document = format!(
+            r#"{{"features": [
+                {{"attributes": {{"TRACKID": 1, "name": "ä \"1\"", "route": "", "speed": 3, "heading": -0.0, "active": 1, "status": null}},
+                  "geometry": {{"x": 0.1, "y": 1e-300}}}},
+                {{"attributes": {{"TRACKID": 2, "name": "b", "route": "r", "observed": {ahead}, "speed": 1.5e300, "heading": 0, "active": true}},
+                  "geometry": {{"x": -180, "y": 90}}}},
+                {{"attributes": {{"TRACKID": 3, "name": "c", "route": "r", "observed": "2023-11-14T22:13:20Z", "speed": 0, "heading": 1, "active": false, "status": "x"}},
+                  "geometry": {{"x": 5, "y": 6}}}}
+            ]}}"#
+        );
+        let ingested =
+            crate::ingest::parse_document(&document, &schema, received, 0, 10).expect("a document");
+        assert!(ingested.rejected.is_empty(), "{:?}", ingested.rejected);
+        let features = ingested.features;
+        let (message, _) = codec.encode_log(&features).remove(0);
+        // Stored by the log's clock at, after, and before (a skewed clock) the node's receipt.
+        for stored in [received, received + 60_000, received - 1_000] {
+            let read = codec.decode_log(&message, stored).expect("a set");
+            let applied = codec.appended(features.clone(), stored);
+            let refused = |decoded: &Decoded| {
+                decoded
+                    .rejected
+                    .iter()
+                    .map(|(position, reason)| (*position, reason.to_string()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(applied.features, read.features, "stored at {stored}");
+            assert_eq!(refused(&applied), refused(&read), "stored at {stored}");
+            let ahead_refused = stored < received;
+            assert_eq!(read.rejected.len(), usize::from(ahead_refused));
+        }
     }
 
     #[test]

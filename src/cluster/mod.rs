@@ -10,7 +10,9 @@
 //!   the log's order, by one rule (an observation replaces its track's only if strictly newer
 //!   by the start-time field; a new track past the limit is refused), numbering each
 //!   observation by its place in the log; so every node holds the same state, fans out the
-//!   same bytes, and tells the accepting node's publishers what became of their observations;
+//!   same bytes, and tells the accepting node's publishers what became of their observations
+//!   (the accepting node applies its own messages from the observations it appended, at their
+//!   place in the log, instead of decoding their bytes back into the same values);
 //! - one node at a time (a `lease`) writes a `checkpoint` of the state now and then and drops
 //!   the log before the previous one; a starting or reconnected node reads the newest
 //!   checkpoint and the log after it, and is ready (`/readyz`) once it has caught up;

@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, oneshot};
 use super::codec::Codec;
 use super::naming;
 use super::start::{ServiceLink, Shared};
+use crate::feature::Feature;
 use crate::latest::Recorded;
 
 /// Log messages appended and not yet read back, at most (each up to `codec::PER_MESSAGE`
@@ -44,22 +45,29 @@ pub(super) enum Fate {
     Deleted(bool),
 }
 
+/// A publisher of this node waiting to hear what became of its message, and the observations
+/// the message holds (none for a delete).
+struct Awaited {
+    fate: oneshot::Sender<Fate>,
+    features: Option<Vec<Feature>>,
+}
+
 /// Publishers of this node's messages waiting to hear what became of them, by message id.
 #[derive(Default)]
 pub(super) struct Fates {
-    waiting: Mutex<HashMap<String, oneshot::Sender<Fate>>>,
+    waiting: Mutex<HashMap<String, Awaited>>,
 }
 
 impl Fates {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Fate>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Awaited>> {
         self.waiting
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn expect(&self, id: String) -> oneshot::Receiver<Fate> {
-        let (sender, receiver) = oneshot::channel();
-        self.lock().insert(id, sender);
+    fn expect(&self, id: String, features: Option<Vec<Feature>>) -> oneshot::Receiver<Fate> {
+        let (fate, receiver) = oneshot::channel();
+        self.lock().insert(id, Awaited { fate, features });
         receiver
     }
 
@@ -67,10 +75,18 @@ impl Fates {
         self.lock().remove(id);
     }
 
+    /// The observations of this node's message `id` as it appended them, once: the replica
+    /// applies them instead of decoding the message's bytes back into the same values.
+    pub(super) fn appended(&self, id: &str) -> Option<Vec<Feature>> {
+        self.lock()
+            .get_mut(id)
+            .and_then(|awaited| awaited.features.take())
+    }
+
     /// Tells the publisher of message `id` (if it waits) what applying it did.
     pub(super) fn settle(&self, id: &str, fate: Fate) {
-        if let Some(sender) = self.lock().remove(id) {
-            let _ = sender.send(fate);
+        if let Some(awaited) = self.lock().remove(id) {
+            let _ = awaited.fate.send(fate);
         }
     }
 }
@@ -106,7 +122,7 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
             Some(delete) = deletes.recv() => {
                 sent += 1;
                 let id = format!("{run_id}-{sent}");
-                let fate = fates.expect(id.clone());
+                let fate = fates.expect(id.clone(), None);
                 let payload = codec.encode_delete(&delete.key);
                 let (shared, link, fates) = (shared.clone(), link.clone(), fates.clone());
                 actix::spawn(async move {
@@ -118,7 +134,7 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
                 // On to the outbox as well: a batch may have arrived meanwhile.
             }
         }
-        while let Some(taken) = link.outbox.take() {
+        while let Some(mut taken) = link.outbox.take() {
             if taken.stale > 0 {
                 link.broker.do_send(crate::broker::CountStale(taken.stale));
             }
@@ -129,10 +145,14 @@ pub(super) async fn run(shared: Arc<Shared>, link: Arc<ServiceLink>, fates: Arc<
                 .await
                 .expect("the semaphore is never closed");
             let mut appended = Vec::with_capacity(messages.len());
+            let mut features = std::mem::take(&mut taken.batch.features).into_iter();
             for (payload, range) in messages {
                 sent += 1;
                 let id = format!("{run_id}-{sent}");
-                let fate = fates.expect(id.clone());
+                let fate = fates.expect(
+                    id.clone(),
+                    Some(features.by_ref().take(range.len()).collect()),
+                );
                 let publish = PublishMessage::build()
                     .payload(payload.clone())
                     .message_id(&id);

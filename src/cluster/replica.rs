@@ -341,7 +341,11 @@ async fn read(
                 }
                 continue;
             }
-            let decoded = match codec.decode_log(&message.payload, stored_ms) {
+            let appended = id.as_deref().and_then(|id| fates.appended(id));
+            let decoded = match appended.map_or_else(
+                || codec.decode_log(&message.payload, stored_ms),
+                |features| Ok(codec.appended(features, stored_ms)),
+            ) {
                 Ok(decoded) => decoded,
                 Err(err) => {
                     unreadable(

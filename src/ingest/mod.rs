@@ -367,6 +367,18 @@ pub(crate) fn indexed_feature<'a>(
     validate::feature_by_index(schema, given, geometry, received_ms)
 }
 
+/// Whether a feature this node validated on receipt would also be valid had it been received
+/// at `received_ms` (the rules are the same but for the start time's lead over the time of
+/// receipt): what the backbone checks of the observations this node appended to the log
+/// instead of reading them back, so that it refuses exactly what every other node refuses.
+pub(crate) fn still_valid_at(
+    schema: &Schema,
+    feature: &Feature,
+    received_ms: i64,
+) -> Result<(), Reason> {
+    validate::still_valid_at(schema, feature, received_ms)
+}
+
 /// Parses a message from a source (a NATS subject, an MQTT topic): one document in any form
 /// the HTTP ingest takes, or NDJSON lines.
 pub fn parse_message(

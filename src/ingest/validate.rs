@@ -17,7 +17,7 @@ pub(super) fn feature(
     received_ms: i64,
 ) -> Result<Feature, Reason> {
     let geojson = raw.properties.is_some() || raw.kind.as_deref() == Some("Feature");
-    let mut attributes = vec![None; schema.fields().len()];
+    let mut values = Given::new(schema);
     let given = raw
         .attributes
         .or(raw.properties)
@@ -31,9 +31,9 @@ pub(super) fn feature(
             // The server assigns object ids, whatever the input says.
             continue;
         }
-        attributes[index] = Some(convert(schema, index, value)?);
+        values.set(index, convert(schema, index, value)?);
     }
-    let values = complete(schema, attributes, received_ms)?;
+    let values = values.complete(schema, received_ms)?;
     let geometry = raw.geometry.ok_or(Reason::MissingGeometry)?;
     let geometry = if geojson || geometry.coordinates.is_some() {
         geojson_geometry(geometry, schema)?
@@ -52,11 +52,11 @@ pub(super) fn feature_by_index<'a>(
     geometry: Geometry,
     received_ms: i64,
 ) -> Result<Feature, Reason> {
-    let mut attributes = vec![None; schema.fields().len()];
+    let mut values = Given::new(schema);
     for (index, value) in given {
-        attributes[index] = Some(convert(schema, index, value)?);
+        values.set(index, convert(schema, index, value)?);
     }
-    let values = complete(schema, attributes, received_ms)?;
+    let values = values.complete(schema, received_ms)?;
     let wkid = schema.wkid;
     let geometry = match (schema.geometry_type, geometry) {
         (GeometryType::Point, Geometry::Point { x, y }) => {
@@ -84,48 +84,93 @@ pub(super) fn feature_by_index<'a>(
     finish(schema, values, geometry)
 }
 
-/// Every field's value once the given ones are converted: defaults for the missing, then the
-/// track id, start time and nullability rules.
-fn complete(
-    schema: &Schema,
-    attributes: Vec<Option<FieldValue>>,
-    received_ms: i64,
-) -> Result<Vec<FieldValue>, Reason> {
-    let mut values = Vec::with_capacity(attributes.len());
-    for (index, (value, field)) in attributes.into_iter().zip(schema.fields()).enumerate() {
-        let value = match value {
-            Some(value) => value,
-            None if index == schema.object_id_field() => FieldValue::Integer(0),
-            None if Some(index) == schema.start_time_field() => FieldValue::Date(received_ms),
-            None => FieldValue::Null,
-        };
-        if index == schema.track_id_field()
-            && let FieldValue::String(id) = &value
-            && id.chars().count() > schema.limits.max_track_id_chars as usize
-        {
-            return Err(Reason::TrackIdTooLong(schema.limits.max_track_id_chars));
+/// A feature's values as they are given, field by field (by index in the schema); the others
+/// are null until [`Given::complete`] gives them their defaults. The values are written where
+/// they stay: this runs for every observation that comes in.
+struct Given {
+    values: Vec<FieldValue>,
+    given: Vec<bool>,
+}
+
+impl Given {
+    fn new(schema: &Schema) -> Given {
+        let fields = schema.fields().len();
+        Given {
+            values: vec![FieldValue::Null; fields],
+            given: vec![false; fields],
         }
-        if Some(index) == schema.start_time_field()
-            && let FieldValue::Date(time) = value
-            && time.saturating_sub(received_ms) > schema.limits.max_future_ms
-        {
-            return Err(Reason::TimeInFuture {
-                field: field.name.clone(),
-                ahead_s: time.saturating_sub(received_ms) / 1000,
-                max_s: schema.limits.max_future_ms / 1000,
-            });
-        }
-        if value == FieldValue::Null {
-            if index == schema.track_id_field() {
-                return Err(Reason::MissingTrackId(field.name.clone()));
-            }
-            if !field.nullable {
-                return Err(Reason::NullNotAllowed(field.name.clone()));
-            }
-        }
-        values.push(value);
     }
-    Ok(values)
+
+    fn set(&mut self, index: usize, value: FieldValue) {
+        self.values[index] = value;
+        self.given[index] = true;
+    }
+
+    /// Every field's value: defaults for the missing, then the track id, start time and
+    /// nullability rules.
+    fn complete(self, schema: &Schema, received_ms: i64) -> Result<Vec<FieldValue>, Reason> {
+        let Given { mut values, given } = self;
+        for (index, field) in schema.fields().iter().enumerate() {
+            let value = &mut values[index];
+            if !given[index] {
+                if index == schema.object_id_field() {
+                    *value = FieldValue::Integer(0);
+                } else if Some(index) == schema.start_time_field() {
+                    *value = FieldValue::Date(received_ms);
+                }
+            }
+            match value {
+                FieldValue::String(id)
+                    if index == schema.track_id_field()
+                        && id.chars().count() > schema.limits.max_track_id_chars as usize =>
+                {
+                    return Err(Reason::TrackIdTooLong(schema.limits.max_track_id_chars));
+                }
+                FieldValue::Date(time) if Some(index) == schema.start_time_field() => {
+                    check_start_time(schema, *time, received_ms)?;
+                }
+                FieldValue::Null if index == schema.track_id_field() => {
+                    return Err(Reason::MissingTrackId(field.name.clone()));
+                }
+                FieldValue::Null if !field.nullable => {
+                    return Err(Reason::NullNotAllowed(field.name.clone()));
+                }
+                _ => {}
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// A start time no further ahead of `received_ms` than the service allows.
+fn check_start_time(schema: &Schema, time: i64, received_ms: i64) -> Result<(), Reason> {
+    if time.saturating_sub(received_ms) > schema.limits.max_future_ms {
+        let field = schema
+            .start_time_field()
+            .map_or_else(String::new, |index| schema.fields()[index].name.clone());
+        return Err(Reason::TimeInFuture {
+            field,
+            ahead_s: time.saturating_sub(received_ms) / 1000,
+            max_s: schema.limits.max_future_ms / 1000,
+        });
+    }
+    Ok(())
+}
+
+/// Whether an observation validated when it was received is still valid had it been received
+/// at `received_ms` instead: the only rule that depends on when (its start time's lead).
+pub(super) fn still_valid_at(
+    schema: &Schema,
+    feature: &Feature,
+    received_ms: i64,
+) -> Result<(), Reason> {
+    match schema
+        .start_time_field()
+        .and_then(|index| feature.attributes.get(index))
+    {
+        Some(FieldValue::Date(time)) => check_start_time(schema, *time, received_ms),
+        _ => Ok(()),
+    }
 }
 
 /// The feature, once its geometry is within the vertex limit.
