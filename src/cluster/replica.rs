@@ -301,6 +301,13 @@ async fn read(
                 None => return Err("the consumer ended".into()),
             }
         }
+        // A hole in the log's positions is a checkpoint's messages (the stream holds both
+        // subjects) or log dropped by a checkpoint before this node read it: before applying
+        // anything past it, make sure it is not the latter (once per checkpoint written).
+        let newest = batch.last().expect("one at least").info()?.stream_sequence;
+        if newest.saturating_sub(last_read) > batch.len() as u64 {
+            overtaken(&stream, link, codec, last_read).await?;
+        }
         let mut caught_up = false;
         let mut pending = Pending::default();
         for message in &batch {

@@ -1833,3 +1833,128 @@ async fn at_least_once_ingest_keeps_what_no_node_took_yet() {
         .expect("kept");
     assert_eq!(tracks(&next_json(&mut session).await), [4]);
 }
+
+/// A TCP relay to a NATS server that can hold every byte in both directions: a node behind it
+/// stays connected but reads and sends nothing while held (stalled, CPU-starved, paused).
+struct Relay {
+    port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("its address").port();
+        let (hold, held) = tokio::sync::watch::channel(false);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Relay::pass(client_read, server_write, held.clone()));
+                tokio::spawn(Relay::pass(server_read, client_write, held.clone()));
+            }
+        });
+        Relay { port, hold, accept }
+    }
+
+    /// Copies one direction, waiting while held (before each read and each write).
+    async fn pass(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut held: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            if held.wait_for(|held| !held).await.is_err() {
+                return;
+            }
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            if held.wait_for(|held| !held).await.is_err()
+                || to.write_all(&buffer[..read]).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn hold(&self, held: bool) {
+        self.hold.send_replace(held);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Issue 25: a live node that falls further behind the log than the checkpoints keep (it stays
+/// connected but reads nothing while checkpoints drop the log it has not read) notices the
+/// hole before applying anything past it, reads the newest checkpoint again, and holds the
+/// same state as the node that wrote it, every track it missed included.
+#[actix_web::test]
+async fn a_live_node_overtaken_by_compaction_reads_again_and_misses_nothing() {
+    let nats = Nats::start();
+    let a = TestServer::start(checkpointing(&nats, "a"));
+    ready(&a).await;
+    publish(&a, &json!([observation(1, 1, -117.0)])).await;
+    // `a` holds the checkpoint lease: it writes the first.
+    checkpoints(&a, 1).await;
+    let relay = Relay::start(nats.port).await;
+    let mut config = checkpointing(&nats, "b");
+    config.cluster.as_mut().unwrap().nats_url = relay.url();
+    let b = TestServer::start(config);
+    ready(&b).await;
+    assert_eq!(whole_state(&b).await, whole_state(&a).await);
+    let before = stats(&b).await["cluster"].clone();
+    relay.hold(true);
+    // More log messages than a consumer asks for ahead (an ordered consumer's pull asks for
+    // 500 and the next at half of that), one post each; then two checkpoints, the second
+    // dropping the log up to the first: positions `b` never received.
+    let posts = 1_500;
+    for post in 0..posts {
+        let report = publish(&a, &json!([observation(1_000 + post, 2, -117.1)])).await;
+        assert_eq!(report["accepted"], 1, "{report}");
+    }
+    let written = stats(&a).await["cluster"]["checkpoints"].as_u64().unwrap();
+    checkpoints(&a, written + 1).await;
+    publish(&a, &json!([observation(1, 3, -117.2)])).await;
+    checkpoints(&a, written + 2).await;
+    relay.hold(false);
+    let on_a = whole_state(&a).await;
+    assert_eq!(on_a.len(), 1 + posts as usize);
+    let mut on_b = Vec::new();
+    for _ in 0..1200 {
+        on_b = whole_state(&b).await;
+        if on_b == on_a {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(on_b.len(), on_a.len(), "every track on b");
+    assert_eq!(on_b, on_a, "the same state, ids and all");
+    let after = stats(&b).await["cluster"].clone();
+    assert_eq!(
+        after["disconnects"], before["disconnects"],
+        "b stayed connected: {after}"
+    );
+    assert!(
+        after["resyncs"].as_u64() > before["resyncs"].as_u64(),
+        "b read the state again: {after}"
+    );
+}
