@@ -101,16 +101,49 @@ pub(crate) fn spawn(
     })
 }
 
-/// One observation as Esri JSON.
-fn observation(track: usize, observed: i64, rng: &mut StdRng, extent: [f64; 4]) -> String {
+/// Appends one observation as Esri JSON (the load tester writes a hundred thousand a second on
+/// the machine it measures: numbers are written by hand, not through `format!`).
+fn observation(out: &mut String, track: usize, observed: i64, rng: &mut StdRng, extent: [f64; 4]) {
     let [xmin, ymin, xmax, ymax] = extent;
-    format!(
-        r#"{{"attributes":{{"TRACKID":{track},"name":"pub-{track}","route":"load","status":"moving","speed":{:.1},"heading":{:.1},"active":true,"observed":{observed}}},"geometry":{{"x":{:.6},"y":{:.6}}}}}"#,
-        rng.random_range(5.0..130.0),
-        rng.random_range(0.0..360.0),
-        rng.random_range(xmin..xmax),
-        rng.random_range(ymin..ymax),
-    )
+    let (mut integer, mut name) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let track = name.format(track);
+    out.push_str(r#"{"attributes":{"TRACKID":"#);
+    out.push_str(track);
+    out.push_str(r#","name":"pub-"#);
+    out.push_str(track);
+    out.push_str(r#"","route":"load","status":"moving","speed":"#);
+    fixed(out, rng.random_range(5.0..130.0), 1);
+    out.push_str(r#","heading":"#);
+    fixed(out, rng.random_range(0.0..360.0), 1);
+    out.push_str(r#","active":true,"observed":"#);
+    out.push_str(integer.format(observed));
+    out.push_str(r#"},"geometry":{"x":"#);
+    fixed(out, rng.random_range(xmin..xmax), 6);
+    out.push_str(r#","y":"#);
+    fixed(out, rng.random_range(ymin..ymax), 6);
+    out.push_str("}}");
+}
+
+/// Appends `value` with `decimals` digits after the point, rounded, as `{:.N}` writes it (but
+/// for a negative value that rounds to zero, written without its sign).
+fn fixed(out: &mut String, value: f64, decimals: u32) {
+    let scale = 10i64.pow(decimals);
+    let scaled = (value * scale as f64).round() as i64;
+    if scaled < 0 {
+        out.push('-');
+    }
+    let (whole, fraction) = (
+        scaled.unsigned_abs() / scale as u64,
+        scaled.unsigned_abs() % scale as u64,
+    );
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(whole));
+    out.push('.');
+    let fraction = digits.format(fraction);
+    for _ in fraction.len()..decimals as usize {
+        out.push('0');
+    }
+    out.push_str(fraction);
 }
 
 async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Published) {
@@ -228,7 +261,7 @@ async fn run(publisher: usize, args: &Args, shared: &Shared, published: &Publish
             if index > 0 {
                 message.push(',');
             }
-            message.push_str(&observation(tracks[next], observed, &mut rng, args.extent));
+            observation(&mut message, tracks[next], observed, &mut rng, args.extent);
             next = (next + 1) % tracks.len();
         }
         message.push(']');
@@ -369,5 +402,49 @@ impl Sink {
                 .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn numbers_are_written_as_format_writes_them() {
+        for (value, decimals, written) in [
+            (0.0, 1, "0.0"),
+            (5.04, 1, "5.0"),
+            (129.96, 1, "130.0"),
+            (-117.123_456_4, 6, "-117.123456"),
+            (-0.000_000_4, 6, "0.000000"),
+            (-0.5, 6, "-0.500000"),
+            (34.000_001, 6, "34.000001"),
+        ] {
+            let mut out = String::new();
+            fixed(&mut out, value, decimals);
+            assert_eq!(out, written, "{value}");
+        }
+    }
+
+    #[test]
+    fn an_observation_is_a_feature_of_the_vehicles_schema() {
+        let mut out = String::new();
+        let mut rng = StdRng::seed_from_u64(7);
+        observation(
+            &mut out,
+            42,
+            1_700_000_000_000,
+            &mut rng,
+            [-118.0, 33.0, -117.0, 34.0],
+        );
+        let feature: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(feature["attributes"]["TRACKID"], 42);
+        assert_eq!(feature["attributes"]["name"], "pub-42");
+        assert_eq!(feature["attributes"]["observed"], 1_700_000_000_000i64);
+        let x = feature["geometry"]["x"].as_f64().expect("x");
+        assert!((-118.0..=-117.0).contains(&x), "{out}");
+        let speed = feature["attributes"]["speed"].as_f64().expect("speed");
+        assert!((5.0..=130.0).contains(&speed), "{out}");
     }
 }
