@@ -1559,108 +1559,6 @@ async fn checkpoints_drop_the_log_and_a_late_node_reads_the_same_state() {
 
 use futures_util::StreamExt as _;
 
-/// Issue 25: the node writing checkpoints dies (stopped at once) while observations stream in
-/// through both nodes: every observation a publisher was told was accepted is in the state on
-/// the surviving node and on a node started afterwards (each track at the newest accepted).
-#[actix_web::test]
-async fn the_checkpoint_writer_dies_and_nothing_accepted_is_lost() {
-    let nats = Nats::start();
-    let a = TestServer::start(checkpointing(&nats, "a"));
-    let b = TestServer::start(checkpointing(&nats, "b"));
-    ready(&a).await;
-    ready(&b).await;
-    // The writer: whichever node writes the first checkpoint.
-    publish(&a, &json!([observation(1, 1, -117.0)])).await;
-    let writer = loop {
-        let (on_a, on_b) = (
-            stats(&a).await["cluster"]["checkpoints"].as_u64().unwrap(),
-            stats(&b).await["cluster"]["checkpoints"].as_u64().unwrap(),
-        );
-        if on_a > 0 || on_b > 0 {
-            break if on_a > 0 { "a" } else { "b" };
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    let (writer, survivor) = if writer == "a" { (a, b) } else { (b, a) };
-    let (writer_addr, survivor_addr) = (writer.addr, survivor.addr);
-    let stopper = writer.stopper();
-    // 60 posts of 20 tracks, each post a newer time, alternating nodes, four at a time; the
-    // writer is stopped after the twentieth is answered.
-    let newest = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<i64, i64>::new()));
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let posts = (1..=60i64).map(|post| {
-        let (newest, answered, stopper) = (newest.clone(), answered.clone(), stopper.clone());
-        async move {
-            let to = if post % 2 == 0 {
-                writer_addr
-            } else {
-                survivor_addr
-            };
-            let body: Vec<Value> = (0..20)
-                .map(|track| observation(10 + track, 100 + post, -117.0 - post as f64 / 1e4))
-                .collect();
-            // A post to the stopped node fails (the helper panics in its own task): unanswered.
-            let body = json!(body).to_string();
-            let sent = tokio::spawn(async move {
-                tokio::time::timeout(WAIT, post_json(to, FEATURES, &[], &body)).await
-            })
-            .await;
-            if let Ok(Ok((200, report))) = sent
-                && report["accepted"] == 20
-            {
-                let mut newest = newest.lock().unwrap();
-                for track in 0..20 {
-                    let time = newest.entry(10 + track).or_insert(0);
-                    *time = (*time).max(100 + post);
-                }
-            }
-            if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 20 {
-                stopper.stop_now();
-            }
-        }
-    });
-    futures_util::stream::iter(posts)
-        .buffer_unordered(4)
-        .collect::<Vec<()>>()
-        .await;
-    drop(writer);
-    let newest = newest.lock().unwrap().clone();
-    assert_eq!(newest.len(), 20, "the survivor accepted posts: {newest:?}");
-    let c = TestServer::start(checkpointing(&nats, "c"));
-    ready(&c).await;
-    for node in [&survivor, &c] {
-        // What the writer accepted last may reach the survivor's replica a moment later.
-        let mut held = BTreeMap::new();
-        for _ in 0..400 {
-            held = whole_state(node)
-                .await
-                .iter()
-                .filter(|feature| feature["attributes"]["TRACKID"].as_i64().unwrap() >= 10)
-                .map(|feature| {
-                    (
-                        feature["attributes"]["TRACKID"].as_i64().unwrap(),
-                        feature["attributes"]["observed"].as_i64().unwrap(),
-                    )
-                })
-                .collect::<BTreeMap<i64, i64>>();
-            if newest
-                .iter()
-                .all(|(track, time)| held.get(track) >= Some(time))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        for (track, time) in &newest {
-            assert!(
-                held.get(track).is_some_and(|held| held >= time),
-                "track {track}: accepted {time}, held {:?}",
-                held.get(track)
-            );
-        }
-    }
-}
-
 /// Issue 25: `FEATURESTREAM_MAX_TRACKS` holds across the cluster: new tracks posted to two
 /// nodes at once are judged in the log's one order, so exactly the limit is accepted in all
 /// and both nodes hold the same tracks.
@@ -1957,4 +1855,160 @@ async fn a_live_node_overtaken_by_compaction_reads_again_and_misses_nothing() {
         after["resyncs"].as_u64() > before["resyncs"].as_u64(),
         "b read the state again: {after}"
     );
+}
+
+/// The server binary as a node of the cluster on `nats`, checkpointing every second; answers
+/// once `/readyz` says 200.
+async fn node_binary(nats: &Nats, name: &str, port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_featurestream"))
+        .args(["--port", &port.to_string(), "--simulator", "off"])
+        .args(["--nats-url", &nats.url(), "--node-name", name])
+        .args(["--nats-checkpoint-secs", "1"])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server binary starts");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..400 {
+        // Not listening yet: connecting is refused (and `get_json` would panic).
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && tokio::time::timeout(WAIT, get_json(addr, "/readyz"))
+                .await
+                .is_ok_and(|(status, _)| status == 200)
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("node {name} never became ready");
+}
+
+/// Issue 25: the node holding the checkpoint lease, a real process, is killed with SIGKILL while
+/// posts stream in to it and to another node. Every observation either node acknowledged is in
+/// the state of the survivor and of a node started afterwards (each track at the newest
+/// acknowledged).
+#[actix_web::test]
+async fn a_node_killed_with_sigkill_loses_nothing_it_acknowledged() {
+    let nats = Nats::start();
+    let port = free_ports(1)[0];
+    let mut killed = node_binary(&nats, "a", port).await;
+    let killed_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, report) = post_json(
+        killed_addr,
+        FEATURES,
+        &[],
+        &json!([observation(1, 1, -117.0)]).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    // It holds the checkpoint lease: it writes the first checkpoint.
+    for attempt in 0.. {
+        let (_, stats) = get_json(killed_addr, "/api/stats").await;
+        if stats["cluster"]["checkpoints"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(attempt < 400, "a never wrote a checkpoint: {stats}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let survivor = TestServer::start(checkpointing(&nats, "b"));
+    ready(&survivor).await;
+    let survivor_addr = survivor.addr;
+    // 80 posts of 20 tracks, each a newer time, alternating nodes, four at a time; `a` is
+    // killed once the twentieth is answered.
+    let newest = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<i64, i64>::new()));
+    let (kill, mut killing) = tokio::sync::watch::channel(false);
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acknowledged_by_killed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let unanswered_by_killed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let posts = (1..=80i64).map(|post| {
+        let (newest, answered, kill) = (newest.clone(), answered.clone(), kill.clone());
+        let acknowledged_by_killed = acknowledged_by_killed.clone();
+        let unanswered_by_killed = unanswered_by_killed.clone();
+        async move {
+            let to = if post % 2 == 0 {
+                killed_addr
+            } else {
+                survivor_addr
+            };
+            let body: Vec<Value> = (0..20)
+                .map(|track| observation(10 + track, 100 + post, -117.0 - post as f64 / 1e4))
+                .collect();
+            let body = json!(body).to_string();
+            // A post to the killed node fails (the helper panics in its own task): unanswered.
+            let sent = tokio::spawn(async move {
+                tokio::time::timeout(WAIT, post_json(to, FEATURES, &[], &body)).await
+            })
+            .await;
+            if let Ok(Ok((200, report))) = sent
+                && report["accepted"] == 20
+            {
+                if to == killed_addr {
+                    acknowledged_by_killed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let mut newest = newest.lock().unwrap();
+                for track in 0..20 {
+                    let time = newest.entry(10 + track).or_insert(0);
+                    *time = (*time).max(100 + post);
+                }
+            } else if to == killed_addr {
+                unanswered_by_killed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 20 {
+                kill.send_replace(true);
+            }
+        }
+    });
+    let streaming = futures_util::stream::iter(posts)
+        .buffer_unordered(4)
+        .collect::<Vec<()>>();
+    let killing = async {
+        let _ = killing.wait_for(|kill| *kill).await;
+        killed.start_kill().expect("SIGKILL");
+        let _ = killed.wait().await;
+    };
+    futures_util::future::join(streaming, killing).await;
+    let newest = newest.lock().unwrap().clone();
+    assert_eq!(newest.len(), 20, "the survivor accepted posts: {newest:?}");
+    assert!(
+        acknowledged_by_killed.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "a acknowledged posts before it was killed"
+    );
+    assert!(
+        unanswered_by_killed.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "posts to a went unanswered once it was killed"
+    );
+    let later = TestServer::start(checkpointing(&nats, "c"));
+    ready(&later).await;
+    for node in [&survivor, &later] {
+        // What the killed node had appended may reach a replica a moment after its answer.
+        let mut held = BTreeMap::new();
+        for _ in 0..400 {
+            held = whole_state(node)
+                .await
+                .iter()
+                .filter(|feature| feature["attributes"]["TRACKID"].as_i64().unwrap() >= 10)
+                .map(|feature| {
+                    (
+                        feature["attributes"]["TRACKID"].as_i64().unwrap(),
+                        feature["attributes"]["observed"].as_i64().unwrap(),
+                    )
+                })
+                .collect::<BTreeMap<i64, i64>>();
+            if newest
+                .iter()
+                .all(|(track, time)| held.get(track) >= Some(time))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        for (track, time) in &newest {
+            assert!(
+                held.get(track).is_some_and(|held| held >= time),
+                "track {track}: accepted {time}, held {:?}",
+                held.get(track)
+            );
+        }
+    }
 }
