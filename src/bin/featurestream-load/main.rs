@@ -12,6 +12,7 @@
 
 mod publish;
 mod raw;
+mod recall;
 mod reference;
 mod scan;
 mod session;

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::recall::Recall;
 use crate::scan::{
     HEAD_BYTES, MessageScan, Scanner, Summary, is_reply, number_text, parse_decimal,
 };
@@ -224,6 +225,8 @@ struct FrameParser {
     last_timestamp: Option<(Vec<u8>, f64)>,
     /// A compressed message in progress (RSV1 on its first frame): its compressed bytes.
     deflated: Option<Vec<u8>>,
+    /// A large text message in one frame, in progress: recalled or recorded.
+    recall: Option<Recall>,
     traffic: Traffic,
 }
 
@@ -256,6 +259,7 @@ impl FrameParser {
             batch: Vec::new(),
             last_timestamp: None,
             deflated: None,
+            recall: None,
             traffic: Traffic::default(),
         }
     }
@@ -290,6 +294,15 @@ impl FrameParser {
                 self.deflated = Some(Vec::new());
             }
             match frame.opcode {
+                0x1 if self.recall.is_some() => {
+                    self.traffic.messages += take as u64;
+                    let recall = self.recall.as_mut().expect("a recalled message");
+                    recall.feed(payload);
+                    if done {
+                        let recall = self.recall.take().expect("a recalled message");
+                        events.push_back(Event::Message(recall.finish(&self.scanner)));
+                    }
+                }
                 0x0 | 0x1 if self.deflated.is_some() => {
                     let deflated = self.deflated.as_mut().expect("a compressed message");
                     deflated.extend_from_slice(payload);
@@ -434,11 +447,20 @@ impl FrameParser {
     }
 
     fn start_frame(&mut self, first: u8, length: u64) {
+        let (opcode, fin, compressed) = (first & 0x0F, first & 0x80 != 0, first & 0x40 != 0);
+        // A large message in one frame is compared with those this thread's sessions saw.
+        self.recall = (opcode == 0x1
+            && fin
+            && !compressed
+            && self.message.is_idle()
+            && self.deflated.is_none())
+        .then(|| Recall::start(&self.scanner, length))
+        .flatten();
         // An empty frame completes on `feed`'s next turn, with an empty payload.
         self.frame = Some(FrameInProgress {
-            opcode: first & 0x0F,
-            fin: first & 0x80 != 0,
-            compressed: first & 0x40 != 0,
+            opcode,
+            fin,
+            compressed,
             length,
             remaining: length,
         });
@@ -599,6 +621,71 @@ mod tests {
         let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
         parser.feed(&stream, &mut events, &mut pongs);
         assert_eq!(Vec::from(events), expected);
+    }
+
+    #[test]
+    fn a_recalled_message_summarises_as_a_scanned_one() {
+        // Sessions of one thread share a scanner: the first to receive a large message scans
+        // it, the next compare. A message of the same length that differs anywhere, even in
+        // its last byte, is scanned on its own.
+        let feature = |observed: u64| {
+            format!(
+                r#"{{"attributes":{{"OBJECTID":1,"observed":{observed}}},"geometry":{{"x":1,"y":2}}}}"#
+            )
+        };
+        let message = |first: u64, last: u64| {
+            let features: Vec<String> = (0..200)
+                .map(|index| match index {
+                    0 => feature(1_795_420_842_000 + first),
+                    199 => feature(1_795_420_842_000 + last),
+                    _ => feature(1_795_420_842_000 + index / 50),
+                })
+                .collect();
+            format!("{{\"features\":[{}]}}", features.join(",")).into_bytes()
+        };
+        let (first, other, late) = (message(100, 100), message(200, 100), message(100, 200));
+        assert_eq!(first.len(), other.len());
+        assert_eq!(first.len(), late.len());
+        assert!(first.len() as u64 >= crate::recall::RECALL_MIN_BYTES);
+        let scanned_alone = |scanner: Scanner, payload: &[u8]| {
+            let mut parser = FrameParser::new(Rc::new(scanner));
+            let mut events = VecDeque::new();
+            parser.feed(&frame(0x1, true, payload), &mut events, &mut Vec::new());
+            Vec::from(events)
+        };
+        for per_feature in [false, true] {
+            let scanner = || {
+                if per_feature {
+                    Scanner::per_feature("observed")
+                } else {
+                    Scanner::new("observed")
+                }
+            };
+            let shared = Rc::new(scanner());
+            for (payload, piece) in [
+                (&first, 4096),
+                (&first, 7),
+                (&other, 1000),
+                (&first, 1 << 20),
+                (&other, 3),
+            ] {
+                let mut parser = FrameParser::new(shared.clone());
+                let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
+                for chunk in frame(0x1, true, payload).chunks(piece) {
+                    parser.feed(chunk, &mut events, &mut pongs);
+                }
+                let expected = scanned_alone(scanner(), payload);
+                assert_eq!(
+                    Vec::from(events),
+                    expected,
+                    "per feature {per_feature}, pieces of {piece}"
+                );
+            }
+            assert_ne!(
+                scanned_alone(scanner(), &first),
+                scanned_alone(scanner(), &other)
+            );
+        }
     }
 
     /// The events and pongs of `stream` fed in pieces of `piece` bytes.

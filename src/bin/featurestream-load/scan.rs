@@ -3,7 +3,11 @@
 //! message is a filter reply. A message is fed in chunks as it arrives off the socket, so a
 //! large frame passes through the cache once and is never held whole.
 
+use std::cell::RefCell;
+
 use memchr::memmem::Finder;
+
+use crate::recall::SeenMessages;
 
 /// Bytes kept from the start of each message: enough for the first feature's timestamp of
 /// every server measured here (about 250 bytes in) and a filter reply's opening.
@@ -18,7 +22,7 @@ pub(crate) enum ReplyKind {
     Error,
 }
 
-/// Reusable finders for one timestamp field name.
+/// Reusable finders for one timestamp field name, and the large messages they summarised.
 pub(crate) struct Scanner {
     pub(crate) attributes: Finder<'static>,
     pub(crate) timestamp: Finder<'static>,
@@ -26,6 +30,7 @@ pub(crate) struct Scanner {
     /// Read every feature's timestamp, not only the first of a message (ingest mode: a
     /// server's batch may hold observations sent at different times).
     pub(crate) per_feature: bool,
+    pub(crate) seen: RefCell<SeenMessages>,
 }
 
 impl Scanner {
@@ -35,6 +40,7 @@ impl Scanner {
             timestamp: Finder::new(format!("\"{timestamp_field}\":").as_bytes()).into_owned(),
             error_null: Finder::new(b"\"error\":null").into_owned(),
             per_feature: false,
+            seen: RefCell::default(),
         }
     }
 
