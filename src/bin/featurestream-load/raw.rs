@@ -297,7 +297,7 @@ impl FrameParser {
                 0x1 if self.recall.is_some() => {
                     self.traffic.messages += take as u64;
                     let recall = self.recall.as_mut().expect("a recalled message");
-                    recall.feed(payload);
+                    recall.feed(&self.scanner, payload);
                     if done {
                         let recall = self.recall.take().expect("a recalled message");
                         events.push_back(Event::Message(recall.finish(&self.scanner)));
@@ -662,28 +662,57 @@ mod tests {
                 }
             };
             let shared = Rc::new(scanner());
-            for (payload, piece) in [
-                (&first, 4096),
-                (&first, 7),
-                (&other, 1000),
-                (&first, 1 << 20),
-                (&other, 3),
-            ] {
-                let mut parser = FrameParser::new(shared.clone());
-                let (mut events, mut pongs) = (VecDeque::new(), Vec::new());
-                for chunk in frame(0x1, true, payload).chunks(piece) {
-                    parser.feed(chunk, &mut events, &mut pongs);
+            // One after another, then several at once, each in pieces of its own size (the
+            // sessions of a thread read in turns, a large message over several reads).
+            let rounds: [&[(&Vec<u8>, usize)]; 3] = [
+                &[(&first, 4096)],
+                &[(&first, 7), (&other, 1000), (&first, 1 << 20), (&late, 3)],
+                &[
+                    (&late, 512),
+                    (&first, 64),
+                    (&first, 5000),
+                    (&other, 333),
+                    (&late, 2048),
+                ],
+            ];
+            for round in rounds {
+                let mut parsers: Vec<_> = round
+                    .iter()
+                    .map(|(payload, piece)| {
+                        let stream = frame(0x1, true, payload);
+                        let chunks: Vec<Vec<u8>> =
+                            stream.chunks(*piece).map(<[u8]>::to_vec).collect();
+                        (FrameParser::new(shared.clone()), chunks, VecDeque::new())
+                    })
+                    .collect();
+                let most = parsers.iter().map(|(_, chunks, _)| chunks.len()).max();
+                for turn in 0..most.unwrap_or(0) {
+                    for (parser, chunks, events) in &mut parsers {
+                        if let Some(chunk) = chunks.get(turn) {
+                            parser.feed(chunk, events, &mut Vec::new());
+                        }
+                    }
                 }
-                let expected = scanned_alone(scanner(), payload);
-                assert_eq!(
-                    Vec::from(events),
-                    expected,
-                    "per feature {per_feature}, pieces of {piece}"
-                );
+                for ((payload, piece), (_, _, events)) in round.iter().zip(parsers) {
+                    assert_eq!(
+                        Vec::from(events),
+                        scanned_alone(scanner(), payload),
+                        "per feature {per_feature}, pieces of {piece}"
+                    );
+                }
             }
+            assert!(
+                Recall::start(&shared, first.len() as u64).is_some_and(|recall| recall.is_known()),
+                "a message of that length is kept with its summary"
+            );
             assert_ne!(
                 scanned_alone(scanner(), &first),
                 scanned_alone(scanner(), &other)
+            );
+            // Only a per-feature scan reads the last feature's timestamp.
+            assert_eq!(
+                scanned_alone(scanner(), &first) != scanned_alone(scanner(), &late),
+                per_feature
             );
         }
     }
