@@ -1,8 +1,9 @@
 //! A minimal WebSocket client for the load tester's hot path. Bytes are read into one
 //! scratch buffer per thread and fed straight to a streaming frame parser and message scanner,
-//! so a session holds no frame, a large frame is never copied whole, and what is read is
-//! scanned while still in the cache. No UTF-8 validation. Server frames are unmasked
-//! (RFC 6455 §5.1); client frames are masked with a zero key, which is legal and needs no XOR.
+//! so a session holds no frame and what is read is scanned while still in the cache; a large
+//! frame is kept once per thread, for the thread's other sessions to compare (`recall`). No
+//! UTF-8 validation. Server frames are unmasked (RFC 6455 §5.1); client frames are masked with
+//! a zero key, which is legal and needs no XOR.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
