@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::stream::{Config, StorageType, Stream};
+use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 
 use super::codec::{self, Codec};
@@ -239,30 +240,37 @@ async fn read(
     let mut checks = 0u32;
     let mut check = tokio::time::interval(STALL_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let log_subject = naming::log_subject(&link.name);
+    // The periodic look at the log runs beside the reading, never in its way: a request
+    // JetStream does not answer (a stream just created, a leader being elected) waits out its
+    // timeout without holding up the messages or the publishers waiting for them.
+    let mut look: Option<LocalBoxFuture<'_, Look>> = None;
     loop {
         let first = tokio::select! {
             first = messages.next() => first,
-            _ = check.tick() => {
-                // A consumer whose server died may stop without an error: if the log holds
-                // newer messages than we read for several checks, read the whole state again.
-                if let Ok(newest) = stream.get_last_raw_message_by_subject(&log_subject).await
-                    && newest.sequence > last_read
-                {
-                    behind_checks += 1;
-                    if behind_checks >= STALL_CHECKS {
-                        return Err(format!(
-                            "the consumer stalled at {last_read}, the log is at {}",
-                            newest.sequence
-                        )
-                        .into());
-                    }
-                } else {
-                    behind_checks = 0;
-                }
+            _ = check.tick(), if look.is_none() => {
                 checks += 1;
-                if checks.is_multiple_of(OVERTAKEN_CHECK_EVERY) {
-                    overtaken(&stream, link, codec, last_read).await?;
+                let overtaken_too = checks.is_multiple_of(OVERTAKEN_CHECK_EVERY);
+                look = Some(look_at_log(&stream, link, codec, overtaken_too).boxed_local());
+                continue;
+            }
+            found = async { look.as_mut().expect("enabled only while a look runs").await }, if look.is_some() => {
+                look = None;
+                // A consumer whose server died may stop without an error: if the log holds
+                // newer messages than we read for several looks, read the whole state again.
+                match found.newest {
+                    Some(newest) if newest > last_read => {
+                        behind_checks += 1;
+                        if behind_checks >= STALL_CHECKS {
+                            return Err(format!(
+                                "the consumer stalled at {last_read}, the log is at {newest}"
+                            )
+                            .into());
+                        }
+                    }
+                    _ => behind_checks = 0,
+                }
+                if let Some(through) = found.oldest_checkpoint {
+                    dropped_unread(through, last_read)?;
                 }
                 continue;
             }
@@ -491,18 +499,61 @@ async fn overtaken(
     codec: &Codec,
     last_read: u64,
 ) -> Result<(), async_nats::Error> {
-    let Ok(oldest) = stream
-        .get_first_raw_message_by_subject(naming::checkpoint_subject(&link.name), 0)
-        .await
-    else {
-        return Ok(());
-    };
-    match codec.checkpoint_position(&oldest.payload) {
-        Some(through) if through > last_read => Err(format!(
+    match oldest_checkpoint(stream, link, codec).await {
+        Some(through) => dropped_unread(through, last_read),
+        None => Ok(()),
+    }
+}
+
+/// An error when the oldest checkpoint kept, as of log position `through`, is past what this
+/// replica read: the log between was dropped.
+fn dropped_unread(through: u64, last_read: u64) -> Result<(), async_nats::Error> {
+    if through > last_read {
+        return Err(format!(
             "the log up to {through} was dropped while this node had read to {last_read}"
         )
-        .into()),
-        _ => Ok(()),
+        .into());
+    }
+    Ok(())
+}
+
+/// The log position the oldest checkpoint kept is as of; `None` when there is none or it
+/// cannot be read.
+async fn oldest_checkpoint(stream: &Stream, link: &ServiceLink, codec: &Codec) -> Option<u64> {
+    let oldest = stream
+        .get_first_raw_message_by_subject(naming::checkpoint_subject(&link.name), 0)
+        .await
+        .ok()?;
+    codec.checkpoint_position(&oldest.payload)
+}
+
+/// What a periodic look at the log found.
+struct Look {
+    /// The position of the newest log message; `None` when JetStream did not say.
+    newest: Option<u64>,
+    /// When asked for: the position the oldest checkpoint kept is as of.
+    oldest_checkpoint: Option<u64>,
+}
+
+async fn look_at_log(
+    stream: &Stream,
+    link: &ServiceLink,
+    codec: &Codec,
+    overtaken_too: bool,
+) -> Look {
+    let newest = stream
+        .get_last_raw_message_by_subject(&naming::log_subject(&link.name))
+        .await
+        .ok()
+        .map(|message| message.sequence);
+    let oldest_checkpoint = if overtaken_too {
+        oldest_checkpoint(stream, link, codec).await
+    } else {
+        None
+    };
+    Look {
+        newest,
+        oldest_checkpoint,
     }
 }
 

@@ -1742,6 +1742,12 @@ struct Relay {
 
 impl Relay {
     async fn start(upstream: u16) -> Relay {
+        Relay::start_dropping(upstream, None).await
+    }
+
+    /// A relay that also drops every message the client publishes to a subject starting with
+    /// `dropped` (a request the server then never answers).
+    async fn start_dropping(upstream: u16, dropped: Option<&'static str>) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1755,21 +1761,29 @@ impl Relay {
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(Relay::pass(client_read, server_write, held.clone()));
-                tokio::spawn(Relay::pass(server_read, client_write, held.clone()));
+                tokio::spawn(Relay::pass(
+                    client_read,
+                    server_write,
+                    held.clone(),
+                    dropped,
+                ));
+                tokio::spawn(Relay::pass(server_read, client_write, held.clone(), None));
             }
         });
         Relay { port, hold, accept }
     }
 
-    /// Copies one direction, waiting while held (before each read and each write).
+    /// Copies one direction, waiting while held (before each read and each write), without
+    /// the client's publications to subjects starting with `dropped`.
     async fn pass(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         mut held: tokio::sync::watch::Receiver<bool>,
+        dropped: Option<&'static str>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut buffer = vec![0; 64 * 1024];
+        let mut unsent = Vec::new();
         loop {
             if held.wait_for(|held| !held).await.is_err() {
                 return;
@@ -1778,9 +1792,12 @@ impl Relay {
                 Ok(0) | Err(_) => return,
                 Ok(read) => read,
             };
-            if held.wait_for(|held| !held).await.is_err()
-                || to.write_all(&buffer[..read]).await.is_err()
-            {
+            unsent.extend_from_slice(&buffer[..read]);
+            let out = match dropped {
+                Some(prefix) => without_publications_to(&mut unsent, prefix),
+                None => std::mem::take(&mut unsent),
+            };
+            if held.wait_for(|held| !held).await.is_err() || to.write_all(&out).await.is_err() {
                 return;
             }
         }
@@ -1799,6 +1816,39 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.accept.abort();
     }
+}
+
+/// The whole client-to-server NATS commands at the start of `unsent` (taken from it), but for
+/// publications (`PUB`, `HPUB`) to subjects starting with `prefix`; an unfinished command
+/// stays in `unsent`.
+fn without_publications_to(unsent: &mut Vec<u8>, prefix: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(line_len) = unsent[at..].windows(2).position(|pair| pair == b"\r\n") {
+        let line = String::from_utf8_lossy(&unsent[at..at + line_len]).into_owned();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let publication = matches!(
+            words.first().map(|op| op.to_ascii_uppercase()).as_deref(),
+            Some("PUB" | "HPUB")
+        );
+        let mut end = at + line_len + 2;
+        if publication {
+            let size: usize = words
+                .last()
+                .and_then(|size| size.parse().ok())
+                .expect("a size");
+            if unsent.len() < end + size + 2 {
+                break;
+            }
+            end += size + 2;
+        }
+        if !(publication && words[1].starts_with(prefix)) {
+            out.extend_from_slice(&unsent[at..end]);
+        }
+        at = end;
+    }
+    unsent.drain(..at);
+    out
 }
 
 /// Issue 25: a live node that falls further behind the log than the checkpoints keep (it stays
@@ -1854,6 +1904,48 @@ async fn a_live_node_overtaken_by_compaction_reads_again_and_misses_nothing() {
     assert!(
         after["resyncs"].as_u64() > before["resyncs"].as_u64(),
         "b read the state again: {after}"
+    );
+}
+
+/// Issue 25: a node's periodic look at the log (is its consumer keeping up?) runs beside its
+/// reading. While JetStream answers none of the looks (a stream just created, a stream leader
+/// being elected: seen with a fresh three-server cluster), the node still reads the log and
+/// answers its publishers, each post once its own replica has read it back; a look in the way
+/// would hold every post for the request's 10 s timeout.
+#[actix_web::test]
+async fn unanswered_looks_at_the_log_hold_up_no_reading() {
+    let nats = Nats::start();
+    let relay = Relay::start_dropping(
+        nats.port,
+        Some("$JS.API.STREAM.MSG.GET.featurestream_vehicles_log"),
+    )
+    .await;
+    let mut config = node_config(&nats, "a", false);
+    config.cluster.as_mut().unwrap().nats_url = relay.url();
+    let a = TestServer::start(config);
+    ready(&a).await;
+    let mut session = custom_session(&a, WGS84).await;
+    let posts = 20;
+    let answered = tokio::time::timeout(Duration::from_secs(60), async {
+        for post in 0..posts {
+            let report = publish(&a, &json!([observation(post, 1, -117.0)])).await;
+            assert_eq!(report["accepted"], 1, "{report}");
+        }
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "{posts} posts were not answered in 60 s: reading waits for the looks"
+    );
+    let streamed: Vec<i64> = features_of(&mut session, posts as usize)
+        .await
+        .iter()
+        .map(|feature| feature["attributes"]["TRACKID"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        streamed,
+        (0..posts).collect::<Vec<_>>(),
+        "every post streamed"
     );
 }
 
