@@ -535,6 +535,8 @@ struct Look {
     oldest_checkpoint: Option<u64>,
 }
 
+/// Asks JetStream for the newest log position and, when `overtaken_too`, for the oldest
+/// checkpoint's; a question it does not answer comes back `None`.
 async fn look_at_log(
     stream: &Stream,
     link: &ServiceLink,
